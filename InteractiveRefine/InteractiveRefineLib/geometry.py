@@ -1,0 +1,233 @@
+"""Volumes with full geometry, file IO (RAS at the edges) and physical-space resampling.
+
+A :class:`Volume` is a numpy array indexed ``[k, j, i]`` plus the 4x4 matrix that maps voxel
+indices ``(i, j, k)`` to RAS millimetres. Files (NIfTI, NRRD, MHA, DICOM series) are read and
+written with SimpleITK, which works in LPS; the conversion happens here and nowhere else.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from .errors import ImageError
+
+logger = logging.getLogger(__name__)
+
+#: LPS <-> RAS: negate the first two axes (the matrix is its own inverse).
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid: ``shape`` as ``(k, j, i)`` and the 4x4 ``ijk_to_ras`` matrix (mm)."""
+
+    shape: tuple[int, int, int]
+    ijk_to_ras: np.ndarray
+
+    @property
+    def ras_to_ijk(self) -> np.ndarray:
+        return np.linalg.inv(self.ijk_to_ras)
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Voxel size in mm along ``(i, j, k)``."""
+        return np.linalg.norm(self.ijk_to_ras[:3, :3], axis=0)
+
+    @property
+    def direction(self) -> np.ndarray:
+        """3x3 matrix whose columns are the unit RAS directions of the i, j, k axes."""
+        return self.ijk_to_ras[:3, :3] / self.spacing
+
+    def ras_to_index(self, ras) -> np.ndarray:
+        """Continuous voxel index ``(i, j, k)`` of RAS points (``(..., 3)`` array, mm)."""
+        ras = np.asarray(ras, dtype=float)
+        homog = np.concatenate([ras, np.ones(ras.shape[:-1] + (1,))], axis=-1)
+        return (homog @ self.ras_to_ijk.T)[..., :3]
+
+    def index_to_ras(self, ijk) -> np.ndarray:
+        """RAS mm of voxel indices ``(i, j, k)`` (``(..., 3)`` array)."""
+        ijk = np.asarray(ijk, dtype=float)
+        homog = np.concatenate([ijk, np.ones(ijk.shape[:-1] + (1,))], axis=-1)
+        return (homog @ self.ijk_to_ras.T)[..., :3]
+
+    def contains_index(self, ijk, margin: float = 0.5) -> bool:
+        """True when a continuous index ``(i, j, k)`` lies inside the grid (voxel edges included)."""
+        ijk = np.asarray(ijk, dtype=float)
+        upper = np.array(self.shape[::-1], dtype=float) - 1.0 + margin
+        return bool(np.all(ijk >= -margin) and np.all(ijk <= upper))
+
+    def corners_ras(self) -> np.ndarray:
+        """The 8 outer corners of the grid (voxel edges, not centres) in RAS mm, ``(8, 3)``."""
+        ni, nj, nk = self.shape[2], self.shape[1], self.shape[0]
+        corners = np.array(
+            [[i, j, k] for i in (-0.5, ni - 0.5) for j in (-0.5, nj - 0.5) for k in (-0.5, nk - 0.5)]
+        )
+        return self.index_to_ras(corners)
+
+    def center_ras(self) -> np.ndarray:
+        return self.index_to_ras((np.array(self.shape[::-1], dtype=float) - 1.0) / 2.0)
+
+
+@dataclass(frozen=True)
+class Volume:
+    """An image: ``array`` indexed ``[k, j, i]`` on ``grid`` (RAS mm)."""
+
+    array: np.ndarray
+    grid: Grid
+
+    @classmethod
+    def from_array(cls, array: np.ndarray, ijk_to_ras: np.ndarray) -> Volume:
+        array = np.asarray(array)
+        if array.ndim != 3:
+            raise ImageError(f"expected a 3D array [k, j, i], got shape {array.shape}")
+        matrix = np.asarray(ijk_to_ras, dtype=float)
+        if matrix.shape != (4, 4) or abs(np.linalg.det(matrix[:3, :3])) < 1e-9:
+            raise ImageError(f"expected an invertible 4x4 IJK-to-RAS matrix, got {matrix.tolist()}")
+        return cls(array, Grid(tuple(int(n) for n in array.shape), matrix))
+
+    @property
+    def ijk_to_ras(self) -> np.ndarray:
+        return self.grid.ijk_to_ras
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.grid.shape
+
+
+def ijk_to_ras_from_itk(origin, spacing, direction) -> np.ndarray:
+    """Build the IJK-to-RAS matrix from ITK's LPS origin, spacing and row-major direction."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = np.asarray(direction, dtype=float).reshape(3, 3) @ np.diag(spacing)
+    matrix[:3, 3] = origin
+    return LPS_TO_RAS @ matrix
+
+
+def itk_geometry_from_ijk_to_ras(ijk_to_ras: np.ndarray):
+    """Inverse of :func:`ijk_to_ras_from_itk`: ``(origin, spacing, direction)`` in LPS."""
+    lps = LPS_TO_RAS @ np.asarray(ijk_to_ras, dtype=float)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    direction = lps[:3, :3] / spacing
+    return tuple(lps[:3, 3]), tuple(spacing), tuple(direction.ravel())
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    """Read a NIfTI/NRRD/MHA file or a DICOM series folder into a float32 :class:`Volume`.
+
+    Raises :class:`ImageError` naming the path when it is missing or unreadable.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"image file not found: {path}")
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            series = reader.GetGDCMSeriesIDs(str(path))
+            if not series:
+                raise ImageError(f"no DICOM series found in folder {path}")
+            if len(series) > 1:
+                logger.warning("%s holds %d DICOM series; reading the first", path, len(series))
+            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
+            image = reader.Execute()
+        else:
+            image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise ImageError(f"cannot read image {path}: {str(exc).strip().splitlines()[-1]}") from exc
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise ImageError(
+            f"{path}: expected a 3D scalar image, got {image.GetDimension()}D with "
+            f"{image.GetNumberOfComponentsPerPixel()} components"
+        )
+    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    matrix = ijk_to_ras_from_itk(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
+    return Volume.from_array(array, matrix)
+
+
+def write_volume(volume: Volume, path: str | os.PathLike, dtype=None) -> None:
+    """Write a :class:`Volume` to NIfTI/NRRD/MHA with its full geometry (converted to LPS)."""
+    import SimpleITK as sitk
+
+    array = volume.array if dtype is None else volume.array.astype(dtype)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    origin, spacing, direction = itk_geometry_from_ijk_to_ras(volume.ijk_to_ras)
+    image.SetOrigin(origin)
+    image.SetSpacing(spacing)
+    image.SetDirection(direction)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def _kji_affine(target: Grid, source: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Matrix and offset mapping target ``[k, j, i]`` indices to source ``[k, j, i]`` indices."""
+    ijk_map = source.ras_to_ijk @ target.ijk_to_ras
+    flip = np.eye(4)[[2, 1, 0, 3]]  # (i, j, k) <-> (k, j, i)
+    kji_map = flip @ ijk_map @ flip
+    return kji_map[:3, :3], kji_map[:3, 3]
+
+
+def resample(
+    array: np.ndarray, source: Grid, target: Grid, order: int = 1, cval: float = 0.0
+) -> np.ndarray:
+    """Resample ``array`` (on ``source``) onto ``target`` in physical (RAS) space.
+
+    ``order`` is the spline order (0 nearest, 1 linear). Target voxels outside the source
+    take ``cval``. Returns a float32 array of ``target.shape``.
+    """
+    matrix, offset = _kji_affine(target, source)
+    return ndimage.affine_transform(
+        np.asarray(array, dtype=np.float32), matrix, offset, output_shape=target.shape,
+        order=order, mode="constant", cval=cval, prefilter=False,
+    ).astype(np.float32, copy=False)
+
+
+def coverage(source: Grid, target: Grid) -> float:
+    """Fraction of ``target`` voxel centres that lie inside ``source`` (0 = no overlap)."""
+    matrix, offset = _kji_affine(target, source)
+    inside = ndimage.affine_transform(
+        np.ones(source.shape, dtype=np.float32), matrix, offset, output_shape=target.shape,
+        order=0, mode="constant", cval=0.0, prefilter=False,
+    )
+    return float(inside.mean())
+
+
+def working_grid(
+    reference: Grid, center_ras, size_vox=(144, 144, 144), spacing_mm=(1.0, 1.0, 1.0)
+) -> Grid:
+    """The model's working grid: an ROI of ``size_vox`` (k, j, i) voxels at ``spacing_mm`` (i, j, k).
+
+    The axes follow the reference (CT) directions so an oblique CT is not rotated, and the ROI
+    is centred at ``center_ras`` (RAS mm).
+    """
+    size_kji = np.asarray(size_vox, dtype=int)
+    spacing = np.asarray(spacing_mm, dtype=float)
+    matrix = np.eye(4)
+    matrix[:3, :3] = reference.direction @ np.diag(spacing)
+    half_extent_ijk = (size_kji[::-1] - 1) / 2.0
+    matrix[:3, 3] = np.asarray(center_ras, dtype=float) - matrix[:3, :3] @ half_extent_ijk
+    return Grid(tuple(int(n) for n in size_kji), matrix)
+
+
+def bounding_box_in(grid: Grid, region: Grid) -> tuple[slice, slice, slice]:
+    """``[k, j, i]`` slices of ``grid`` that cover ``region``'s extent (clipped to ``grid``)."""
+    corners = grid.ras_to_index(region.corners_ras())
+    low = np.floor(corners.min(axis=0)).astype(int)
+    high = np.ceil(corners.max(axis=0)).astype(int) + 1
+    shape_ijk = np.array(grid.shape[::-1])
+    low = np.clip(low, 0, shape_ijk)
+    high = np.clip(high, 0, shape_ijk)
+    return tuple(slice(int(lo), int(hi)) for lo, hi in zip(low[::-1], high[::-1]))
+
+
+def sub_grid(grid: Grid, box: tuple[slice, slice, slice]) -> Grid:
+    """The grid of ``grid[box]`` (``[k, j, i]`` slices with unit step)."""
+    start_ijk = np.array([box[2].start, box[1].start, box[0].start], dtype=float)
+    matrix = grid.ijk_to_ras.copy()
+    matrix[:3, 3] = grid.index_to_ras(start_ijk)
+    shape = tuple(s.stop - s.start for s in box)
+    return Grid(shape, matrix)

@@ -1,0 +1,51 @@
+"""Intensity presets, chosen by the model card's ``preprocessing.intensity_preset``.
+
+- ``"2sicr"`` (2S-ICR paper, section 4.1): CT windowed to [-200, 200] HU and scaled to [-1, 1];
+  PET z-scored over the working ROI.
+- ``"clinical"`` (HN-UISeg, plug-and-play): CT clipped to [-1024, 3071] HU and scaled to [-1, 1];
+  PET in SUVbw clipped to [0, 50] and scaled to [0, 1].
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InteractiveRefineError
+
+PRESETS: dict[str, dict] = {
+    "2sicr": {"ct_window": (-200.0, 200.0), "pet": "zscore"},
+    "clinical": {"ct_window": (-1024.0, 3071.0), "pet": "suv_clip", "suv_max": 50.0},
+}
+
+
+def preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise InteractiveRefineError(
+            f"unknown intensity preset {name!r}; expected one of {sorted(PRESETS)}"
+        )
+    return PRESETS[name]
+
+
+def normalize_ct(ct: np.ndarray, preset_name: str = "2sicr") -> np.ndarray:
+    """Clip CT (HU) to the preset's window and scale it linearly to [-1, 1] (float32)."""
+    low, high = preset(preset_name)["ct_window"]
+    clipped = np.clip(np.asarray(ct, dtype=np.float32), low, high)
+    return ((clipped - low) / (high - low) * 2.0 - 1.0).astype(np.float32)
+
+
+def normalize_pet(pet: np.ndarray, preset_name: str = "2sicr") -> np.ndarray:
+    """Normalise PET (SUV): z-score over the given array, or SUV clipped and scaled to [0, 1]."""
+    settings = preset(preset_name)
+    pet = np.asarray(pet, dtype=np.float32)
+    if settings["pet"] == "zscore":
+        std = float(pet.std())
+        return ((pet - float(pet.mean())) / max(std, 1e-6)).astype(np.float32)
+    suv_max = settings["suv_max"]
+    return (np.clip(pet, 0.0, suv_max) / suv_max).astype(np.float32)
+
+
+def normalize_channels(ct: np.ndarray, pet: np.ndarray | None, preset_name: str) -> np.ndarray:
+    """Stack the model's image channels ``[C, k, j, i]``: CT, then PET when given."""
+    channels = [normalize_ct(ct, preset_name)]
+    if pet is not None:
+        channels.append(normalize_pet(pet, preset_name))
+    return np.stack(channels)

@@ -1,0 +1,279 @@
+"""Model packages: a folder with a ``model.json`` card and ``safetensors`` weight files.
+
+The card (DESIGN.md section 3) states the network, preprocessing, click encoding, training data
+and protocol, metrics, and the sha256 of every weight file. Loading verifies every checksum and
+that each weight file matches the network the card describes; any mismatch raises
+:class:`ModelPackageError` naming the file. Weights are never unpickled.
+
+Card layout (``format_version`` 1)::
+
+    {"format_version": 1, "name": ..., "version": ..., "license": ..., "intended_use": ...,
+     "network": {"channels": [...], "strides": [...], "num_res_units": 2, "norm": "INSTANCE"},
+     "preprocessing": {"image_channels": ["ct", "pet"], "spacing_mm": [1, 1, 1],
+                       "roi_size_vox": [144, 144, 144], "intensity_preset": "2sicr"},
+     "clicks": {"encoding": "gaussian", "sigma_vox": 2.0, "truncate": 4.0,
+                "simulated_user": "2sicr"},
+     "threshold": 0.5,
+     "members": {"initial": [{"file": "initial_0.safetensors", "sha256": ...}, ...],
+                 "refine": [{"file": "refine_0.safetensors", "sha256": ...}, ...]},
+     "training": {...}, "metrics": {...}}
+
+A member may carry its own ``network`` section overriding the package-wide one.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ModelPackageError
+from .intensity import PRESETS
+from .networks import PAPER_NETWORK, build_network, in_channels
+
+logger = logging.getLogger(__name__)
+
+CARD_NAME = "model.json"
+FORMAT_VERSION = 1
+STAGES = ("initial", "refine")
+
+#: Where the shipped default model lives (inside the module, so Slicer installs it).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models" / "default"
+
+RESEARCH_USE = (
+    "Research use only; not for clinical decisions. Check every contour before any use."
+)
+
+
+def default_card(
+    name: str = "untrained",
+    network: dict | None = None,
+    image_channels=("ct", "pet"),
+    roi_size_vox=(144, 144, 144),
+    spacing_mm=(1.0, 1.0, 1.0),
+    intensity_preset: str = "2sicr",
+    simulated_user: str = "2sicr",
+) -> dict:
+    """A card with the paper's settings; callers fill in members, training and metrics."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "version": "0.0.0",
+        "license": "Apache-2.0",
+        "intended_use": RESEARCH_USE,
+        "network": copy.deepcopy(network or PAPER_NETWORK),
+        "preprocessing": {
+            "image_channels": list(image_channels),
+            "spacing_mm": [float(s) for s in spacing_mm],
+            "roi_size_vox": [int(s) for s in roi_size_vox],
+            "intensity_preset": intensity_preset,
+        },
+        "clicks": {
+            "encoding": "gaussian",
+            "sigma_vox": 2.0,
+            "truncate": 4.0,
+            "scaling": "minmax",
+            "simulated_user": simulated_user,
+        },
+        "threshold": 0.5,
+        "members": {"initial": [], "refine": []},
+        "training": {},
+        "metrics": {},
+    }
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def validate_card(card: dict, source: str = CARD_NAME) -> None:
+    """Raise :class:`ModelPackageError` naming the first missing or invalid card field."""
+    if not isinstance(card, dict):
+        raise ModelPackageError(f"{source}: expected a JSON object")
+    if card.get("format_version") != FORMAT_VERSION:
+        raise ModelPackageError(
+            f"{source}: format_version {card.get('format_version')!r} is not supported "
+            f"(expected {FORMAT_VERSION})"
+        )
+    for key in ("name", "network", "preprocessing", "clicks", "members"):
+        if key not in card:
+            raise ModelPackageError(f"{source}: missing field {key!r}")
+    pre = card["preprocessing"]
+    for key in ("image_channels", "spacing_mm", "roi_size_vox", "intensity_preset"):
+        if key not in pre:
+            raise ModelPackageError(f"{source}: missing field 'preprocessing.{key}'")
+    if pre["intensity_preset"] not in PRESETS:
+        raise ModelPackageError(
+            f"{source}: unknown intensity_preset {pre['intensity_preset']!r}; "
+            f"expected one of {sorted(PRESETS)}"
+        )
+    if not pre["image_channels"] or pre["image_channels"][0] != "ct" or not set(
+        pre["image_channels"]
+    ) <= {"ct", "pet"}:
+        raise ModelPackageError(
+            f"{source}: image_channels must be ['ct'] or ['ct', 'pet'], got {pre['image_channels']}"
+        )
+    for stage in STAGES:
+        members = card["members"].get(stage)
+        if not members:
+            raise ModelPackageError(f"{source}: no {stage!r} members listed")
+        for member in members:
+            if "file" not in member or "sha256" not in member:
+                raise ModelPackageError(f"{source}: a {stage} member lacks 'file' or 'sha256'")
+
+
+@dataclass
+class ModelPackage:
+    """A loaded, verified package: the card and the networks of each stage (eval mode, CPU)."""
+
+    path: Path
+    card: dict
+    networks: dict = field(default_factory=dict)
+
+    @property
+    def image_channels(self) -> list[str]:
+        return list(self.card["preprocessing"]["image_channels"])
+
+    @property
+    def needs_pet(self) -> bool:
+        return "pet" in self.image_channels
+
+    @property
+    def roi_size_vox(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.card["preprocessing"]["roi_size_vox"])
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        return tuple(float(v) for v in self.card["preprocessing"]["spacing_mm"])
+
+    @property
+    def intensity_preset(self) -> str:
+        return self.card["preprocessing"]["intensity_preset"]
+
+    @property
+    def threshold(self) -> float:
+        return float(self.card.get("threshold", 0.5))
+
+    def member_network_config(self, stage: str, index: int) -> dict:
+        member = self.card["members"][stage][index]
+        return member.get("network", self.card["network"])
+
+
+def _load_member(path: Path, card: dict, stage: str, member: dict):
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weight_path = path / member["file"]
+    if not weight_path.is_file():
+        raise ModelPackageError(f"weight file missing: {weight_path}")
+    actual = sha256_of(weight_path)
+    if actual != member["sha256"]:
+        raise ModelPackageError(
+            f"checksum mismatch for weight file {weight_path}: the card says "
+            f"{member['sha256'][:12]}..., the file has {actual[:12]}...; the file was modified or "
+            "corrupted, refusing to load it"
+        )
+    channels = in_channels(stage, len(card["preprocessing"]["image_channels"]))
+    network = build_network(member.get("network", card["network"]), channels)
+    try:
+        state = load_file(str(weight_path))
+    except (SafetensorError, OSError) as exc:
+        raise ModelPackageError(f"cannot read weight file {weight_path}: {exc}") from exc
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise ModelPackageError(
+            f"weight file {weight_path} does not match the {stage} network described in "
+            f"{path / CARD_NAME}: {' '.join(first[:3])[:400]}"
+        ) from exc
+    network.eval()
+    return network
+
+
+def load_model_package(path: str | os.PathLike | None = None) -> ModelPackage:
+    """Load and verify a model package folder (default: the shipped default model)."""
+    path = Path(path) if path is not None else DEFAULT_MODEL_DIR
+    card_path = path / CARD_NAME
+    if not card_path.is_file():
+        hint = ""
+        if path == DEFAULT_MODEL_DIR:
+            hint = "; the default model is not installed, pass --model DIR"
+        raise ModelPackageError(f"model card not found: {card_path}{hint}")
+    try:
+        card = json.loads(card_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelPackageError(f"{card_path} is not valid JSON: {exc}") from exc
+    validate_card(card, str(card_path))
+    package = ModelPackage(path=path, card=card)
+    for stage in STAGES:
+        package.networks[stage] = [
+            _load_member(path, card, stage, member) for member in card["members"][stage]
+        ]
+    logger.info(
+        "loaded model %r from %s (%d initial, %d refine members)", card["name"], path,
+        len(package.networks["initial"]), len(package.networks["refine"]),
+    )
+    return package
+
+
+def save_model_package(path: str | os.PathLike, card: dict, state_dicts: dict) -> Path:
+    """Write ``state_dicts`` (``{"initial": [sd, ...], "refine": [sd, ...]}``) and the card.
+
+    Member files are named ``<stage>_<index>.safetensors``; their sha256 is filled into the card.
+    Returns the package folder.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    card = copy.deepcopy(card)
+    for stage in STAGES:
+        members = []
+        for index, state in enumerate(state_dicts[stage]):
+            file_name = f"{stage}_{index}.safetensors"
+            tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+            save_file(tensors, str(path / file_name))
+            previous = card["members"].get(stage, [])
+            member = dict(previous[index]) if index < len(previous) else {}
+            member.update({"file": file_name, "sha256": sha256_of(path / file_name)})
+            members.append(member)
+        card["members"][stage] = members
+    validate_card(card)
+    (path / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    return path
+
+
+def create_random_model_package(
+    path: str | os.PathLike,
+    network: dict | None = None,
+    roi_size_vox=(144, 144, 144),
+    image_channels=("ct", "pet"),
+    seed: int = 0,
+    ensemble: int = 1,
+) -> Path:
+    """A package with randomly initialised weights, for tests and pipeline checks only."""
+    import torch
+
+    card = default_card(
+        name="random-untrained", network=network, roi_size_vox=roi_size_vox,
+        image_channels=image_channels,
+    )
+    card["intended_use"] = "Pipeline testing only: randomly initialised weights, no training."
+    card["training"] = {"data": "none", "seed": seed}
+    torch.manual_seed(seed)
+    states = {
+        stage: [
+            build_network(card["network"], in_channels(stage, len(image_channels))).state_dict()
+            for _ in range(ensemble)
+        ]
+        for stage in STAGES
+    }
+    return save_model_package(path, card, states)
