@@ -45,6 +45,36 @@ def _sample(weights: np.ndarray, rng: np.random.Generator) -> tuple[int, int, in
     return tuple(int(v) for v in np.unravel_index(position, weights.shape))
 
 
+def _padded_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding box of ``mask`` grown by one voxel (clipped to the array), or None if empty.
+
+    A distance transform of a region only needs the region plus a one-voxel ring of background:
+    any farther background voxel is behind that ring, so cropping gives the exact same distances
+    while a 144^3 transform shrinks to the size of the error (~0.3 s to a few ms).
+    """
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        if hits.size == 0:
+            return None
+        box.append(slice(max(int(hits[0]) - 1, 0), min(int(hits[-1]) + 2, mask.shape[axis])))
+    return tuple(box)
+
+
+def _distance(region: np.ndarray, metric: str) -> np.ndarray:
+    """Distance of every region voxel to the region's border (0 outside), computed in its box."""
+    out = np.zeros(region.shape, dtype=np.float64)
+    box = _padded_box(region)
+    if box is None:
+        return out
+    if metric == "euclidean":
+        out[box] = ndimage.distance_transform_edt(region[box])
+    else:
+        out[box] = ndimage.distance_transform_cdt(region[box], metric="chessboard")
+    return out
+
+
 def _remove_small_blobs(mask: np.ndarray, max_voxels: int) -> np.ndarray:
     labels, count = ndimage.label(mask)
     if count == 0:
@@ -76,15 +106,15 @@ class SimulatedUser:
             )
         if self.preset == "2sicr":
             error = prediction != truth
-            weights = ndimage.distance_transform_edt(error).astype(np.float64)
+            weights = _distance(error, "euclidean")
         else:
             false_neg = truth & ~prediction
             false_pos = prediction & ~truth
             if self.preset == "deepedit":
                 false_pos = _remove_small_blobs(false_pos, 50)
             region = false_neg if false_neg.sum() >= false_pos.sum() else false_pos
-            distance = ndimage.distance_transform_cdt(region, metric="chessboard")
-            weights = np.where(region, np.exp(np.minimum(distance, 700).astype(np.float64)) - 1.0, 0.0)
+            distance = _distance(region, "chessboard")
+            weights = np.where(region, np.expm1(np.minimum(distance, 700.0)), 0.0)
         total = weights.sum()
         return weights / total if total > 0 else weights
 
