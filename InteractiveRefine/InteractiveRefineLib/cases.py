@@ -86,9 +86,7 @@ def read_manifest(path: str | os.PathLike) -> list[Case]:
         if missing:
             raise ImageError(f"{path}: manifest lacks column(s) {sorted(missing)}")
         for row in reader:
-            def _path(key):
-                value = (row.get(key) or "").strip()
-                return (base / value) if value else None
-
-            cases.append(Case(row["id"].strip(), _path("ct"), _path("pet"), _path("label")))
+            paths = {key: (row.get(key) or "").strip() for key in ("ct", "pet", "label")}
+            resolved = {key: (base / value) if value else None for key, value in paths.items()}
+            cases.append(Case(row["id"].strip(), resolved["ct"], resolved["pet"], resolved["label"]))
     return cases

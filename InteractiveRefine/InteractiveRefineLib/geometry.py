@@ -231,3 +231,15 @@ def sub_grid(grid: Grid, box: tuple[slice, slice, slice]) -> Grid:
     matrix[:3, 3] = grid.index_to_ras(start_ijk)
     shape = tuple(s.stop - s.start for s in box)
     return Grid(shape, matrix)
+
+
+def mask_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...] | None:
+    """Slices of the bounding box of a boolean array grown by ``pad`` voxels (clipped), or None."""
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        if hits.size == 0:
+            return None
+        box.append(slice(max(int(hits[0]) - pad, 0), min(int(hits[-1]) + pad + 1, mask.shape[axis])))
+    return tuple(box)

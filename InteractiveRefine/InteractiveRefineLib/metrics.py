@@ -6,8 +6,11 @@ All functions take boolean-like arrays ``[k, j, i]`` on one grid and ``spacing``
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
+
+from .geometry import mask_box
 
 
 def dice(prediction: np.ndarray, truth: np.ndarray) -> float:
@@ -36,14 +39,22 @@ def _surface_metric(prediction, truth, spacing_ijk, kind: str) -> float:
     t = np.asarray(truth, dtype=bool)
     if not p.any() or not t.any():
         return math.nan
+    spacing = _kji_spacing(spacing_ijk)
+    # Surface distances only depend on the masks' neighbourhood: crop a 512x512x80 mask to it.
+    box = mask_box(p | t, pad=2)
+    y_pred, y = _one_hot(p[box]), _one_hot(t[box])
+    with warnings.catch_warnings():  # MONAI 1.5 warns about its own deprecated internals
+        warnings.simplefilter("ignore", FutureWarning)
+        return _monai_metric(kind, y_pred, y, spacing)
+
+
+def _monai_metric(kind, y_pred, y, spacing) -> float:
     from monai.metrics import (
         compute_average_surface_distance,
         compute_hausdorff_distance,
         compute_surface_dice,
     )
 
-    spacing = _kji_spacing(spacing_ijk)
-    y_pred, y = _one_hot(p), _one_hot(t)
     if kind == "hd95":
         value = compute_hausdorff_distance(y_pred, y, percentile=95, spacing=spacing)
     elif kind == "assd":

@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InteractiveRefineError
+from .geometry import mask_box
 
 SIMULATED_USER_PRESETS = ("2sicr", "deepgrow", "deepedit")
 
@@ -45,27 +46,15 @@ def _sample(weights: np.ndarray, rng: np.random.Generator) -> tuple[int, int, in
     return tuple(int(v) for v in np.unravel_index(position, weights.shape))
 
 
-def _padded_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Bounding box of ``mask`` grown by one voxel (clipped to the array), or None if empty.
+def _distance(region: np.ndarray, metric: str) -> np.ndarray:
+    """Distance of every region voxel to the region's border (0 outside), computed in its box.
 
     A distance transform of a region only needs the region plus a one-voxel ring of background:
     any farther background voxel is behind that ring, so cropping gives the exact same distances
-    while a 144^3 transform shrinks to the size of the error (~0.3 s to a few ms).
+    while a 144^3 transform shrinks to the size of the error (~0.8 s to ~0.1 s measured).
     """
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        if hits.size == 0:
-            return None
-        box.append(slice(max(int(hits[0]) - 1, 0), min(int(hits[-1]) + 2, mask.shape[axis])))
-    return tuple(box)
-
-
-def _distance(region: np.ndarray, metric: str) -> np.ndarray:
-    """Distance of every region voxel to the region's border (0 outside), computed in its box."""
     out = np.zeros(region.shape, dtype=np.float64)
-    box = _padded_box(region)
+    box = mask_box(region, pad=1)
     if box is None:
         return out
     if metric == "euclidean":

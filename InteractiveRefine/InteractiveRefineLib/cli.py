@@ -1,0 +1,208 @@
+"""Command line tool ``interactive-refine`` (DESIGN.md section 3).
+
+Subcommands:
+- ``segment``: initial segmentation plus optional clicks; writes the mask on the CT grid.
+- ``simulate``: the paper's simulated user for N clicks; metrics after every click.
+- ``demo``: the whole loop on the sample data (or a generated phantom), with a PNG.
+- ``create-model``: a package with random weights, for pipeline tests only.
+
+A click is ``+R,A,S`` (positive) or ``-R,A,S`` (negative), RAS millimetres as Slicer shows them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InteractiveRefineError
+
+logger = logging.getLogger("interactive-refine")
+
+
+def parse_triplet(text: str, what: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(np.isfinite(values)):
+        raise InteractiveRefineError(f"{what} must be three numbers R,A,S in mm, got {text!r}")
+    return values
+
+
+def parse_click(text: str) -> tuple[tuple[float, float, float], bool]:
+    """``+R,A,S`` -> (ras, True); ``-R,A,S`` -> (ras, False)."""
+    if not text or text[0] not in "+-":
+        raise InteractiveRefineError(
+            f"a click must start with + (tumour) or - (not tumour), e.g. +12.5,-40,8; got {text!r}"
+        )
+    return parse_triplet(text[1:], "click"), text[0] == "+"
+
+
+def _join_click_values(argv: list[str]) -> list[str]:
+    """Let ``--click -1,2,3`` through: argparse would take ``-1,2,3`` for an option."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--click" and i + 1 < len(argv):
+            out.append(f"--click={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
+def _session(args, ct_path, pet_path):
+    from .geometry import read_volume
+    from .model_package import load_model_package
+    from .session import RefinementSession
+
+    package = load_model_package(args.model)
+    ct = read_volume(ct_path)
+    pet = read_volume(pet_path) if pet_path else None
+    if package.needs_pet and pet is None:
+        raise InteractiveRefineError("this model needs --pet")
+    session = RefinementSession(package, device=args.device)
+    center = parse_triplet(args.roi_center, "--roi-center") if args.roi_center else None
+    session.set_image(ct, pet, roi_center_ras=center)
+    return session
+
+
+def cmd_segment(args) -> dict:
+    from .geometry import Volume, write_volume
+
+    clicks = [parse_click(c) for c in args.click or []]
+    session = _session(args, args.ct, args.pet)
+    results = [session.initial()]
+    for ras, positive in clicks:
+        results.append(session.add_click(ras, positive))
+    mask = Volume(session.mask_on_ct(), session.ct.grid)
+    write_volume(mask, args.out, dtype=np.uint8)
+    last = results[-1]
+    return {
+        "out": str(args.out), "voxels": last.voxels, "volume_ml": round(last.volume_ml, 3),
+        "clicks": len(clicks), "device": last.device,
+        "timings_s": {"preprocess": round(session.preprocess_seconds, 4),
+                      "initial": round(results[0].timings["total_s"], 4),
+                      "per_click": [round(r.timings["total_s"], 4) for r in results[1:]]},
+    }
+
+
+def cmd_simulate(args) -> dict:
+    from .geometry import read_volume
+    from .simulation import run_simulation
+
+    session = _session(args, args.ct, args.pet)
+    label = read_volume(args.label)
+
+    def progress(step, values):
+        logger.info("step %d: Dice %.4f", step, values["dice"])
+
+    result = run_simulation(
+        session, label, args.clicks, seed=args.seed, preset=args.user, label_value=args.label_value,
+        on_step=progress,
+    )
+    result["device"] = str(session.device)
+    result["model"] = session.package.card.get("name")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return {"dice": [round(d, 4) for d in result["dice"]], "json": args.json}
+
+
+def cmd_create_model(args) -> dict:
+    from .model_package import create_random_model_package
+
+    network = None
+    roi = (144, 144, 144)
+    if args.tiny:
+        network = {"channels": [4, 8, 16, 32], "strides": [1, 2, 2], "num_res_units": 1,
+                   "norm": "INSTANCE"}
+        roi = (48, 48, 48)
+    path = create_random_model_package(args.out, network=network, roi_size_vox=roi, seed=args.seed)
+    return {"model": str(path), "note": "random weights: for pipeline tests only"}
+
+
+def cmd_demo(args) -> dict:
+    from .demo import run_demo
+
+    return run_demo(
+        out_dir=Path(args.out), model=args.model, device=args.device, seed=args.seed,
+        data_dir=Path(args.data) if args.data else None,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="interactive-refine",
+        description="Interactive PET/CT tumour segmentation (2S-ICR). Coordinates are RAS mm.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, pet_required=False):
+        p.add_argument("--ct", required=True, help="CT file (NIfTI/NRRD/MHA) or DICOM folder")
+        p.add_argument("--pet", required=pet_required, help="PET (SUV) file or DICOM folder")
+        p.add_argument("--model", help="model package folder (default: the shipped default model)")
+        p.add_argument("--roi-center", help="ROI centre R,A,S in mm (default: centre of the CT)")
+        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+    seg = sub.add_parser("segment", help="segment, apply clicks, write the mask on the CT grid")
+    common(seg)
+    seg.add_argument("--click", action="append", metavar="+R,A,S|-R,A,S",
+                     help="a positive (+) or negative (-) click; repeat for more")
+    seg.add_argument("--out", required=True, help="output mask (e.g. mask.nii.gz)")
+    seg.set_defaults(func=cmd_segment)
+
+    sim = sub.add_parser("simulate", help="simulated user: DSC after each of N clicks")
+    common(sim)
+    sim.add_argument("--label", required=True, help="ground-truth label file on any grid")
+    sim.add_argument("--label-value", type=int, default=1, help="label value of GTVp (default 1)")
+    sim.add_argument("--clicks", type=int, default=10)
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--user", default="2sicr", choices=["2sicr", "deepgrow", "deepedit"],
+                     help="simulated-user preset (default: the paper's)")
+    sim.add_argument("--json", help="write the per-click results as JSON here")
+    sim.set_defaults(func=cmd_simulate)
+
+    demo = sub.add_parser("demo", help="full loop on the sample data or a phantom; writes a PNG")
+    demo.add_argument("--model", help="model package folder (default: the shipped default model)")
+    demo.add_argument("--data", help="shared data folder (default: $INTERACTIVE_REFINE_DATA or ../shared/data)")
+    demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
+    demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(func=cmd_demo)
+
+    create = sub.add_parser("create-model", help="a model package with RANDOM weights (testing)")
+    create.add_argument("--out", required=True)
+    create.add_argument("--tiny", action="store_true", help="tiny network and 48^3 ROI")
+    create.add_argument("--seed", type=int, default=0)
+    create.set_defaults(func=cmd_create_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = _join_click_values(list(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    if os.environ.get("INTERACTIVE_REFINE_THREADS"):
+        import torch
+
+        torch.set_num_threads(int(os.environ["INTERACTIVE_REFINE_THREADS"]))
+    try:
+        summary = args.func(args)
+    except InteractiveRefineError as exc:
+        print(f"interactive-refine {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""``interactive-refine demo``: the whole loop on the sample case, with a picture.
+
+Uses the real head-and-neck case CHGJ015 from the shared data folder when present, otherwise a
+generated phantom. Runs the initial model and 5 simulated clicks, and writes ``demo.png``
+(CT and PET with the mask contour and the clicks after 0, 1, 3 and 5 clicks) and ``demo.json``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .geometry import Volume, read_volume
+
+logger = logging.getLogger(__name__)
+
+SHOWN_STEPS = (0, 1, 3, 5)
+REPO_DIR = Path(__file__).resolve().parents[2]
+
+
+def find_data_dir(explicit: Path | None = None) -> Path | None:
+    """The shared data folder: explicit, ``$INTERACTIVE_REFINE_DATA``, or ``../shared/data``."""
+    candidates = [explicit] if explicit else []
+    if os.environ.get("INTERACTIVE_REFINE_DATA"):
+        candidates.append(Path(os.environ["INTERACTIVE_REFINE_DATA"]))
+    candidates += [Path.cwd().parent / "shared" / "data", REPO_DIR.parent / "shared" / "data"]
+    for candidate in candidates:
+        if candidate and (candidate / "hecktor2020_chgj015").is_dir():
+            return candidate
+    return None
+
+
+def load_demo_case(data_dir: Path | None, seed: int = 0):
+    """``(name, ct, pet, label)``: CHGJ015 when available, else a generated phantom."""
+    found = find_data_dir(data_dir)
+    if found is not None:
+        folder = found / "hecktor2020_chgj015"
+        return ("CHGJ015", read_volume(folder / "CHGJ015_ct.nii.gz"),
+                read_volume(folder / "CHGJ015_pt.nii.gz"), read_volume(folder / "CHGJ015_ct_gtvt.nii.gz"))
+    logger.warning("sample data not found; running the demo on a generated phantom")
+    return ("phantom",) + simple_phantom(seed)
+
+
+def simple_phantom(seed: int = 0, shape=(96, 160, 160)):
+    """A neck-like PET/CT phantom on a 1 x 1 x 1.5 mm grid (used when no sample data is present).
+
+    The training package's generator is richer; this one keeps the engine self-contained.
+    """
+    try:
+        from interactive_refine_training.phantoms import generate_case
+
+        case = generate_case(seed)
+        return case.ct, case.pet, case.label
+    except ImportError:
+        pass
+    rng = np.random.default_rng(seed)
+    k, j, i = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    centre = np.array(shape, dtype=np.float32) / 2
+    body = ((j - centre[1]) / 70) ** 2 + ((i - centre[2]) / 60) ** 2 < 1
+    ct = np.where(body, 40.0, -1000.0).astype(np.float32) + rng.normal(0, 15, shape).astype(np.float32)
+    tumour_centre = centre + np.array([0, 15, 20])
+    tumour = (((k - tumour_centre[0]) * 1.5) ** 2 + (j - tumour_centre[1]) ** 2
+              + (i - tumour_centre[2]) ** 2) < 12 ** 2
+    pet = np.where(body, 1.0, 0.0) + 9.0 * tumour
+    from scipy import ndimage
+
+    pet = ndimage.gaussian_filter(pet.astype(np.float32), 2.5) + rng.normal(0, 0.1, shape).clip(0)
+    matrix = np.diag([1.0, 1.0, 1.5, 1.0])
+    return (Volume.from_array(ct, matrix), Volume.from_array(pet.astype(np.float32), matrix),
+            Volume.from_array(tumour.astype(np.uint8), matrix))
+
+
+def run_demo(out_dir: Path, model=None, device: str = "auto", seed: int = 0, data_dir=None) -> dict:
+    from .model_package import load_model_package
+    from .session import RefinementSession
+    from .simulation import run_simulation
+
+    name, ct, pet, label = load_demo_case(data_dir, seed)
+    session = RefinementSession(load_model_package(model), device=device)
+    session.set_image(ct, pet)
+    masks = {}
+
+    def keep(step, values):
+        if step in SHOWN_STEPS:
+            masks[step] = session.mask_on_ct().copy()
+
+    result = run_simulation(session, label, max(SHOWN_STEPS), seed=seed, on_step=keep)
+    for step in SHOWN_STEPS:  # the user had nothing left to correct: the mask stayed
+        masks.setdefault(step, masks[max(s for s in masks if s <= step)])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / "demo.png"
+    render(png, name, ct, pet, label, masks, result["clicks"], result["dice"])
+    result.update({"case": name, "model": session.package.card.get("name"), "device": str(session.device)})
+    (out_dir / "demo.json").write_text(json.dumps(result, indent=2) + "\n")
+    return {"case": name, "png": str(png), "dice": [round(d, 4) for d in result["dice"]]}
+
+
+def _display_slice(ct: Volume, label: Volume) -> int:
+    from .simulation import truth_on_grid
+
+    truth = truth_on_grid(label, ct.grid)
+    counts = truth.sum(axis=(1, 2))
+    return int(np.argmax(counts)) if counts.any() else ct.shape[0] // 2
+
+
+def render(path: Path, name, ct: Volume, pet: Volume, label: Volume, masks: dict, clicks, dice):
+    """CT (top) and PET (bottom) at the tumour's largest axial slice after 0, 1, 3, 5 clicks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import geometry
+    from .simulation import truth_on_grid
+
+    k = _display_slice(ct, label)
+    pet_on_ct = geometry.resample(pet.array, pet.grid, ct.grid, order=1)
+    truth = truth_on_grid(label, ct.grid)
+
+    def view(array):  # axial slice k; for LPS-aligned scans: anterior up, patient right on the left
+        return array[k]
+
+    fig, axes = plt.subplots(2, len(SHOWN_STEPS), figsize=(4 * len(SHOWN_STEPS), 8.4))
+    pet_max = float(np.percentile(pet_on_ct[k], 99.9)) or 1.0
+    for col, step in enumerate(SHOWN_STEPS):
+        for row, (image, cmap, vmin, vmax) in enumerate(
+            ((ct.array, "gray", -200, 300), (pet_on_ct, "hot", 0, pet_max))
+        ):
+            ax = axes[row, col]
+            ax.imshow(view(image), cmap=cmap, vmin=vmin, vmax=vmax, origin="upper")
+            ax.contour(view(truth.astype(float)), levels=[0.5], colors="deepskyblue", linewidths=1.0)
+            ax.contour(view(masks[step].astype(float)), levels=[0.5], colors="lime", linewidths=1.4)
+            for click in clicks[:step]:
+                i, j, kk = ct.grid.ras_to_index(np.array(click["ras"]))
+                if abs(kk - k) <= 3:
+                    ax.plot(i, j, marker="o" if click["positive"] else "X", markersize=9,
+                            color="lime" if click["positive"] else "red", markeredgecolor="white")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                d = dice[step] if step < len(dice) else dice[-1]
+                ax.set_title(f"{step} click{'s' if step != 1 else ''}: Dice {d:.3f}")
+    axes[0, 0].set_ylabel("CT")
+    axes[1, 0].set_ylabel("PET")
+    fig.suptitle(
+        f"InteractiveRefine on {name}, axial slice {k}. Green: mask; blue: reference;\n"
+        "green dot: positive click, red X: negative click (within 3 slices)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
