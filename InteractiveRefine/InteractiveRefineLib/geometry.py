@@ -118,13 +118,16 @@ def itk_geometry_from_ijk_to_ras(ijk_to_ras: np.ndarray):
 def read_volume(path: str | os.PathLike) -> Volume:
     """Read a NIfTI/NRRD/MHA file or a DICOM series folder into a float32 :class:`Volume`.
 
-    Raises :class:`ImageError` naming the path when it is missing or unreadable.
+    Raises :class:`ImageError` naming the path when it is missing or unreadable. SimpleITK does
+    the reading (Slicer bundles it); where it is absent, NIfTI is read with nibabel.
     """
-    import SimpleITK as sitk
-
     path = Path(path)
     if not path.exists():
         raise ImageError(f"image file not found: {path}")
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        return _read_nifti_nibabel(path)
     try:
         if path.is_dir():
             reader = sitk.ImageSeriesReader()
@@ -149,17 +152,35 @@ def read_volume(path: str | os.PathLike) -> Volume:
     return Volume.from_array(array, matrix)
 
 
+def _read_nifti_nibabel(path: Path) -> Volume:
+    import nibabel
+
+    try:
+        image = nibabel.load(str(path))
+        array = np.asarray(image.dataobj, dtype=np.float32)
+    except Exception as exc:  # nibabel raises many unrelated types for a broken file
+        raise ImageError(f"cannot read image {path}: {exc}") from exc
+    if array.ndim != 3:
+        raise ImageError(f"{path}: expected a 3D scalar image, got shape {array.shape}")
+    return Volume.from_array(np.ascontiguousarray(array.transpose(2, 1, 0)), image.affine)
+
+
 def write_volume(volume: Volume, path: str | os.PathLike, dtype=None) -> None:
     """Write a :class:`Volume` to NIfTI/NRRD/MHA with its full geometry (converted to LPS)."""
-    import SimpleITK as sitk
-
     array = volume.array if dtype is None else volume.array.astype(dtype)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import SimpleITK as sitk
+    except ImportError:  # NIfTI only, through nibabel (RAS affine, [i, j, k] array order)
+        import nibabel
+
+        nibabel.save(nibabel.Nifti1Image(array.transpose(2, 1, 0), volume.ijk_to_ras), str(path))
+        return
     image = sitk.GetImageFromArray(np.ascontiguousarray(array))
     origin, spacing, direction = itk_geometry_from_ijk_to_ras(volume.ijk_to_ras)
     image.SetOrigin(origin)
     image.SetSpacing(spacing)
     image.SetDirection(direction)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(image, str(path), useCompression=True)
 
 

@@ -117,3 +117,16 @@ def test_unreadable_file_is_named(tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(ImageError, match="broken.nii.gz"):
         read_volume(bad)
+
+
+def test_nifti_without_simpleitk_reads_the_same_geometry(monkeypatch, tmp_path):
+    """Where SimpleITK is absent (e.g. a bare GPU box), nibabel reads and writes NIfTI."""
+    pytest.importorskip("nibabel")
+    path = data_path(*STS, "STS_001__PT.nii.gz")
+    with_sitk = read_volume(path)
+    monkeypatch.setitem(__import__("sys").modules, "SimpleITK", None)
+    without = read_volume(path)
+    np.testing.assert_allclose(without.ijk_to_ras, with_sitk.ijk_to_ras, atol=1e-4)
+    assert np.array_equal(without.array, with_sitk.array)
+    write_volume(without, tmp_path / "copy.nii.gz")
+    np.testing.assert_allclose(read_volume(tmp_path / "copy.nii.gz").ijk_to_ras, with_sitk.ijk_to_ras, atol=1e-4)
