@@ -1,0 +1,211 @@
+"""Segment every PET/CT case of a folder with InteractiveRefine, headless, through the module's Logic.
+
+In Slicer (installed extension, or a clone added as a module path)::
+
+    Slicer --no-main-window --python-script InteractiveRefine/InteractiveRefineBatch.py -- \\
+        --input CASES --output OUT [--model DIR] [--clicks N] [--seed S] [--device auto|cpu|cuda]
+
+With plain Python and slicer-core (from a clone: uses ``Testing/slicer/slicer_bootstrap.py``)::
+
+    python InteractiveRefine/InteractiveRefineBatch.py --input CASES --output OUT [--clicks N]
+
+Cases are found by ``InteractiveRefineLib.cases.find_cases`` (HECKTOR 2021/2022 names or a CSV
+manifest). For each case the CT and PET are loaded as volume nodes, the Logic segments them, and
+with ``--clicks N`` and a label the simulated user (the 2S-ICR paper's, seeded) places N clicks as
+markups points, exactly like a user. Writes ``OUT/<id>.seg.nrrd`` (the GTVp segment on the CT
+geometry after the last click) and ``OUT/metrics.csv`` with Dice and HD95 after 0..N clicks
+(empty without a label). Exit status 0 when every case worked, 1 otherwise.
+
+This file also defines a hidden module class: Slicer loads every ``.py`` in a module folder as a
+module, and finds one here instead of logging an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+try:  # Slicer's base class; absent in plain Python before the bootstrap
+    from slicer.ScriptedLoadableModule import ScriptedLoadableModule
+except ImportError:
+    ScriptedLoadableModule = object
+
+logger = logging.getLogger("InteractiveRefineBatch")
+
+METRICS_COLUMNS = ("case_id", "clicks", "dice", "hd95_mm", "volume_ml", "seconds", "device", "error")
+
+
+class InteractiveRefineBatch(ScriptedLoadableModule):
+    """Hidden placeholder module so that Slicer's module scan accepts this script."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        parent.title = "InteractiveRefine batch"
+        parent.categories = []
+        parent.hidden = True
+        parent.helpText = "Headless batch segmentation; run with Slicer --python-script (see the file)."
+
+    def runTest(self, msec=100, **kwargs):
+        """Nothing to test in Slicer's self-test list: the batch is tested through its Logic."""
+
+
+def parseArguments(argv):
+    if "--" in argv:  # Slicer passes the script arguments after "--"
+        argv = argv[argv.index("--") + 1 :]
+    parser = argparse.ArgumentParser(
+        prog="InteractiveRefineBatch", description="Segment every PET/CT case of a folder (GTVp)."
+    )
+    parser.add_argument("--input", required=True, help="case folder (HECKTOR layout) or CSV manifest")
+    parser.add_argument("--output", required=True, help="folder for <id>.seg.nrrd and metrics.csv")
+    parser.add_argument("--model", default="", help="model package folder (default: the shipped model)")
+    parser.add_argument("--clicks", type=int, default=0, help="simulated clicks per case (needs a label)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated user")
+    parser.add_argument("--preset", default="2sicr", help="simulated-user preset (2sicr, deepgrow, deepedit)")
+    parser.add_argument("--label-value", type=int, default=1, help="label value of the GTVp (HECKTOR: 1)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    args = parser.parse_args(argv)
+    if args.clicks < 0:
+        parser.error("--clicks must be 0 or more")
+    return args
+
+
+def setUpSlicer():
+    """The InteractiveRefine module file, with slicer-core bootstrapped when there is no application."""
+    import slicer
+
+    moduleDir = Path(__file__).resolve().parent
+    if getattr(slicer, "app", None) is None:
+        bootstrapDir = moduleDir.parent / "Testing" / "slicer"
+        if not (bootstrapDir / "slicer_bootstrap.py").is_file():
+            raise SystemExit(
+                f"No Slicer application and no slicer-core bootstrap at {bootstrapDir}: run this script "
+                "with Slicer --python-script, or from a clone of the repository"
+            )
+        sys.path.insert(0, str(bootstrapDir))
+        import slicer_bootstrap
+
+        return slicer_bootstrap.load_module()
+    if str(moduleDir) not in sys.path:
+        sys.path.insert(0, str(moduleDir))
+    import InteractiveRefine
+
+    return InteractiveRefine
+
+
+def caseMetrics(logic, truth, spacing) -> tuple:
+    """(Dice, HD95 mm) of the segment as written in the segmentation against the label."""
+    from InteractiveRefineLib.metrics import dice, hd95, json_number
+
+    if truth is None:
+        return "", ""
+    mask = logic.segmentMask().astype(bool)
+    return json_number(dice(mask, truth)), json_number(hd95(mask, truth, spacing))
+
+
+def processCase(module, case, args, writeRow) -> None:
+    """Segment one case, apply the simulated clicks, write ``<id>.seg.nrrd`` and the metric rows."""
+    import numpy as np
+    import slicer
+    from InteractiveRefineLib.geometry import read_volume
+    from InteractiveRefineLib.simulated_user import SimulatedUser
+    from InteractiveRefineLib.simulation import truth_on_grid
+
+    logic = module.InteractiveRefineLogic()
+    logic.setAutoRefine(True)
+    try:
+        ct = logic.loadVolume(str(case.ct), f"{case.case_id} CT")
+        pet = logic.loadVolume(str(case.pet), f"{case.case_id} PET") if case.pet else None
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{case.case_id} GTVp")
+        t0 = time.perf_counter()
+        result = logic.segment(ct, pet, segmentation, None, modelPath=args.model, device=args.device)
+        session = logic.session
+        label = read_volume(case.label) if case.label else None
+        truth = truth_on_grid(label, session.ct.grid, args.label_value) if label is not None else None
+        spacing = session.ct.grid.spacing
+
+        def record(clicks, seconds):
+            diceValue, hd95Value = caseMetrics(logic, truth, spacing)
+            writeRow(
+                {
+                    "case_id": case.case_id,
+                    "clicks": clicks,
+                    "dice": diceValue,
+                    "hd95_mm": hd95Value,
+                    "volume_ml": round(logic.lastResult.volume_ml, 3),
+                    "seconds": round(seconds, 4),
+                    "device": result.device,
+                    "error": "",
+                }
+            )
+
+        record(0, time.perf_counter() - t0)
+        if args.clicks and truth is None:
+            logger.warning("%s has no label: no simulated clicks", case.case_id)
+        elif args.clicks:
+            user = SimulatedUser(args.preset, rng=np.random.default_rng(args.seed))
+            truthWork = truth_on_grid(label, session.grid, args.label_value)
+            for step in range(1, args.clicks + 1):
+                click = user.next_click(session.mask_on_working_grid().astype(bool), truthWork)
+                if click is None:
+                    logger.info("%s: no error left after %d click(s)", case.case_id, step - 1)
+                    break
+                ras = session.grid.index_to_ras(np.array(click.index[::-1], dtype=float))
+                logic.addClick(ras, click.positive)
+                record(step, logic.clickTimings[-1]["total_s"])
+        logic.saveSegmentation(segmentation, str(Path(args.output) / f"{case.case_id}.seg.nrrd"))
+    finally:
+        logic.clear()
+        slicer.mrmlScene.Clear(0)
+
+
+def run(args) -> int:
+    module = setUpSlicer()
+    from InteractiveRefineLib.cases import find_cases
+    from InteractiveRefineLib.errors import InteractiveRefineError
+
+    try:
+        cases = find_cases(args.input)
+    except InteractiveRefineError as exc:
+        logger.error("%s", exc)
+        return 1
+    os.makedirs(args.output, exist_ok=True)
+    failed = []
+    with open(Path(args.output) / "metrics.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=METRICS_COLUMNS)
+        writer.writeheader()
+
+        def writeRow(row):
+            writer.writerow(row)
+            handle.flush()
+
+        for case in cases:
+            logger.info("case %s", case.case_id)
+            try:
+                processCase(module, case, args, writeRow)
+            except ValueError as exc:  # bad input of one case: report it and go on with the others
+                logger.error("%s: %s", case.case_id, exc)
+                failed.append(case.case_id)
+                writeRow({"case_id": case.case_id, "clicks": 0, "error": str(exc)})
+    print(json.dumps({"cases": len(cases), "failed": failed, "output": str(args.output)}))
+    return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run(parseArguments(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    status = main()
+    import slicer
+
+    if getattr(slicer, "app", None) is not None:
+        slicer.util.exit(status)  # leave the (window-less) application
+    else:
+        sys.exit(status)
