@@ -1,0 +1,110 @@
+"""Checkpoints as plain dicts (never pickled objects) and loading trained networks.
+
+A checkpoint holds the trainer's name, the full configuration, the epoch, the model, optimizer,
+scheduler and gradient-scaler states, the best metric, the history and the RNG states: only
+tensors, numbers, strings, lists and dicts, so it loads with ``torch.load(weights_only=True)``.
+A run folder holds ``checkpoint_latest.pt``, ``checkpoint_best.pt``, ``config.json`` and
+``summary.json``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+LATEST = "checkpoint_latest.pt"
+BEST = "checkpoint_best.pt"
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
+    """``torch.save`` to a temporary file, then an atomic rename (a crash never leaves half a file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint safely (``weights_only=True``: tensors and plain containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@dataclass
+class TrainedRun:
+    """A finished (or stopped) run: its best weights, configuration and summary."""
+
+    path: Path
+    trainer: str
+    config: dict
+    state_dict: dict
+    summary: dict
+
+
+def load_run(source: str | os.PathLike) -> TrainedRun:
+    """A run folder (its best checkpoint) or a checkpoint file."""
+    source = Path(source)
+    checkpoint_path = source / BEST if source.is_dir() else source
+    if source.is_dir() and not checkpoint_path.is_file():
+        checkpoint_path = source / LATEST
+    checkpoint = load_checkpoint(checkpoint_path)
+    run_dir = checkpoint_path.parent
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    return TrainedRun(run_dir, checkpoint["trainer"], checkpoint["config"], checkpoint["model"], summary)
+
+
+def load_initial_networks(source: str | os.PathLike, config: dict, device) -> list:
+    """The initial model(s) a refinement run starts from, in eval mode on ``device``.
+
+    ``source`` is an initial run folder, its checkpoint file, or an exported model package
+    (every ``initial`` member; their probabilities are averaged like the engine does). The
+    network and preprocessing must match ``config``.
+    """
+    from InteractiveRefineLib.model_package import CARD_NAME, load_model_package
+    from InteractiveRefineLib.networks import build_network, in_channels
+
+    source = Path(source)
+    if (source / CARD_NAME).is_file():
+        package = load_model_package(source)
+        _check_package_matches(package.card, config, source)
+        networks = package.networks["initial"]
+    else:
+        run = load_run(source)
+        if run.trainer != "initial":
+            raise ValueError(f"{source} is a {run.trainer!r} run; the refine stage needs an initial run")
+        _check_same(run.config["data"], config["data"], source, ("roi_size_vox", "spacing_mm",
+                    "intensity_preset", "image_channels"))
+        channels = in_channels("initial", len(config["data"]["image_channels"]))
+        network = build_network(run.config["network"], channels)
+        network.load_state_dict(run.state_dict)
+        networks = [network]
+    for net in networks:
+        net.to(device).eval()
+        net.requires_grad_(False)
+    return networks
+
+
+def _normal(value):
+    return [float(v) if isinstance(v, (int, float)) else v for v in value] if isinstance(
+        value, (list, tuple)) else value
+
+
+def _check_same(a: dict, b: dict, source, keys) -> None:
+    for key in keys:
+        if _normal(a[key]) != _normal(b[key]):
+            raise ValueError(f"{source}: data.{key} is {a[key]!r} but this run uses {b[key]!r}")
+
+
+def _check_package_matches(card: dict, config: dict, source) -> None:
+    pre = card["preprocessing"]
+    data = config["data"]
+    _check_same(pre, data, source, ("roi_size_vox", "spacing_mm", "image_channels", "intensity_preset"))

@@ -1,0 +1,197 @@
+"""Training configuration: the paper's protocol as defaults, JSON files and command-line overrides.
+
+A configuration is a plain JSON-able dict with the sections below. ``DEFAULTS`` is the 2S-ICR
+paper's protocol (sections 4.1-4.3); ``configs/*.json`` override parts of it, and the command
+line overrides those (``--max-epochs 5`` or generically ``--set optimization.lr=3e-4``).
+The merged configuration is written into every run folder and checkpoint, so a run is always
+reproducible from its own files.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from InteractiveRefineLib.networks import PAPER_NETWORK
+
+DEFAULTS: dict = {
+    "name": "paper",
+    "seed": 0,
+    "data": {
+        "label_value": 1,  # GTVp
+        "image_channels": ["ct", "pet"],
+        "roi_size_vox": [144, 144, 144],
+        "spacing_mm": [1.0, 1.0, 1.0],
+        "intensity_preset": "2sicr",
+        # "label_centroid": ROI centred on the GTVp (paper 4.1), the image centre when there is none
+        "roi_center": "label_centroid",
+        "n_folds": 5,
+        "split_seed": 0,
+        # Cases whose ids give the same first regex group belong to one patient (same fold).
+        "patient_id_regex": None,
+    },
+    "network": copy.deepcopy(PAPER_NETWORK),
+    "optimization": {
+        "loss": "DiceCE",  # Dice + BCE, uniform weights, smoothing 1e-5 (paper eq. 1-3)
+        "optimizer": "AdamW",
+        "lr": 1e-4,
+        "weight_decay": 1e-5,
+        "scheduler": "cosine",  # CosineAnnealingLR over max_epochs, to 0
+        "max_epochs": 300,
+        "patience": 50,  # early stopping on the validation metric
+        "batch_size": 1,
+        # None: one pass over the training cases; N: exactly N iterations (nnU-Net style)
+        "iterations_per_epoch": None,
+    },
+    "augmentation": {
+        "enabled": True,
+        "affine_prob": 0.5,
+        "rotate_deg": 45.0,
+        "scale": 0.1,
+        "shear": 0.1,
+        "translate_vox": 32.0,
+        "padding_mode": "reflection",  # MONAI's default for RandAffined
+        "flip_prob": 0.5,
+        "ct_contrast_prob": 0.25,
+        "ct_gamma": [0.5, 1.5],
+        "ct_shift_prob": 0.25,
+        "ct_shift_offset": 0.1,
+        "ct_noise_prob": 0.25,
+        "ct_noise_std": 0.1,
+        "ct_smooth_prob": 0.25,
+        "ct_smooth_sigma": [0.25, 1.5],
+    },
+    "interaction": {
+        # None: the trainer's own preset (refine: "2sicr", deepgrow: "deepgrow", deepedit: "deepedit")
+        "simulated_user": None,
+        "sigma_vox": 2.0,
+        "truncate": 4.0,
+        "min_clicks": 1,
+        "max_clicks": 15,
+        "mask_dropout": 0.2,
+        "val_clicks": 10,
+        "val_metric": "dice_last",  # Dice after the last validation click, or "dice_mean" (1..N)
+        "deepedit_free_prob": 0.25,  # DeepEdit-25; 0.5 for DeepEdit-50; DeepGrow = 0
+        # "random" (the paper: trained separately) or "initial": start the refine network from the
+        # initial network's weights, new input channels zero (for short, budgeted runs)
+        "refine_init": "random",
+        "baseline_max_interactions": 15,
+    },
+    "runtime": {
+        "device": "auto",
+        "amp": "auto",  # on for CUDA, off on CPU
+        "amp_dtype": "float16",  # "bfloat16" needs no gradient scaler
+        "workers": 4,
+        "augment_on": "auto",  # "workers" (CPU, loader processes), "device", or auto (workers on CUDA)
+        "max_val_cases": None,  # validate on the first N validation cases only (budgeted runs)
+        "max_minutes": None,
+        "stop_after_epochs": None,  # end this invocation after N epochs (resume later)
+        "val_every": 1,
+        "cudnn_benchmark": True,
+        "cache_dir": None,
+        "tensorboard": True,
+        "progress": True,
+        "threads": None,
+    },
+}
+
+#: Sections whose values may change when a run is resumed (they do not change the result).
+RESUMABLE_SECTIONS = ("runtime",)
+
+
+def deep_update(base: dict, override: dict) -> dict:
+    """``base`` updated recursively with ``override`` (a new dict; inputs unchanged)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_update(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> dict:
+    """``DEFAULTS`` updated with the JSON file at ``path`` and then with ``overrides``."""
+    config = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        try:
+            from_file = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read training config {path}: {exc}") from exc
+        unknown = set(from_file) - set(DEFAULTS) - {"description"}
+        if unknown:
+            raise ValueError(f"{path}: unknown config section(s) {sorted(unknown)}")
+        config = deep_update(config, from_file)
+    if overrides:
+        config = deep_update(config, overrides)
+    validate(config)
+    return config
+
+
+def set_dotted(overrides: dict, dotted: str, value) -> None:
+    """``set_dotted(d, "optimization.lr", 1e-3)`` -> ``d["optimization"]["lr"] = 1e-3``."""
+    node = overrides
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+
+
+def parse_assignment(text: str) -> tuple[str, object]:
+    """``"a.b=3"`` -> ``("a.b", 3)``; the value is JSON when it parses, else a string."""
+    if "=" not in text:
+        raise ValueError(f"--set expects section.key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def validate(config: dict) -> None:
+    """Raise ``ValueError`` naming the first inconsistent setting."""
+    from InteractiveRefineLib.networks import size_divisor
+
+    data, opt, inter = config["data"], config["optimization"], config["interaction"]
+    divisor = size_divisor(config["network"])
+    roi = [int(v) for v in data["roi_size_vox"]]
+    if len(roi) != 3 or any(v <= 0 or v % divisor for v in roi):
+        raise ValueError(f"data.roi_size_vox {roi} must be 3 positive multiples of {divisor}")
+    if len(config["network"]["strides"]) != len(config["network"]["channels"]) - 1:
+        raise ValueError("network.strides needs one entry fewer than network.channels")
+    if not 1 <= int(inter["min_clicks"]) <= int(inter["max_clicks"]):
+        raise ValueError("interaction: need 1 <= min_clicks <= max_clicks")
+    if not 0.0 <= float(inter["mask_dropout"]) <= 1.0:
+        raise ValueError("interaction.mask_dropout must lie in [0, 1]")
+    if not 0.0 <= float(inter["deepedit_free_prob"]) < 1.0:
+        raise ValueError("interaction.deepedit_free_prob must lie in [0, 1)")
+    if inter.get("refine_init", "random") not in ("random", "initial"):
+        raise ValueError("interaction.refine_init must be 'random' or 'initial'")
+    if inter["val_metric"] not in ("dice_last", "dice_mean"):
+        raise ValueError("interaction.val_metric must be 'dice_last' or 'dice_mean'")
+    if int(opt["batch_size"]) != 1:
+        raise ValueError("optimization.batch_size: only 1 is supported (the paper's)")
+    if data["image_channels"] not in (["ct"], ["ct", "pet"]):
+        raise ValueError("data.image_channels must be ['ct'] or ['ct', 'pet']")
+
+
+def preprocessing_settings(config: dict) -> dict:
+    """The settings that determine a case's cached arrays (and nothing else)."""
+    data = config["data"]
+    return {
+        "format": 1,
+        "label_value": int(data["label_value"]),
+        "image_channels": list(data["image_channels"]),
+        "roi_size_vox": [int(v) for v in data["roi_size_vox"]],
+        "spacing_mm": [float(v) for v in data["spacing_mm"]],
+        "intensity_preset": data["intensity_preset"],
+        "roi_center": data["roi_center"],
+    }
+
+
+def settings_hash(settings: dict) -> str:
+    text = json.dumps(settings, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,172 @@
+"""Evaluate model packages with the simulated user, exactly as a user would get them.
+
+Every case goes through the engine's ``RefinementSession`` (the ROI centred on the GTVp
+centroid, as the paper's cropped data) and ``simulation.run_simulation``: the simulated user
+clicks on the session's working grid (truth resampled there with nearest neighbour), its click
+goes to ``add_click`` as a RAS point, and DSC, HD95, ASSD, surface Dice at 1 mm and the changed
+voxels are measured on the CT grid of the case after 0..N clicks, for every seed.
+
+A model is one package folder, or several joined by commas (fold packages): their members are
+pooled into one ensemble whose probabilities the engine averages, and the clicks come from the
+ensemble's prediction (paper 4.2). ``NAME=PATH[,PATH...]`` names a model in the tables.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from InteractiveRefineLib.errors import ImageError
+from InteractiveRefineLib.geometry import read_volume
+from InteractiveRefineLib.metrics import json_number
+from InteractiveRefineLib.model_package import ModelPackage, load_model_package
+from InteractiveRefineLib.session import RefinementSession
+from InteractiveRefineLib.simulation import run_simulation
+
+from . import reporting
+from .data import load_cases, roi_center_ras
+
+logger = logging.getLogger(__name__)
+
+#: Card sections that must agree for packages to be pooled into one ensemble.
+ENSEMBLE_SECTIONS = ("network", "preprocessing", "clicks", "threshold")
+
+
+def parse_model(spec: str) -> tuple[str, list[str]]:
+    """``"NAME=a,b"`` -> ``("NAME", ["a", "b"])``; without a name, the first folder's name."""
+    name, _, paths = spec.rpartition("=") if "=" in spec else ("", "", spec)
+    folders = [p for p in paths.split(",") if p]
+    if not folders:
+        raise ValueError(f"no model folder in {spec!r}")
+    if not name:
+        name = Path(folders[0]).name + (f"-ensemble{len(folders)}" if len(folders) > 1 else "")
+    return name, folders
+
+
+def load_ensemble(folders: list[str]) -> ModelPackage:
+    """One package whose members are all members of ``folders`` (which must agree)."""
+    packages = [load_model_package(f) for f in folders]
+    first = packages[0]
+    for other in packages[1:]:
+        for section in ENSEMBLE_SECTIONS:
+            if other.card.get(section) != first.card.get(section):
+                raise ValueError(f"{other.path}: card section {section!r} differs from {first.path}; "
+                                 "these packages cannot form one ensemble")
+    if len(packages) == 1:
+        return first
+    card = dict(first.card)
+    card["name"] = "+".join(p.card["name"] for p in packages)
+    networks = {stage: [net for p in packages for net in p.networks[stage]] for stage in first.networks}
+    return ModelPackage(path=first.path, card=card, networks=networks)
+
+
+class _ClicksInsideCT:
+    """A session whose working-grid mask (what the simulated user sees) is cut to the CT.
+
+    Where the ROI extends past the CT, the prediction may be positive outside the image, and
+    ``run_simulation`` would hand a click there to ``add_click``, which rightly refuses it (a user
+    cannot click outside the image). Everything else is the session itself.
+    """
+
+    def __init__(self, session):
+        self._session = session
+        ijk = np.indices(session.grid.shape[::-1], dtype=float).reshape(3, -1).T  # (i, j, k)
+        inside_ijk = session.ct.grid.ras_to_index(session.grid.index_to_ras(ijk))
+        upper = np.array(session.ct.grid.shape[::-1], dtype=float) - 0.5
+        inside = np.all((inside_ijk >= -0.5) & (inside_ijk <= upper), axis=1)
+        self._inside = inside.reshape(session.grid.shape[::-1]).transpose(2, 1, 0)
+
+    def mask_on_working_grid(self):
+        return self._session.mask_on_working_grid() & self._inside
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+
+def evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surface) -> list[dict]:
+    """Rows (one per seed and click count) of one model on one case."""
+    rows = []
+    session = _ClicksInsideCT(session)
+    for seed in seeds:
+        result = run_simulation(session, label, n_clicks, seed=seed, preset=user,
+                                label_value=label_value, surface_metrics=surface)
+        seconds = [None] + result["seconds_per_click"] + [None] * n_clicks
+        for t in range(n_clicks + 1):
+            row = {"case_id": case.case_id, "seed": seed, "clicks": t,
+                   "changed_voxels": result["changed_voxels"][t], "seconds": seconds[t]}
+            row.update({k: result[k][t] for k in reporting.METRICS})
+            rows.append(row)
+    return rows
+
+
+def run_evaluation(models: dict, cases, n_clicks: int, seeds, device: str = "auto", user: str = "2sicr",
+                   label_value: int = 1, surface: bool = True) -> list[dict]:
+    """Rows for every model, case, seed and click count 0..``n_clicks``."""
+    sessions = {name: RefinementSession(package, device=device) for name, package in models.items()}
+    needs_pet = any(p.needs_pet for p in models.values())
+    rows = []
+    for index, case in enumerate(cases):
+        ct = read_volume(case.ct)
+        pet = read_volume(case.pet) if needs_pet and case.pet is not None else None
+        label = read_volume(case.label)
+        center = roi_center_ras(ct, label, label_value)
+        for name, session in sessions.items():
+            t0 = time.perf_counter()
+            try:
+                session.set_image(ct, pet, roi_center_ras=center)
+                case_rows = evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surface)
+            except ImageError as exc:
+                logger.warning("skipping case %s for %s: %s", case.case_id, name, exc)
+                continue
+            rows += [{"model": name, **row} for row in case_rows]
+            last = [r["dice"] for r in case_rows if r["clicks"] == n_clicks]
+            logger.info("[%d/%d] %s %s: DSC %.3f -> %.3f (%.1f s)", index + 1, len(cases), name, case.case_id,
+                        case_rows[0]["dice"], sum(last) / len(last), time.perf_counter() - t0)
+    return rows
+
+
+def write_reports(rows: list[dict], n_clicks: int, out_dir: Path, meta: dict) -> dict:
+    """per_case.csv, table.md, table.csv, dice_vs_clicks.png, wilcoxon.csv (2+ models), summary.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reporting.write_rows(rows, out_dir / "per_case.csv")
+    table = reporting.summary_table(rows, n_clicks)
+    reporting.write_table_csv(table, out_dir / "table.csv")
+    header = (f"## Simulated-user evaluation ({meta['n_cases']} cases, {len(meta['seeds'])} seed(s), "
+              f"user preset {meta['user']!r}; mean ± sd over cases)")
+    (out_dir / "table.md").write_text(reporting.markdown(table, n_clicks, header))
+    reporting.plot_dice_curves(rows, n_clicks, out_dir / "dice_vs_clicks.png")
+    files = ["per_case.csv", "table.csv", "table.md", "dice_vs_clicks.png"]
+    tests = []
+    if len({r["model"] for r in rows}) > 1:
+        tests = reporting.wilcoxon_tests(rows, n_clicks, "dice")
+        reporting.write_tests_csv(tests, out_dir / "wilcoxon.csv")
+        files.append("wilcoxon.csv")
+    dice: dict = {}
+    for entry in table:
+        if entry["metric"] == "dice":
+            dice.setdefault(entry["model"], {})[entry["column"]] = json_number(entry["mean"])
+    summary = {**meta, "dice_mean": dice, "files": files + ["summary.json"]}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def evaluate(model_specs, data, out_dir, case_ids=None, n_clicks: int = 10, n_seeds: int = 3,
+             device: str = "auto", user: str = "2sicr", label_value: int = 1, surface: bool = True) -> dict:
+    """The ``evaluate`` subcommand: load models and cases, run, write the reports."""
+    models = {}
+    for spec in model_specs:
+        name, folders = parse_model(spec)
+        if name in models:
+            raise ValueError(f"two models are named {name!r}; name them with NAME=PATH")
+        models[name] = load_ensemble(folders)
+    cases = load_cases(data, case_ids)
+    seeds = list(range(n_seeds))
+    rows = run_evaluation(models, cases, n_clicks, seeds, device, user, label_value, surface)
+    if not rows:
+        raise ValueError("no case could be evaluated (see the warnings)")
+    meta = {"models": {n: p.card.get("name") for n, p in models.items()}, "data": str(data),
+            "n_cases": len({r["case_id"] for r in rows}), "seeds": seeds, "clicks": n_clicks, "user": user,
+            "label_value": label_value, "device": device}
+    return write_reports(rows, n_clicks, Path(out_dir), meta)

@@ -1,0 +1,172 @@
+"""Export trained runs (folds) into an engine model package (``save_model_package``).
+
+2S-ICR: ``--initial`` runs become the package's initial members, ``--refine`` runs its refine
+members (several runs = an ensemble; the engine averages their probabilities).
+
+Baselines (DeepGrow/DeepEdit) are single models with the refine input layout whose
+previous-mask channel is always zero. They load in the unchanged engine as follows, both
+exactly equivalent to the trained model:
+- refine member: the trained weights with the input weights of the previous-mask channel set
+  to zero, so whatever the engine feeds there (the previous probability) has no effect;
+- initial member: the same network without the three interaction input channels (their input
+  weights dropped). With all three channels zero they contribute nothing to any output voxel
+  (zero padding keeps that true at the border too), so this is the baseline at zero clicks.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from InteractiveRefineLib import __version__ as engine_version
+from InteractiveRefineLib.model_package import default_card, load_model_package, save_model_package
+from InteractiveRefineLib.networks import build_network, in_channels, size_divisor
+
+from .checkpoint import TrainedRun, load_run
+
+logger = logging.getLogger(__name__)
+
+BASELINES = ("deepgrow", "deepedit")
+PROTOCOL_SECTIONS = ("seed", "data", "network", "optimization", "augmentation", "interaction")
+
+
+def input_conv_names(network_config: dict, n_inputs: int) -> list[str]:
+    """Names of the Conv3d modules that read the network input directly (found by tracing)."""
+    network = build_network(network_config, n_inputs).eval()
+    size = 2 * size_divisor(network_config)
+    x = torch.zeros(1, n_inputs, size, size, size)
+    found: list[str] = []
+    def hook(name):
+        return lambda module, args: found.append(name) if args[0] is x else None
+
+    hooks = [module.register_forward_pre_hook(hook(name))
+             for name, module in network.named_modules() if isinstance(module, torch.nn.Conv3d)]
+    with torch.no_grad():
+        network(x)
+    for hook in hooks:
+        hook.remove()
+    return found
+
+
+def _baseline_state(run: TrainedRun, stage: str) -> dict:
+    n_image = len(run.config["data"]["image_channels"])
+    names = input_conv_names(run.config["network"], in_channels("refine", n_image))
+    state = {k: v.clone() for k, v in run.state_dict.items()}
+    for name in names:
+        weight = state[f"{name}.weight"]
+        if stage == "initial":
+            state[f"{name}.weight"] = weight[:, :n_image].contiguous()
+        else:
+            weight[:, n_image] = 0.0  # the previous-mask channel
+    return state
+
+
+def member_state(run: TrainedRun, stage: str) -> dict:
+    """The weights of ``run`` as a package member of ``stage``."""
+    if run.trainer in BASELINES:
+        return _baseline_state(run, stage)
+    if run.trainer != stage:
+        raise ValueError(f"{run.path} is a {run.trainer!r} run and cannot be a {stage!r} member")
+    return run.state_dict
+
+
+def _common(runs: list[TrainedRun], section: str, keys) -> dict:
+    first = runs[0].config[section]
+    for run in runs[1:]:
+        for key in keys:
+            if run.config[section][key] != first[key]:
+                raise ValueError(f"{run.path}: {section}.{key} differs from {runs[0].path}")
+    return first
+
+
+def _run_record(run: TrainedRun) -> dict:
+    summary = run.summary
+    return {
+        "run": str(run.path), "trainer": run.trainer, "fold": summary.get("fold"),
+        "data": summary.get("data"),
+        "protocol": {k: run.config[k] for k in PROTOCOL_SECTIONS},
+        "epochs_run": summary.get("epochs_run"), "best_epoch": summary.get("best_epoch"),
+        "stop_reason": summary.get("stop_reason"), "seconds": summary.get("seconds"),
+        "device": summary.get("device_name"), "world_size": summary.get("world_size"),
+        "amp": summary.get("amp"), "simulated_user": summary.get("simulated_user"),
+        "torch": summary.get("torch"), "monai": summary.get("monai"),
+        "validation": {"metric": summary.get("metric"), "value": summary.get("best_metric")},
+    }
+
+
+def _card(initial: list[TrainedRun], refine: list[TrainedRun], name: str) -> dict:
+    runs = initial + refine
+    data = _common(runs, "data", ("image_channels", "roi_size_vox", "spacing_mm", "intensity_preset",
+                                  "label_value"))
+    network = _common(runs, "network", ("channels", "strides", "num_res_units", "norm"))
+    inter = _common(refine, "interaction", ("sigma_vox", "truncate"))
+    user = refine[0].summary.get("simulated_user") or "2sicr"
+    card = default_card(name=name, network=network, image_channels=data["image_channels"],
+                        roi_size_vox=data["roi_size_vox"], spacing_mm=data["spacing_mm"],
+                        intensity_preset=data["intensity_preset"], simulated_user=user)
+    card["clicks"].update(sigma_vox=float(inter["sigma_vox"]), truncate=float(inter["truncate"]))
+    method = refine[0].trainer if refine[0].trainer in BASELINES else "2sicr"
+    card["training"] = {
+        "method": method, "engine_version": engine_version, "label_value": int(data["label_value"]),
+        "initial": [_run_record(r) for r in initial], "refine": [_run_record(r) for r in refine],
+        "phantoms": _phantom_record(runs),
+    }
+    card["metrics"] = {
+        "validation": {
+            stage: [{"fold": r.summary.get("fold"), "metric": r.summary.get("metric"),
+                     "value": r.summary.get("best_metric")} for r in members]
+            for stage, members in (("initial", initial), ("refine", refine))
+        }
+    }
+    return card
+
+
+def _phantom_record(runs: list[TrainedRun]):
+    """The phantom generator's record (``phantoms.json`` beside the data), when trained on phantoms."""
+    for run in runs:
+        source = (run.summary.get("data") or {}).get("source")
+        if source:
+            for candidate in (Path(source) / "phantoms.json", Path(source) / "dataset.json"):
+                if candidate.is_file():
+                    try:
+                        record = json.loads(candidate.read_text())
+                    except json.JSONDecodeError:
+                        logger.warning("cannot parse %s", candidate)
+                        continue
+                    cases = record.pop("cases", None) or []  # per-case details stay in the file
+                    record["case_ids"] = [c.get("id") for c in cases if isinstance(c, dict)]
+                    record["record"] = str(candidate)
+                    return record
+    return None
+
+
+def export_package(initial_runs, refine_runs, out: str | os.PathLike, name: str | None = None,
+                   half: bool = False) -> Path:
+    """Write a model package from run folders (or checkpoints); returns its folder.
+
+    ``initial_runs`` may be empty when every refine run is a DeepGrow/DeepEdit baseline: the
+    baseline then serves as its own initial model.
+    """
+    refine = [load_run(p) for p in refine_runs]
+    if not refine:
+        raise ValueError("export needs at least one --refine run")
+    initial = [load_run(p) for p in initial_runs]
+    if not initial:
+        if not all(r.trainer in BASELINES for r in refine):
+            raise ValueError("--initial is required unless every --refine run is a deepgrow/deepedit run")
+        initial = list(refine)
+    card = _card(initial, refine, name or Path(out).name)
+    states = {
+        "initial": [member_state(r, "initial") for r in initial],
+        "refine": [member_state(r, "refine") for r in refine],
+    }
+    if half:
+        states = {s: [{k: v.half() if v.is_floating_point() else v for k, v in sd.items()} for sd in sds]
+                  for s, sds in states.items()}
+        card["weights_dtype"] = "float16"
+    path = save_model_package(out, card, states)
+    load_model_package(path)  # verify: checksums, shapes, float16 -> float32 loading
+    logger.info("exported %s (%d initial, %d refine members)", path, len(initial), len(refine))
+    return path

@@ -1,0 +1,193 @@
+"""Tables, statistics and plots of an evaluation, in the paper's layout (Tables 1-2, Fig. 1).
+
+Rows are one (model, case, seed, clicks) each. A case's value at t clicks is the mean over its
+seeds ("each interaction and sample outcome is averaged on three repetitions"); a table cell is
+the mean ± sd (ddof 1) of those case values; "1 to N Avg." first averages each case over
+t = 1..N. Changed voxels are reported per interaction event (mean ± sd over all events, as the
+paper's Table 3). Model comparisons: two-sided Wilcoxon signed-rank tests on the per-case
+values, Benjamini-Hochberg corrected over all tests of a metric.
+"""
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+METRICS = ("dice", "hd95_mm", "assd_mm", "surface_dice_1mm")
+METRIC_TITLES = {"dice": "DSC", "hd95_mm": "HD95 (mm)", "assd_mm": "ASSD (mm)",
+                 "surface_dice_1mm": "Surface DSC (1 mm)"}
+ROW_FIELDS = ("model", "case_id", "seed", "clicks", *METRICS, "changed_voxels", "seconds")
+
+
+def write_rows(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _number(value) -> float:
+    return math.nan if value is None or value == "" else float(value)
+
+
+def case_values(rows: list[dict], metric: str) -> dict:
+    """``{model: {case_id: np.array over clicks 0..N}}``: the seed-averaged metric."""
+    grouped = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for row in rows:
+        grouped[row["model"]][row["case_id"]][int(row["clicks"])].append(_number(row[metric]))
+    out = {}
+    for model, cases in grouped.items():
+        out[model] = {}
+        for case_id, by_click in cases.items():
+            n = max(by_click) + 1
+            out[model][case_id] = np.array([_nanmean(by_click[t]) for t in range(n)], dtype=float)
+    return out
+
+
+def _nanmean(values) -> float:
+    values = np.asarray(values, dtype=float)
+    return math.nan if np.all(np.isnan(values)) else float(np.nanmean(values))
+
+
+def columns_for(n_clicks: int) -> list:
+    """The paper's columns: 0, 1, 5 and 10 clicks and the 1-to-N average (clipped to N)."""
+    picks = sorted({t for t in (0, 1, 5, 10) if t <= n_clicks} | {n_clicks})
+    return picks + (["avg"] if n_clicks >= 1 else [])
+
+
+def column_values(per_case: dict, column) -> dict:
+    """``{case_id: value}`` of one column."""
+    if column == "avg":
+        return {c: _nanmean(v[1:]) for c, v in per_case.items()}
+    return {c: float(v[column]) for c, v in per_case.items()}
+
+
+def _mean_sd(values) -> tuple[float, float, int]:
+    values = np.array([v for v in values if not math.isnan(v)], dtype=float)
+    if values.size == 0:
+        return math.nan, math.nan, 0
+    sd = float(values.std(ddof=1)) if values.size > 1 else 0.0
+    return float(values.mean()), sd, int(values.size)
+
+
+def summary_table(rows: list[dict], n_clicks: int) -> list[dict]:
+    """Long table: model, metric, column, mean, sd, n (cases)."""
+    table = []
+    for metric in METRICS:
+        for model, per_case in case_values(rows, metric).items():
+            for column in columns_for(n_clicks):
+                mean, sd, n = _mean_sd(column_values(per_case, column).values())
+                table.append(_entry(model, metric, column, mean, sd, n))
+    for model in dict.fromkeys(r["model"] for r in rows):
+        events = [_number(r["changed_voxels"]) for r in rows if r["model"] == model and int(r["clicks"]) > 0]
+        table.append(_entry(model, "changed_voxels", "per_click", *_mean_sd(events)))
+    return table
+
+
+def _entry(model, metric, column, mean, sd, n) -> dict:
+    return {"model": model, "metric": metric, "column": str(column), "mean": mean, "sd": sd, "n": n}
+
+
+def _label(column, n_clicks: int) -> str:
+    if column == "avg":
+        return f"1 to {n_clicks} Avg."
+    return f"{column} Click" + ("" if str(column) == "1" else "s")
+
+
+def markdown(table: list[dict], n_clicks: int, header: str = "") -> str:
+    lines = [header] if header else []
+    models = list(dict.fromkeys(r["model"] for r in table))
+    cols = [str(c) for c in columns_for(n_clicks)]
+    cell = {(r["model"], r["metric"], r["column"]): r for r in table}
+    for metric in METRICS:
+        lines += ["", f"### {METRIC_TITLES[metric]}", "",
+                  "| Model | " + " | ".join(_label(c, n_clicks) for c in cols) + " |",
+                  "|---" * (len(cols) + 1) + "|"]
+        for model in models:
+            values = [cell.get((model, metric, c)) for c in cols]
+            lines.append(f"| {model} | " + " | ".join(_fmt(v) for v in values) + " |")
+    lines += ["", "### Changed voxels per click (mean ± sd over interaction events)", "",
+              "| Model | Changed voxels |", "|---|---|"]
+    lines += [f"| {m} | {_fmt(cell.get((m, 'changed_voxels', 'per_click')), 0)} |" for m in models]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(entry, digits: int = 3) -> str:
+    if entry is None or math.isnan(entry["mean"]):
+        return "n/a"
+    return f"{entry['mean']:.{digits}f} ± {entry['sd']:.{digits}f}"
+
+
+def write_table_csv(table: list[dict], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=("model", "metric", "column", "mean", "sd", "n"))
+        writer.writeheader()
+        writer.writerows(table)
+
+
+def wilcoxon_tests(rows: list[dict], n_clicks: int, metric: str = "dice") -> list[dict]:
+    """Two-sided Wilcoxon signed-rank tests between every pair of models at every column,
+    Benjamini-Hochberg corrected over all of them (``p_bh``)."""
+    from scipy import stats
+
+    per_model = case_values(rows, metric)
+    tests = []
+    for a, b in itertools.combinations(per_model, 2):
+        for column in list(range(n_clicks + 1)) + ["avg"]:
+            va, vb = column_values(per_model[a], column), column_values(per_model[b], column)
+            cases = [c for c in va if c in vb and not (math.isnan(va[c]) or math.isnan(vb[c]))]
+            x, y = np.array([va[c] for c in cases]), np.array([vb[c] for c in cases])
+            if len(cases) == 0:
+                continue
+            if np.all(x == y):
+                statistic, p = 0.0, 1.0
+            else:
+                result = stats.wilcoxon(x, y, alternative="two-sided")
+                statistic, p = float(result.statistic), float(result.pvalue)
+            tests.append({"metric": metric, "model_a": a, "model_b": b, "column": str(column),
+                          "n": len(cases), "median_difference": float(np.median(x - y)),
+                          "statistic": statistic, "p": p})
+    if tests:
+        adjusted = stats.false_discovery_control([t["p"] for t in tests], method="bh")
+        for test, p_bh in zip(tests, adjusted):
+            test["p_bh"] = float(p_bh)
+            test["significant"] = bool(p_bh < 0.05)
+    return tests
+
+
+def write_tests_csv(tests: list[dict], path: Path) -> None:
+    fields = ("metric", "model_a", "model_b", "column", "n", "median_difference", "statistic", "p", "p_bh",
+              "significant")
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(tests)
+
+
+def plot_dice_curves(rows: list[dict], n_clicks: int, path: Path) -> None:
+    """Mean Dice (± sd over cases) after 0..N clicks, one line per model (Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.2))
+    clicks = np.arange(n_clicks + 1)
+    for model, per_case in case_values(rows, "dice").items():
+        values = np.array([v[: n_clicks + 1] for v in per_case.values()])
+        mean, sd = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+        axis.plot(clicks, mean, marker="o", markersize=3, label=model)
+        axis.fill_between(clicks, mean - sd, mean + sd, alpha=0.15)
+    axis.set_xlabel("clicks")
+    axis.set_ylabel("DSC (mean ± sd over cases)")
+    axis.set_xticks(clicks)
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,252 @@
+"""The four trainers: 2S-ICR initial and refinement models, and the DeepGrow/DeepEdit baselines.
+
+All use the engine's network (``networks.build_network``), click encoding
+(``clicks.encode_guidance`` with the card's sigma) and simulated user (``SimulatedUser``).
+
+- ``InitialTrainer``: image -> GTVp (paper 4.3).
+- ``RefineTrainer``: (image, previous probability, positive, negative) -> GTVp. The starting
+  mask is the frozen initial model's probability on the augmented image; 1-15 clicks
+  (uniform) per iteration; a backward pass and optimizer step after every click; mask dropout
+  (previous probability replaced by 0.5 with p = 0.2).
+- ``DeepEditTrainer``: MONAI DeepEdit's protocol on the same network and input layout: with
+  probability ``deepedit_free_prob`` a click-free iteration (all guidance zero), otherwise a seed
+  click plus ``baseline_max_interactions`` no-gradient rounds, each adding a click with
+  probability 1 - j / max (MONAI ``Interaction``), then one backward pass. DeepGrow/DeepEdit have
+  no previous-mask input: that channel is always zero, and the export zeroes its weights so
+  the engine's refine stage (which feeds the previous probability there) computes exactly the
+  baseline. The click-free model is exported as the package's initial member.
+- ``DeepGrowTrainer``: DeepEdit-0 (no click-free iterations), the "deepgrow" user preset.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from InteractiveRefineLib.clicks import encode_guidance
+from InteractiveRefineLib.simulated_user import SimulatedUser
+
+from .checkpoint import load_initial_networks
+from .trainer import VALIDATION_STREAM, Trainer
+
+
+class Clicks:
+    """Clicks of one interaction sequence as working-grid indices ``(k, j, i)``."""
+
+    def __init__(self):
+        self.positive: list = []
+        self.negative: list = []
+
+    def add(self, click) -> None:
+        (self.positive if click.positive else self.negative).append(click.index)
+
+    def __len__(self) -> int:
+        return len(self.positive) + len(self.negative)
+
+
+class PendingMask:
+    """``probability > 0.5`` on its way to the CPU.
+
+    On CUDA the copy goes into pinned memory without blocking and an event marks its end, so a
+    backward pass queued after it runs on the GPU while the CPU computes the next click from
+    this mask (the simulated user's distance transform is the CPU's part of an interaction).
+    """
+
+    def __init__(self, probability: torch.Tensor):
+        mask = probability[0, 0] > 0.5
+        self.event = None
+        if mask.is_cuda:
+            self.host = torch.empty(mask.shape, dtype=torch.bool, pin_memory=True)
+            self.host.copy_(mask, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = mask
+
+    def result(self) -> np.ndarray:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host.numpy()
+
+
+def dice_of(probability: torch.Tensor, label: torch.Tensor) -> float:
+    """Dice of ``probability > 0.5`` against a binary label (1.0 when both are empty)."""
+    prediction = probability > 0.5
+    truth = label > 0.5
+    denominator = int(prediction.sum()) + int(truth.sum())
+    if denominator == 0:
+        return 1.0
+    return 2.0 * int((prediction & truth).sum()) / denominator
+
+
+class InitialTrainer(Trainer):
+    name = "initial"
+    stage = "initial"
+
+    def train_step(self, image, label) -> float:
+        with self.autocast():
+            logits = self.train_network(image)
+        loss = self.loss(logits, label)
+        self.optimizer_step(loss)
+        return float(loss.detach())
+
+    def validate_case(self, image, label, index) -> dict:
+        return {"dice": dice_of(self.probability([self.network], image), label)}
+
+
+class RefineTrainer(Trainer):
+    name = "refine"
+    stage = "refine"
+    default_user = "2sicr"
+
+    @property
+    def metric_name(self) -> str:
+        return self.config["interaction"]["val_metric"]
+
+    # ---------------------------------------------------------------------------- hooks
+    def setup_stage(self) -> None:
+        if not self.initial_source:
+            raise ValueError("the refine stage needs --initial (initial run folder, checkpoint or package)")
+        self.initial_networks = load_initial_networks(self.initial_source, self.config, self.device)
+        if self.config["interaction"].get("refine_init", "random") == "initial":
+            self.network.load_state_dict(widened_state(self.initial_networks[0], self.config))
+
+    def starting_probability(self, image: torch.Tensor) -> torch.Tensor:
+        """Probability at t = 0: the frozen initial model's."""
+        return self.probability(self.initial_networks, image)
+
+    def previous_channel(self, probability: torch.Tensor, training: bool) -> torch.Tensor:
+        """The previous probability, or 0.5 everywhere with the mask-dropout probability."""
+        if training and self.rng.random() < float(self.config["interaction"]["mask_dropout"]):
+            return torch.full_like(probability, 0.5)
+        return probability
+
+    def train_step(self, image, label) -> float:
+        inter = self.config["interaction"]
+        truth = label[0, 0].cpu().numpy() > 0.5
+        user = SimulatedUser(self.user_preset, self.rng)
+        # Shared across ranks: every DDP rank runs the same number of backward passes.
+        n_clicks = int(self.shared_rng.integers(int(inter["min_clicks"]), int(inter["max_clicks"]) + 1))
+        probability = self.starting_probability(image)
+        prediction = PendingMask(probability)
+        clicks, losses = Clicks(), []
+        for _ in range(n_clicks):
+            self.add_click(user, clicks, prediction.result(), truth)  # None left: same clicks again
+            x = self.refine_input(image, self.previous_channel(probability, True), clicks)
+            with self.autocast():
+                logits = self.train_network(x)
+            probability = torch.sigmoid(logits.detach().float())
+            prediction = PendingMask(probability)  # queued before the backward pass: overlaps it
+            loss = self.loss(logits, label)
+            self.optimizer_step(loss)
+            losses.append(loss.detach())
+        return float(torch.stack(losses).mean())
+
+    def validation_keys(self) -> list[str]:
+        n = int(self.config["interaction"]["val_clicks"])
+        return [f"dice_{t}" for t in range(n + 1)] + ["dice_last", "dice_mean"]
+
+    def validate_case(self, image, label, index) -> dict:
+        n = int(self.config["interaction"]["val_clicks"])
+        seeds = np.random.SeedSequence([int(self.config["seed"]), VALIDATION_STREAM, index])
+        user = SimulatedUser(self.user_preset, np.random.default_rng(seeds))
+        truth = label[0, 0].cpu().numpy() > 0.5
+        probability = self.starting_probability(image)
+        clicks, dices = Clicks(), [dice_of(probability, label)]
+        for _ in range(n):
+            self.add_click(user, clicks, PendingMask(probability).result(), truth)
+            x = self.refine_input(image, self.previous_channel(probability, False), clicks)
+            probability = self.probability([self.network], x)
+            dices.append(dice_of(probability, label))
+        out = {f"dice_{t}": d for t, d in enumerate(dices)}
+        out.update(dice_last=dices[-1], dice_mean=float(np.mean(dices[1:])) if n else dices[0])
+        return out
+
+    # -------------------------------------------------------------------------- helpers
+    def add_click(self, user, clicks: Clicks, prediction: np.ndarray, truth: np.ndarray):
+        """The simulated user's next click on a boolean prediction (None when no error is left)."""
+        click = user.next_click(prediction, truth)
+        if click is not None:
+            clicks.add(click)
+        return click
+
+    def refine_input(self, image, previous, clicks: Clicks) -> torch.Tensor:
+        """``[1, C + 3, k, j, i]``: image, previous probability, positive and negative guidance."""
+        inter = self.config["interaction"]
+        guidance = encode_guidance(image.shape[2:], clicks.positive, clicks.negative,
+                                   sigma=float(inter["sigma_vox"]), truncate=float(inter["truncate"]))
+        guidance = torch.from_numpy(guidance[None]).to(image.device, non_blocking=True)
+        return torch.cat([image, previous.to(image.dtype), guidance], dim=1)
+
+
+class DeepEditTrainer(RefineTrainer):
+    name = "deepedit"
+    default_user = "deepedit"
+
+    @property
+    def free_prob(self) -> float:
+        return float(self.config["interaction"]["deepedit_free_prob"])
+
+    def setup_stage(self) -> None:
+        """A single interactive model: no initial model is loaded."""
+
+    def starting_probability(self, image):
+        """t = 0: the model itself with all guidance zero (click-free)."""
+        zeros = torch.zeros_like(image[:, :1])
+        return self.probability([self.network], self.refine_input(image, zeros, Clicks()))
+
+    def previous_channel(self, probability, training):
+        """DeepGrow/DeepEdit take no previous mask: the channel is always zero."""
+        return torch.zeros_like(probability)
+
+    def train_step(self, image, label) -> float:
+        clicks = Clicks()
+        if self.rng.random() >= self.free_prob:
+            self.simulate_interactions(image, label, clicks)
+        zeros = torch.zeros_like(label)
+        x = self.refine_input(image, zeros, clicks)
+        self.network.train()
+        with self.autocast():
+            logits = self.train_network(x)
+        loss = self.loss(logits, label)
+        self.optimizer_step(loss)
+        return float(loss.detach())
+
+    def simulate_interactions(self, image, label, clicks: Clicks) -> None:
+        """MONAI's Interaction: seed click, then rounds adding a click with p = 1 - j / max."""
+        rounds = int(self.config["interaction"]["baseline_max_interactions"])
+        truth = label[0, 0].cpu().numpy() > 0.5
+        user = SimulatedUser(self.user_preset, self.rng)
+        zeros = torch.zeros_like(label)
+        self.add_click(user, clicks, np.zeros_like(truth), truth)  # the seed: from an empty prediction
+        self.network.eval()
+        for j in range(rounds):
+            probability = self.probability([self.network], self.refine_input(image, zeros, clicks))
+            if self.rng.random() < 1.0 - j / rounds:
+                self.add_click(user, clicks, PendingMask(probability).result(), truth)
+
+
+class DeepGrowTrainer(DeepEditTrainer):
+    name = "deepgrow"
+    default_user = "deepgrow"
+
+    @property
+    def free_prob(self) -> float:
+        return 0.0
+
+
+def widened_state(initial_network, config: dict) -> dict:
+    """The initial network's weights in the refine layout: the input weights of the previous
+    probability and the two guidance channels start at zero, so the refine network starts out
+    computing exactly the initial model (``interaction.refine_init = "initial"``)."""
+    from .export import input_conv_names
+
+    n_image = len(config["data"]["image_channels"])
+    state = {k: v.detach().clone() for k, v in initial_network.state_dict().items()}
+    for name in input_conv_names(config["network"], n_image + 3):
+        weight = state[f"{name}.weight"]
+        extra = torch.zeros((weight.shape[0], 3) + tuple(weight.shape[2:]), dtype=weight.dtype,
+                            device=weight.device)
+        state[f"{name}.weight"] = torch.cat([weight, extra], dim=1)
+    return state
+
+
+TRAINERS = {cls.name: cls for cls in (InitialTrainer, RefineTrainer, DeepEditTrainer, DeepGrowTrainer)}

@@ -1,0 +1,119 @@
+"""Phantoms -> initial -> refine -> evaluate -> export -> the engine loads and simulates the package.
+
+Also the baselines: a DeepEdit run exports as an engine package whose initial member is exactly
+the trained model at zero clicks and whose refine member ignores the previous mask.
+"""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from interactive_refine_training.checkpoint import load_run
+from interactive_refine_training.cli import main
+from InteractiveRefineLib.cases import find_cases
+from InteractiveRefineLib.cli import main as engine_main
+from InteractiveRefineLib.model_package import load_model_package
+from InteractiveRefineLib.networks import build_network
+from training_helpers import initial_run, phantom_data, tiny_config, train_cli, workdir
+
+
+@pytest.fixture(scope="module")
+def refine_run():
+    out = workdir() / "runs" / "refine"
+    train_cli("--stage", "refine", "--data", str(phantom_data()), "--out", str(out),
+              "--initial", str(initial_run()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def package(refine_run):
+    out = workdir() / "packages" / "icr"
+    assert main(["-q", "export", "--initial", str(initial_run()), "--refine", str(refine_run),
+                 "--out", str(out), "--name", "tiny-2sicr", "--half"]) == 0
+    return out
+
+
+def test_training_writes_checkpoints_logs_and_summary(refine_run):
+    summary = json.loads((refine_run / "summary.json").read_text())
+    assert summary["trainer"] == "refine" and summary["epochs_run"] == 2
+    assert summary["metric"] == "val_dice_last" and 0.0 <= summary["best_metric"] <= 1.0
+    assert summary["simulated_user"] == "2sicr"
+    for name in ("checkpoint_best.pt", "checkpoint_latest.pt", "config.json", "splits.json", "training.log"):
+        assert (refine_run / name).is_file(), name
+    history = json.loads((refine_run / "history.json").read_text())
+    assert {"val_dice_0", "val_dice_2", "val_dice_last", "val_dice_mean"} <= set(history[-1])
+
+
+def test_exported_package_loads_in_the_engine_and_runs_simulate(package, tmp_path):
+    loaded = load_model_package(package)
+    card = loaded.card
+    assert card["name"] == "tiny-2sicr" and card["weights_dtype"] == "float16"
+    assert card["preprocessing"]["roi_size_vox"] == [48, 48, 48]
+    assert card["training"]["method"] == "2sicr"
+    assert card["training"]["refine"][0]["protocol"]["interaction"]["mask_dropout"] == 0.2
+    assert card["metrics"]["validation"]["refine"][0]["metric"] == "val_dice_last"
+    assert all(m["sha256"] for m in card["members"]["refine"])
+    case = find_cases(phantom_data())[0]
+    out = tmp_path / "sim.json"
+    assert engine_main(["simulate", "--ct", str(case.ct), "--pet", str(case.pet), "--label", str(case.label),
+                        "--model", str(package), "--clicks", "2", "--seed", "0", "--device", "cpu",
+                        "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert len(result["dice"]) == 3 and len(result["clicks"]) <= 2
+
+
+def test_evaluate_writes_the_papers_tables_plot_and_tests(package, tmp_path):
+    cases = [c.case_id for c in find_cases(phantom_data())[:2]]
+    assert main(["-q", "evaluate", "--model", f"A={package}", "--model", f"B={package},{package}",
+                 "--data", str(phantom_data()), "--cases", ",".join(cases), "--clicks", "2", "--seeds", "1",
+                 "--device", "cpu", "--out", str(tmp_path)]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "per_case.csv")))
+    assert len(rows) == 2 * 2 * 3  # models x cases x (0..2 clicks)
+    a = {(r["case_id"], r["clicks"]): float(r["dice"]) for r in rows if r["model"] == "A"}
+    b = {(r["case_id"], r["clicks"]): float(r["dice"]) for r in rows if r["model"] == "B"}
+    assert a == pytest.approx(b, abs=1e-6)  # a 2-member ensemble of one package is that package
+    table = (tmp_path / "table.md").read_text()
+    assert "| Model | 0 Clicks | 1 Click | 2 Clicks | 1 to 2 Avg. |" in table
+    assert (tmp_path / "dice_vs_clicks.png").stat().st_size > 1000
+    assert (tmp_path / "wilcoxon.csv").is_file() and (tmp_path / "table.csv").is_file()
+
+
+def test_deepedit_baseline_exports_as_an_exact_engine_package(tmp_path):
+    run_dir = workdir() / "runs" / "deepedit"
+    train_cli("--stage", "deepedit", "--data", str(phantom_data()), "--out", str(run_dir),
+              "--deepedit-free-prob", "0.5")
+    assert main(["-q", "export", "--refine", str(run_dir), "--out", str(tmp_path / "pkg")]) == 0
+    package = load_model_package(tmp_path / "pkg")
+    assert package.card["training"]["method"] == "deepedit"
+    assert package.card["clicks"]["simulated_user"] == "deepedit"
+    run = load_run(run_dir)
+    trained = build_network(run.config["network"], 5)
+    trained.load_state_dict(run.state_dict)
+    trained.eval()
+    image, extra = torch.randn(1, 2, 48, 48, 48), torch.rand(1, 3, 48, 48, 48)
+    zero_previous = extra.clone()
+    zero_previous[:, 0] = 0
+    with torch.no_grad():
+        at_zero_clicks = trained(torch.cat([image, torch.zeros_like(extra)], 1))
+        assert torch.allclose(package.networks["initial"][0](image), at_zero_clicks, atol=1e-5)
+        with_clicks = trained(torch.cat([image, zero_previous], 1))
+        refined = package.networks["refine"][0](torch.cat([image, extra], 1))
+        assert torch.allclose(refined, with_clicks, atol=1e-5)
+
+
+def test_refine_network_started_from_the_initial_network_computes_it_exactly():
+    """``interaction.refine_init = "initial"``: new input weights zero, so t = 0 output is unchanged."""
+    from interactive_refine_training.variants import widened_state
+
+    config = tiny_config()
+    torch.manual_seed(0)
+    initial = build_network(config["network"], 2).eval()
+    refine = build_network(config["network"], 5).eval()
+    refine.load_state_dict(widened_state(initial, config))
+    image = torch.randn(1, 2, 48, 48, 48)
+    with torch.no_grad():
+        expected = initial(image)
+        refined = refine(torch.cat([image, torch.rand(1, 3, 48, 48, 48)], 1))
+        assert torch.allclose(refined, expected, atol=1e-5)
