@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="full loop on the sample data or a phantom; writes a PNG")
     demo.add_argument("--model", help="model package folder (default: the shipped default model)")
-    demo.add_argument("--data", help="shared data folder (default: $INTERACTIVE_REFINE_DATA or ../shared/data)")
+    demo.add_argument("--data", help="shared data folder (default: $INTERACTIVE_REFINE_DATA, ../shared/data)")
     demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     demo.add_argument("--seed", type=int, default=0)

@@ -214,12 +214,20 @@ def resample(
     ).astype(np.float32, copy=False)
 
 
+def _inside(source: Grid, target: Grid, points_ijk: np.ndarray) -> np.ndarray:
+    index = source.ras_to_index(target.index_to_ras(points_ijk))
+    upper = np.array(source.shape[::-1], dtype=float) - 0.5
+    return np.all((index >= -0.5) & (index <= upper), axis=-1)
+
+
 def coverage(source: Grid, target: Grid) -> float:
     """Fraction of ``target`` voxel centres inside ``source``'s field of view (0 = no overlap)."""
-    index = source.ras_to_index(target.index_to_ras(_grid_points(target.shape)))
-    upper = np.array(source.shape[::-1], dtype=float) - 0.5
-    inside = np.all((index >= -0.5) & (index <= upper), axis=-1)
-    return float(inside.mean())
+    return float(_inside(source, target, _grid_points(target.shape)).mean())
+
+
+def inside_mask(source: Grid, target: Grid) -> np.ndarray:
+    """Boolean ``[k, j, i]`` mask of the ``target`` voxels whose centre lies inside ``source``."""
+    return _inside(source, target, _grid_points(target.shape, step=1)).reshape(target.shape)
 
 
 def _grid_points(shape, step: int = 4) -> np.ndarray:

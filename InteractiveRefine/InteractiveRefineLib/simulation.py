@@ -47,7 +47,9 @@ def run_simulation(
     truth_ct = truth_on_grid(label, ct_grid, label_value)
     if not truth_ct.any():
         raise ImageError(f"the label has no voxel with value {label_value} inside the CT")
-    truth_work = truth_on_grid(label, session.grid, label_value)
+    # Where the ROI extends past the CT, the user can only click inside the image.
+    inside = geometry.inside_mask(ct_grid, session.grid)
+    truth_work = truth_on_grid(label, session.grid, label_value) & inside
     user = SimulatedUser(preset, np.random.default_rng(seed))
     spacing = ct_grid.spacing
     out = {key: [] for key in ("dice", "hd95_mm", "assd_mm", "surface_dice_1mm", "changed_voxels")}
@@ -69,7 +71,7 @@ def run_simulation(
     session.initial()
     mask = record(None)
     for _ in range(n_clicks):
-        click = user.next_click(session.mask_on_working_grid().astype(bool), truth_work)
+        click = user.next_click(session.mask_on_working_grid().astype(bool) & inside, truth_work)
         if click is None:
             break
         ras = session.grid.index_to_ras(np.array(click.index[::-1], dtype=float))

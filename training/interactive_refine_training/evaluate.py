@@ -17,7 +17,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 from InteractiveRefineLib.errors import ImageError
 from InteractiveRefineLib.geometry import read_volume
 from InteractiveRefineLib.metrics import json_number
@@ -62,33 +61,9 @@ def load_ensemble(folders: list[str]) -> ModelPackage:
     return ModelPackage(path=first.path, card=card, networks=networks)
 
 
-class _ClicksInsideCT:
-    """A session whose working-grid mask (what the simulated user sees) is cut to the CT.
-
-    Where the ROI extends past the CT, the prediction may be positive outside the image, and
-    ``run_simulation`` would hand a click there to ``add_click``, which rightly refuses it (a user
-    cannot click outside the image). Everything else is the session itself.
-    """
-
-    def __init__(self, session):
-        self._session = session
-        ijk = np.indices(session.grid.shape[::-1], dtype=float).reshape(3, -1).T  # (i, j, k)
-        inside_ijk = session.ct.grid.ras_to_index(session.grid.index_to_ras(ijk))
-        upper = np.array(session.ct.grid.shape[::-1], dtype=float) - 0.5
-        inside = np.all((inside_ijk >= -0.5) & (inside_ijk <= upper), axis=1)
-        self._inside = inside.reshape(session.grid.shape[::-1]).transpose(2, 1, 0)
-
-    def mask_on_working_grid(self):
-        return self._session.mask_on_working_grid() & self._inside
-
-    def __getattr__(self, name):
-        return getattr(self._session, name)
-
-
 def evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surface) -> list[dict]:
     """Rows (one per seed and click count) of one model on one case."""
     rows = []
-    session = _ClicksInsideCT(session)
     for seed in seeds:
         result = run_simulation(session, label, n_clicks, seed=seed, preset=user,
                                 label_value=label_value, surface_metrics=surface)
