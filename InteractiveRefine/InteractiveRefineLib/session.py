@@ -13,9 +13,23 @@ The session caches the normalised PET/CT tensors on the device; a click never re
 re-preprocesses the image. Every state (clicks, probability, CT-grid mask) is kept, so undo
 restores the previous mask bit for bit. Bad input raises an :class:`InteractiveRefineError`
 subclass and leaves the session as it was.
+
+Refinement modes (``refine_mode``; ``add_click(..., mode=...)`` overrides it per click):
+
+- ``"full"``: the refine network on the whole ROI (the paper's method; tens of ms on a GPU,
+  ~5-8 s for 144^3 on 2 CPU cores).
+- ``"fast"``: the network on a window around the click only (:mod:`.fast_refine`), with the
+  instance-normalisation statistics of a full-ROI calibration pass that :meth:`initial` runs
+  once; everything outside the window stays as it was, and only the CT voxels under the window
+  are re-mapped. ~0.4 s per click on 2 CPU cores.
+- ``"auto"`` (default): fast on the CPU, full on CUDA.
+
+The CT mask of every state is the back-mapping of that state's stored (float16) probability,
+so both modes, undo and replay agree on it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -23,8 +37,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import geometry
-from .clicks import Click, gaussian_kernel, scaled, stamp
+from . import fast_refine, geometry
+from .clicks import Click, gaussian_kernel
 from .errors import ClickError, ImageError, SessionStateError
 from .geometry import Grid, Volume
 from .intensity import normalize_channels
@@ -35,6 +49,9 @@ logger = logging.getLogger(__name__)
 #: CT value outside the scanned field (air) and PET value outside the PET field.
 CT_OUTSIDE_HU = -1024.0
 PET_OUTSIDE = 0.0
+
+REFINE_MODES = ("auto", "full", "fast")
+FAST_NORMS = ("frozen", "window")
 
 
 def resolve_device(requested: str = "auto"):
@@ -62,6 +79,9 @@ class StepResult:
     voxels: int
     volume_ml: float
     device: str
+    mode: str = "full"
+    #: working-grid ``(start, stop)`` per axis ``(k, j, i)`` that a fast click refined, else None
+    window: tuple | None = None
 
 
 @dataclass
@@ -71,18 +91,55 @@ class _State:
     probability: np.ndarray  # float16 [k, j, i] on the working grid
     ct_mask: np.ndarray  # uint8 on the CT box
     timings: dict = field(default_factory=dict)
+    mode: str = "full"
+    window: tuple | None = None
 
 
 class RefinementSession:
-    """Owns one PET/CT image, the model, and the click history. Deterministic."""
+    """Owns one PET/CT image, the model, and the click history. Deterministic.
 
-    def __init__(self, package: ModelPackage | str | None = None, device: str = "auto"):
+    Args:
+        package: a loaded :class:`ModelPackage`, a package folder, or None for the default model.
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        refine_mode: ``"auto"`` (fast on CPU, full on CUDA), ``"full"`` or ``"fast"``.
+        fast_window: edge (voxels) of the fast path's cubic window; 64 keeps a click under a
+            second on 2 CPU cores (module :mod:`.fast_refine` has the measurements).
+        fast_margin: voxels of linear blending on the window's faces inside the ROI.
+        fast_norm: ``"frozen"`` (instance-norm statistics of the full-ROI calibration pass) or
+            ``"window"`` (the window's own statistics; no calibration, less faithful).
+        amp: on CUDA, run the networks under float16 autocast (no effect on the CPU).
+    """
+
+    def __init__(
+        self,
+        package: ModelPackage | str | None = None,
+        device: str = "auto",
+        refine_mode: str = "auto",
+        fast_window: int = fast_refine.DEFAULT_WINDOW,
+        fast_margin: int = fast_refine.DEFAULT_MARGIN,
+        fast_norm: str = "frozen",
+        amp: bool = False,
+    ):
         import torch
 
+        if refine_mode not in REFINE_MODES:
+            raise ValueError(f"refine_mode must be one of {REFINE_MODES}, got {refine_mode!r}")
+        if fast_norm not in FAST_NORMS:
+            raise ValueError(f"fast_norm must be one of {FAST_NORMS}, got {fast_norm!r}")
+        if int(fast_window) < 1 or int(fast_margin) < 0:
+            raise ValueError(
+                f"fast_window must be >= 1 and fast_margin >= 0, got {fast_window} and {fast_margin}"
+            )
         if not isinstance(package, ModelPackage):
             package = load_model_package(package)
         self.package = package
         self.device = resolve_device(device)
+        self._refine_mode = refine_mode
+        self.fast_window = int(fast_window)
+        self.fast_margin = int(fast_margin)
+        self.fast_norm = fast_norm
+        self.amp = bool(amp)
+        self._divisor = _size_divisor(package.card["network"])
         self._networks = {
             stage: [net.to(self.device) for net in nets] for stage, nets in package.networks.items()
         }
@@ -101,6 +158,14 @@ class RefinementSession:
         self._ct_box = None
         self._ct_box_grid: Grid | None = None
         self._history: list[_State] = []
+        self._window_nets = None  # per refine member: the fast path's network copy
+
+    @property
+    def refine_mode(self) -> str:
+        """The mode a click uses unless told otherwise: ``"fast"`` or ``"full"``."""
+        if self._refine_mode == "auto":
+            return "fast" if self.device.type == "cpu" else "full"
+        return self._refine_mode
 
     def set_image(
         self,
@@ -155,28 +220,45 @@ class RefinementSession:
         self.preprocess_seconds = time.perf_counter() - t0
 
     # -------------------------------------------------------------- inference
-    def _predict(self, stage: str, x):
-        """Mean sigmoid probability of the stage's members, ``[k, j, i]`` float32 numpy."""
+    def _predict(self, stage: str, x, window: bool = False):
+        """Mean sigmoid probability of the stage's members, ``[k, j, i]`` float32 numpy.
+
+        ``window``: run the fast path's network copies (``x`` is a window, not the ROI).
+        """
+        return self._guarded(lambda inputs: self._members_mean(stage, inputs, window), x)
+
+    def _guarded(self, run, x):
+        """``run(x)`` on the device in inference mode (and autocast with ``amp`` on CUDA); on GPU
+        out-of-memory, move the session to the CPU with a warning and run it there."""
         torch = self._torch
         try:
-            with torch.inference_mode():
-                return self._predict_on(stage, x.to(self.device))
+            with torch.inference_mode(), self._autocast():
+                return run(x.to(self.device))
         except torch.cuda.OutOfMemoryError:
-            warnings.warn("GPU out of memory; falling back to the CPU for this session", stacklevel=2)
+            warnings.warn("GPU out of memory; falling back to the CPU for this session", stacklevel=3)
             torch.cuda.empty_cache()
             self.device = torch.device("cpu")
             self._networks = {s: [n.cpu() for n in nets] for s, nets in self._networks.items()}
+            if self._window_nets is not None:
+                self._window_nets = [n.cpu() for n in self._window_nets]
             self._image = self._image.cpu()
             with torch.inference_mode():
-                return self._predict_on(stage, x.cpu())
+                return run(x.cpu())
 
-    def _predict_on(self, stage: str, x):
+    def _autocast(self):
+        if self.amp and self.device.type == "cuda":
+            return self._torch.autocast("cuda", dtype=self._torch.float16)
+        return contextlib.nullcontext()
+
+    def _members_mean(self, stage: str, x, window: bool):
         from monai.inferers import sliding_window_inference
 
         roi = self.package.roi_size_vox
+        if window and x.device.type == "cpu":  # the window networks are channels-last on the CPU
+            x = x.contiguous(memory_format=self._torch.channels_last_3d)
         total = None
-        for net in self._networks[stage]:
-            if tuple(x.shape[2:]) == tuple(roi):
+        for net in self._window_nets if window else self._networks[stage]:
+            if window or tuple(x.shape[2:]) == tuple(roi):
                 logits = net(x)
             else:
                 logits = sliding_window_inference(
@@ -186,48 +268,187 @@ class RefinementSession:
             total = prob if total is None else total + prob
         return (total / len(self._networks[stage]))[0, 0].float().cpu().numpy()
 
-    def _guidance(self, indices, positives):
-        raw = np.zeros((2,) + self.grid.shape, dtype=np.float32)
-        for index, positive in zip(indices, positives):
-            stamp(raw[0 if positive else 1], index, self._kernel)
-        return np.stack([scaled(raw[0]), scaled(raw[1])])
+    def _refine_input(self, state: _State, indices, positives, box):
+        """The refine network's input ``[1, C + 3, ...]`` on ``box`` of the working grid.
 
-    def _to_ct(self, probability: np.ndarray) -> np.ndarray:
-        prob_ct = geometry.resample(probability, self.grid, self._ct_box_grid, order=1, cval=0.0)
-        return (prob_ct > self.package.threshold).astype(np.uint8)
+        Channels: image, previous probability, positive and negative guidance. The guidance is
+        built on the CPU only where some click's Gaussian reaches (exactly the full encoding
+        there, zero elsewhere; :func:`fast_refine.guidance_in_box`), so neither mode moves or
+        scales whole-ROI guidance arrays per click.
+        """
+        torch = self._torch
+        inner = (slice(None), slice(None)) + tuple(box)
+        image = self._image[inner]
+        shape = tuple(s.stop - s.start for s in box)
+        x = torch.zeros((1, image.shape[1] + 3) + shape, dtype=image.dtype, device=self.device)
+        x[:, : image.shape[1]] = image
+        previous = state.probability[box]
+        x[0, image.shape[1]] = torch.from_numpy(previous).to(self.device).to(image.dtype)
+        reach = fast_refine.intersect(box, fast_refine.support_box(indices, self.grid.shape, self._kernel))
+        if reach is not None:
+            guidance = fast_refine.guidance_in_box(self.grid.shape, indices, positives, self._kernel, reach)
+            local = (slice(None),) + tuple(
+                slice(r.start - b.start, r.stop - b.start) for r, b in zip(reach, box)
+            )
+            x[0, image.shape[1] + 1:][local] = torch.from_numpy(guidance).to(self.device)
+        return x
+
+    def _to_ct(self, probability: np.ndarray, previous: _State | None = None, box=None) -> np.ndarray:
+        """Binary mask on the CT box of the stored (float16) working-grid ``probability``.
+
+        Equals re-sampling everything, but re-samples only the CT voxels that can differ from
+        ``previous``'s mask. Linear interpolation is a convex combination of a CT voxel's 8
+        working-grid neighbours, so the voxel is 0 before and after unless one of them is
+        foreground in either probability, and unchanged unless one of them lies in ``box`` (the
+        only region where the probability changed; None = anywhere). Such voxels lie within one
+        working voxel of both the foregrounds' bounding box and ``box``.
+        """
+        threshold = self.package.threshold
+        shape = self.grid.shape
+        whole = tuple(slice(0, n) for n in shape)
+        region = whole if box is None else fast_refine.expand_box(box, shape, 1)
+        foreground = probability[region] > threshold
+        if previous is not None:
+            foreground |= previous.probability[region] > threshold
+        out = np.zeros(self._ct_box_grid.shape, np.uint8) if previous is None else previous.ct_mask.copy()
+        found = geometry.mask_box(foreground)
+        if found is None:  # no foreground before or after: nothing can change
+            return out
+        found = tuple(slice(r.start + f.start, r.start + f.stop) for r, f in zip(region, found))
+        remap = fast_refine.intersect(fast_refine.expand_box(found, shape, 1), region)
+        ct_sub = geometry.bounding_box_in(self._ct_box_grid, geometry.sub_grid(self.grid, remap))
+        if any(s.stop <= s.start for s in ct_sub):
+            return out
+        ct_sub_grid = geometry.sub_grid(self._ct_box_grid, ct_sub)
+        # The neighbours those CT voxels read lie inside their bounding box grown by 1 (keep 2).
+        source = fast_refine.expand_box(geometry.bounding_box_in(self.grid, ct_sub_grid), shape, 2)
+        crop = probability[source].astype(np.float32)
+        prob_ct = geometry.resample(crop, geometry.sub_grid(self.grid, source), ct_sub_grid, order=1)
+        out[ct_sub] = prob_ct > threshold
+        return out
+
+    # ------------------------------------------------------------ fast path
+    def _fast_box(self, index):
+        """The fast path's window for a click at working-grid ``index``, or None for a full pass.
+
+        None when the window would be the whole ROI (nothing to save) or the ROI is larger than
+        the model's (sliding-window inference has per-patch statistics; refined in full).
+        """
+        if tuple(self.grid.shape) != tuple(self.package.roi_size_vox):
+            return None
+        edge = max(self._divisor, self.fast_window // self._divisor * self._divisor)
+        box = fast_refine.window_box(index, self.grid.shape, edge, align=self._divisor)
+        return None if fast_refine.covers(box, self.grid.shape) else box
+
+    def _prepare_window_nets(self) -> float:
+        """Build the fast path's network copies once per initial state; returns seconds spent.
+
+        ``"frozen"``: one full-ROI pass of each refine member at the initial state (previous
+        probability = the initial model's, no clicks) records its instance-norm statistics,
+        which are then folded into a copy. The calibration state is always the initial one, so a
+        fast click's result depends on the clicks only (same clicks, same mask).
+        """
+        if self._window_nets is not None:
+            return 0.0
+        t0 = time.perf_counter()
+        if self.fast_norm == "window":
+            self._window_nets = [fast_refine.onednn_network(net) for net in self._networks["refine"]]
+            return time.perf_counter() - t0
+        x = self._refine_input(self._history[0], (), [], tuple(slice(0, n) for n in self.grid.shape))
+
+        def record(inputs):
+            recorded = []
+            for net in self._networks["refine"]:
+                stats = {}
+                with fast_refine.record_norm_stats(net, stats):
+                    net(inputs)
+                recorded.append(stats)
+            return recorded
+
+        recorded = self._guarded(record, x)
+        self._window_nets = [
+            fast_refine.frozen_network(
+                net, {k: (m.clone(), v.clone()) for k, (m, v) in stats.items()},
+                cpu_layout=self.device.type == "cpu",
+            )
+            for net, stats in zip(self._networks["refine"], recorded)
+        ]
+        return time.perf_counter() - t0
 
     # ------------------------------------------------------------ interaction
     def initial(self) -> StepResult:
         """Run the initial model (t = 0); clears any clicks."""
         self._require_image()
         t0 = time.perf_counter()
-        probability = self._predict("initial", self._image)
+        probability = self._predict("initial", self._image).astype(np.float16)
         t1 = time.perf_counter()
         ct_mask = self._to_ct(probability)
         t2 = time.perf_counter()
         timings = {"model_s": t1 - t0, "backmap_s": t2 - t1, "total_s": t2 - t0}
-        self._history = [_State((), (), probability.astype(np.float16), ct_mask, timings)]
+        self._history = [_State((), (), probability, ct_mask, timings)]
+        self._window_nets = None
+        if self.refine_mode == "fast" and self._fast_box(tuple(s // 2 for s in self.grid.shape)):
+            # A one-time cost here, so that every click is fast.
+            timings["calibrate_s"] = self._prepare_window_nets()
+            timings["total_s"] = time.perf_counter() - t0
         return self._result()
 
-    def add_click(self, ras, positive: bool) -> StepResult:
-        """Add a click at ``ras`` (RAS mm) and refine; raises :class:`ClickError` outside the ROI."""
+    def add_click(self, ras, positive: bool, mode: str | None = None) -> StepResult:
+        """Add a click at ``ras`` (RAS mm) and refine; raises :class:`ClickError` outside the ROI.
+
+        ``mode`` (``"fast"`` or ``"full"``) overrides the session's :attr:`refine_mode` for this
+        click. A fast click whose window would be the whole ROI is refined in full.
+        """
+        if mode not in (None, "fast", "full"):
+            raise ValueError(f"mode must be None, 'fast' or 'full', got {mode!r}")
         state = self._require_state()
         t0 = time.perf_counter()
         index = self.click_index(ras)
         click = Click(tuple(float(v) for v in ras), bool(positive))
         indices = state.click_indices + (index,)
         clicks = state.clicks + (click,)
-        guidance = self._guidance(indices, [c.positive for c in clicks])
-        extra = np.concatenate([state.probability.astype(np.float32)[None], guidance])[None]
-        x = self._torch.cat([self._image, self._torch.from_numpy(extra).to(self.device)], dim=1)
-        t1 = time.perf_counter()
-        probability = self._predict("refine", x)
-        t2 = time.perf_counter()
-        ct_mask = self._to_ct(probability)
-        t3 = time.perf_counter()
-        timings = {"map_s": t1 - t0, "model_s": t2 - t1, "backmap_s": t3 - t2, "total_s": t3 - t0}
-        self._history.append(_State(clicks, indices, probability.astype(np.float16), ct_mask, timings))
+        positives = [c.positive for c in clicks]
+        box = self._fast_box(index) if (mode or self.refine_mode) == "fast" else None
+        if box is None:
+            probability, ct_mask, timings = self._refine_full(state, indices, positives, t0)
+        else:
+            probability, ct_mask, timings = self._refine_window(state, indices, positives, box, t0)
+        window = None if box is None else tuple((s.start, s.stop) for s in box)
+        self._history.append(_State(
+            clicks, indices, probability, ct_mask, timings, "full" if box is None else "fast", window
+        ))
         return self._result()
+
+    def _refine_full(self, state: _State, indices, positives, t0: float):
+        x = self._refine_input(state, indices, positives, tuple(slice(0, n) for n in self.grid.shape))
+        t1 = time.perf_counter()
+        probability = self._predict("refine", x).astype(np.float16)
+        t2 = time.perf_counter()
+        ct_mask = self._to_ct(probability, state)
+        t3 = time.perf_counter()
+        return probability, ct_mask, {
+            "map_s": t1 - t0, "model_s": t2 - t1, "backmap_s": t3 - t2, "total_s": t3 - t0,
+        }
+
+    def _refine_window(self, state: _State, indices, positives, box, t0: float):
+        calibrate_s = self._prepare_window_nets()  # done by initial() unless the session is "full"
+        x = self._refine_input(state, indices, positives, box)
+        t1 = time.perf_counter()
+        window_probability = self._predict("refine", x, window=True)
+        t2 = time.perf_counter()
+        weights = fast_refine.blend_weights(box, self.grid.shape, self.fast_margin)
+        previous = state.probability[box].astype(np.float32)
+        probability = state.probability.copy()
+        probability[box] = weights * window_probability + (1.0 - weights) * previous
+        ct_mask = self._to_ct(probability, state, box)
+        t3 = time.perf_counter()
+        timings = {
+            "map_s": t1 - t0 - calibrate_s, "model_s": t2 - t1, "backmap_s": t3 - t2,
+            "total_s": t3 - t0,
+        }
+        if calibrate_s:
+            timings["calibrate_s"] = calibrate_s
+        return probability, ct_mask, timings
 
     def undo(self) -> StepResult:
         """Remove the last click and restore the previous mask exactly."""
@@ -307,6 +528,7 @@ class RefinementSession:
         return StepResult(
             step=self.step, n_clicks=len(state.clicks), timings=dict(state.timings),
             voxels=voxels, volume_ml=voxels * voxel_ml, device=str(self.device),
+            mode=state.mode, window=state.window,
         )
 
     def _require_image(self) -> None:

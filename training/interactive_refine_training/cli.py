@@ -125,6 +125,9 @@ def _add_commands(sub) -> None:
     p.add_argument("--label", type=int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-surface", action="store_true", help="Dice only (skip HD95/ASSD/surface Dice)")
+    p.add_argument("--refine-mode", default="full", choices=["full", "fast", "auto"],
+                   help="full: the paper's whole-ROI refinement (default); auto: what this device's "
+                        "user gets (the fast path on a CPU)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate)
 
@@ -208,7 +211,7 @@ def cmd_evaluate(args) -> dict:
         cases = json.loads((Path(args.split_of) / "splits.json").read_text())["val"]
     summary = evaluate(args.model, args.data, args.out, case_ids=cases, n_clicks=args.clicks,
                        n_seeds=args.seeds, device=args.device, user=args.user, label_value=args.label,
-                       surface=not args.no_surface)
+                       surface=not args.no_surface, refine_mode=args.refine_mode)
     return {"out": str(args.out), "n_cases": summary["n_cases"], "dice_mean": summary["dice_mean"]}
 
 

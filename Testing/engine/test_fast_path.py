@@ -1,0 +1,198 @@
+"""The fast (windowed) refinement path and the latency benchmark (tiny random networks, CPU)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from InteractiveRefineLib import fast_refine, geometry
+from InteractiveRefineLib.clicks import encode_guidance, gaussian_kernel
+from InteractiveRefineLib.geometry import Volume
+from InteractiveRefineLib.session import RefinementSession
+
+from conftest import TINY_NETWORK
+
+REPO = Path(__file__).resolve().parents[2]
+ROI = (64, 64, 64)
+WINDOW = 32  # tiny network: stride product 4, so the window is aligned to 4 voxels
+
+
+@pytest.fixture(scope="module")
+def package64(tmp_path_factory):
+    """The tiny network on a 64^3 ROI, so that a 32^3 window is smaller than the ROI."""
+    from InteractiveRefineLib.model_package import create_random_model_package, load_model_package
+
+    folder = tmp_path_factory.mktemp("tiny64")
+    return load_model_package(
+        create_random_model_package(folder, network=TINY_NETWORK, roi_size_vox=ROI, seed=1)
+    )
+
+
+@pytest.fixture(scope="module")
+def image():
+    """A PET/CT pair on a 1 x 1 x 2 mm grid with a hot sphere (CT and PET on different grids)."""
+    rng = np.random.default_rng(0)
+    shape = (48, 90, 90)
+    k, j, i = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    sphere = ((k - 24) * 2) ** 2 + (j - 45) ** 2 + (i - 50) ** 2 < 12**2
+    ct = np.where(sphere, 60.0, 20.0) + rng.normal(0, 20, shape)
+    ct_matrix = np.diag([1.0, 1.0, 2.0, 1.0])
+    pet = np.where(sphere, 8.0, 1.0) + rng.normal(0, 0.2, shape)
+    pet_small = pet[::2, ::2, ::2].astype(np.float32)
+    pet_matrix = np.diag([2.0, 2.0, 4.0, 1.0])
+    pet_matrix[:3, 3] = [0.5, 0.5, 1.0]
+    return (Volume.from_array(ct.astype(np.float32), ct_matrix), Volume.from_array(pet_small, pet_matrix))
+
+
+def _session(package, image, **kwargs):
+    kwargs.setdefault("fast_window", WINDOW)
+    session = RefinementSession(package, device="cpu", **kwargs)
+    session.set_image(*image)
+    session.initial()
+    return session
+
+
+def _ras(session, kji):
+    return session.grid.index_to_ras(np.array(kji[::-1], dtype=float))
+
+
+CLICKS = [((30, 30, 34), True), ((12, 50, 20), False), ((60, 4, 58), True)]
+
+
+def _box(result):
+    return tuple(slice(a, b) for a, b in result.window)
+
+
+def test_auto_mode_is_fast_on_the_cpu(package64, image):
+    session = _session(package64, image)
+    assert session.refine_mode == "fast"
+    result = session.add_click(_ras(session, CLICKS[0][0]), True)
+    assert result.mode == "fast" and result.window is not None
+    assert all(b - a == WINDOW and a % 4 == 0 for a, b in result.window)
+    assert "calibrate_s" in session.timings[0]
+
+
+def test_modes_can_be_forced_per_session_and_per_click(package64, image):
+    full = _session(package64, image, refine_mode="full")
+    assert full.refine_mode == "full" and "calibrate_s" not in full.timings[0]
+    assert full.add_click(_ras(full, CLICKS[0][0]), True).mode == "full"
+    assert full.add_click(_ras(full, CLICKS[1][0]), False, mode="fast").mode == "fast"
+    fast = _session(package64, image, refine_mode="fast")
+    assert fast.add_click(_ras(fast, CLICKS[0][0]), True, mode="full").mode == "full"
+    with pytest.raises(ValueError, match="mode"):
+        fast.add_click(_ras(fast, CLICKS[0][0]), True, mode="quick")
+    with pytest.raises(ValueError, match="refine_mode"):
+        RefinementSession(package64, device="cpu", refine_mode="quick")
+
+
+def test_a_fast_click_changes_the_probability_only_inside_its_window(package64, image):
+    session = _session(package64, image)
+    for kji, positive in CLICKS:
+        before = session.probability.copy()
+        result = session.add_click(_ras(session, kji), positive)
+        after = session.probability
+        outside = np.ones(after.shape, dtype=bool)
+        outside[_box(result)] = False
+        assert np.array_equal(after[outside], before[outside])
+        assert not np.array_equal(after[_box(result)], before[_box(result)])
+
+
+def test_the_ct_mask_is_the_back_mapping_of_the_probability_in_both_modes(package64, image):
+    session = _session(package64, image)
+    for (kji, positive), mode in zip(CLICKS, ("fast", "full", "fast")):
+        session.add_click(_ras(session, kji), positive, mode=mode)
+        whole = geometry.resample(session.probability, session.grid, session._ct_box_grid, order=1)
+        assert np.array_equal(session.mask_in_box(), (whole > session.package.threshold).astype(np.uint8))
+
+
+def test_undo_after_a_fast_click_restores_the_previous_state_bit_for_bit(package64, image):
+    session = _session(package64, image)
+    session.add_click(_ras(session, CLICKS[0][0]), True)
+    mask, probability = session.mask_on_ct().copy(), session.probability.copy()
+    session.add_click(_ras(session, CLICKS[1][0]), False)
+    assert not np.array_equal(session.probability, probability)
+    session.undo()
+    assert np.array_equal(session.mask_on_ct(), mask)
+    assert np.array_equal(session.probability, probability)
+    session.reset()
+    session.add_click(_ras(session, CLICKS[0][0]), True)
+    assert np.array_equal(session.probability, probability)  # replay gives the same state
+
+
+def test_same_clicks_give_the_same_mask_in_fast_mode(package64, image):
+    results = []
+    for mode in ("fast", "full"):  # the second session calibrates lazily, at its first fast click
+        session = _session(package64, image, refine_mode=mode)
+        for kji, positive in CLICKS:
+            session.add_click(_ras(session, kji), positive, mode="fast")
+        results.append((session.mask_on_ct(), session.probability))
+    assert np.array_equal(results[0][0], results[1][0])
+    assert np.array_equal(results[0][1], results[1][1])
+
+
+def test_a_roi_not_larger_than_the_window_is_refined_in_full(tiny_package, image):
+    session = _session(tiny_package, image, fast_window=64)  # 48^3 ROI
+    assert session.add_click(session.grid.center_ras(), True).mode == "full"
+
+
+def test_window_guidance_equals_the_full_encoding_cropped():
+    rng = np.random.default_rng(3)
+    shape = (40, 44, 36)
+    kernel = gaussian_kernel(2.0, 4.0)
+    indices = [tuple(int(v) for v in rng.integers(0, shape)) for _ in range(6)]
+    indices += [(0, 0, 0), (1, 2, 1), (39, 43, 35)]  # borders, and overlapping Gaussians
+    positives = [bool(v) for v in rng.integers(0, 2, len(indices))]
+    full = encode_guidance(
+        shape, [c for c, p in zip(indices, positives) if p], [c for c, p in zip(indices, positives) if not p]
+    )
+    for center in [(20, 22, 18), (0, 0, 0), (39, 43, 35)]:
+        box = fast_refine.window_box(center, shape, 16, align=4)
+        window = fast_refine.guidance_in_box(shape, indices, positives, kernel, box)
+        assert np.array_equal(window, full[(slice(None),) + box])
+
+
+def test_frozen_network_reproduces_instance_norm_with_the_inputs_own_statistics(package64):
+    import torch
+
+    net = package64.networks["refine"][0]
+    x = torch.randn(1, 5, 32, 32, 32, generator=torch.Generator().manual_seed(0))
+    stats = {}
+    with torch.inference_mode(), fast_refine.record_norm_stats(net, stats):
+        expected = net(x)
+    frozen = fast_refine.frozen_network(net, {k: (m.clone(), v.clone()) for k, (m, v) in stats.items()})
+    assert not any(isinstance(m, torch.nn.InstanceNorm3d) for m in frozen.modules())
+    with torch.inference_mode():
+        assert torch.allclose(frozen(x), expected, atol=1e-4)
+        assert torch.equal(net(x), expected)  # the package's network is untouched
+
+
+def test_window_box_is_aligned_and_inside_the_roi():
+    assert fast_refine.window_box((0, 70, 143), (144, 144, 144), 64, align=8) == (
+        slice(0, 64), slice(40, 104), slice(80, 144))
+    assert fast_refine.window_box((5, 5, 5), (48, 48, 48), 64, align=8) == (slice(0, 48),) * 3
+    weights = fast_refine.blend_weights((slice(0, 16), slice(8, 24), slice(8, 24)), (32, 32, 32), 4)
+    assert weights[0, 8, 8] == 1.0 and weights[8, 0, 8] == pytest.approx(0.2)
+    assert weights.min() > 0 and weights.max() == 1.0
+
+
+def test_latency_benchmark_writes_the_json_contract(tmp_path):
+    out = tmp_path / "latency.json"
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "click_latency.py"), "--random-tiny-model",
+         "--case", "phantom", "--clicks", "2", "--window", "32", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["device"] == "cpu" and result["roi_voxels"] == 64**3
+    assert result["peak_rss_mb"] > 0
+    for mode in ("full", "fast"):
+        summary = result["modes"][mode]
+        for key in ("median_s", "p90_s", "mean_dice_1_10"):
+            assert isinstance(summary[key], float)
+        assert len(summary["dice"]) == 3 and summary["effective_modes"] == [mode]
+    assert len(result["replay"]["fast"]["dice_vs_reference"]) == 3
+    assert "median_s" in completed.stdout

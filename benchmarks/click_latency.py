@@ -1,0 +1,425 @@
+#!/usr/bin/env python3
+"""Per-click latency, peak memory and accuracy of full-ROI and fast (windowed) refinement.
+
+Loads a model package and a case, runs the initial segmentation once, then for every mode
+(``--modes full,fast``) a simulated-user loop of ``--clicks`` clicks from the same seed (each mode
+follows its own loop, as a user would: the next click depends on that mode's mask). It also
+replays the full loop's clicks in each other mode ("replay"): the same clicks, so the Dice
+against the full-ROI mask isolates the approximation. Per click: click mapping, model and
+back-mapping to the CT grid (the session's timings) plus the wall time around ``add_click``
+(CUDA-synchronised); median and p90; one-time costs; peak memory. Prints a table and writes
+JSON (DESIGN.md section 3; extend, never rename)::
+
+    python benchmarks/click_latency.py --json out/latency.json                    # default model, CPU
+    python benchmarks/click_latency.py --random-paper-model --json out/latency.json
+    python benchmarks/click_latency.py --model DIR --device cuda --amp --cudnn-benchmark --json out.json
+
+Runs under Python 3.9+ with or without psutil (peak RSS from ``resource`` then).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+try:
+    import InteractiveRefineLib  # noqa: F401
+except ImportError:  # not installed: use the checkout
+    sys.path.insert(0, str(REPO / "InteractiveRefine"))
+
+from InteractiveRefineLib.geometry import read_volume  # noqa: E402
+from InteractiveRefineLib.metrics import dice  # noqa: E402
+from InteractiveRefineLib.simulated_user import SimulatedUser  # noqa: E402
+from InteractiveRefineLib.simulation import truth_on_grid  # noqa: E402
+
+logger = logging.getLogger("click_latency")
+
+#: The conftest's tiny network (tests), on a 64^3 ROI so that a 32^3 window is a real window.
+TINY_NETWORK = {"channels": [4, 8, 16, 32], "strides": [1, 2, 2], "num_res_units": 1, "norm": "INSTANCE"}
+TINY_ROI = (64, 64, 64)
+CASES = {
+    "CHGJ015": ("hecktor2020_chgj015", "CHGJ015_ct.nii.gz", "CHGJ015_pt.nii.gz", "CHGJ015_ct_gtvt.nii.gz"),
+    "STS_001": ("sts_petct/hecktor_layout/STS_001", "STS_001__CT.nii.gz", "STS_001__PT.nii.gz",
+                "STS_001.nii.gz"),
+}
+
+
+# ------------------------------------------------------------------------------ inputs
+def data_dir() -> Path:
+    return Path(os.environ.get("INTERACTIVE_REFINE_DATA", REPO.parent / "shared" / "data"))
+
+
+def load_phantom(seed: int, roi_shape):
+    """The training package's phantom (a field of view 16 voxels beyond the ROI), else the
+    engine's simple one."""
+    try:
+        from interactive_refine_training.phantoms import generate_case
+    except ImportError:
+        from InteractiveRefineLib.demo import simple_phantom
+
+        return ("phantom-simple",) + tuple(simple_phantom(seed))
+    case = generate_case(seed, shape=tuple(max(int(n) + 16, 80) for n in roi_shape))
+    return "phantom", case.ct, case.pet, case.label
+
+
+def load_case(spec: str, seed: int, roi_shape=(144, 144, 144)):
+    """``(name, ct, pet, label)`` for a named case, a case folder, a CT file, or ``phantom``."""
+    if spec == "phantom":
+        return load_phantom(seed, roi_shape)
+    if spec in CASES:
+        folder, *names = CASES[spec]
+        paths = [data_dir() / folder / n for n in names]
+        if not paths[0].exists():
+            raise SystemExit(
+                f"case {spec} not found under {data_dir()} (set INTERACTIVE_REFINE_DATA, or use "
+                "--case phantom)"
+            )
+        return (spec,) + tuple(read_volume(p) for p in paths)
+    from InteractiveRefineLib.cases import find_cases
+
+    path = Path(spec)
+    folder = path.parent if path.is_file() and path.suffix != ".csv" else path
+    cases = [c for c in find_cases(folder) if c.pet is not None and c.label is not None]
+    if path.is_file() and path.suffix != ".csv":
+        cases = [c for c in cases if c.ct == path] or cases
+    if not cases:
+        raise SystemExit(f"no case with CT, PET and label found at {spec}")
+    case = cases[0]
+    return case.case_id, read_volume(case.ct), read_volume(case.pet), read_volume(case.label)
+
+
+def model_path(args, scratch: Path) -> tuple[Path, str]:
+    """The package folder and what it is (``default``, ``given``, ``random-paper``, ...)."""
+    from InteractiveRefineLib.model_package import DEFAULT_MODEL_DIR, create_random_model_package
+
+    if args.random_paper_model:
+        return create_random_model_package(scratch / "random_paper", seed=args.seed), "random-paper"
+    if args.random_tiny_model:
+        return create_random_model_package(
+            scratch / "random_tiny", network=TINY_NETWORK, roi_size_vox=TINY_ROI, seed=args.seed
+        ), "random-tiny"
+    if args.model:
+        return Path(args.model), "given"
+    if (DEFAULT_MODEL_DIR / "model.json").is_file():
+        return DEFAULT_MODEL_DIR, "default"
+    raise SystemExit(
+        f"the default model is not installed at {DEFAULT_MODEL_DIR}: pass --model DIR, or "
+        "--random-paper-model to time a randomly initialised network of the paper's size"
+    )
+
+
+# ---------------------------------------------------------------------------- measuring
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (MB), from ``resource`` (psutil is not needed)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        try:
+            import psutil
+
+            return psutil.Process().memory_info().peak_wset / 2**20
+        except (ImportError, AttributeError):
+            return float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0
+
+
+def synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_click(session, ras, positive, mode):
+    synchronize(session.device)
+    t0 = time.perf_counter()
+    result = session.add_click(ras, positive, mode=mode)
+    synchronize(session.device)
+    return result, time.perf_counter() - t0
+
+
+def percentile(values, q) -> float | None:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def mean_dice_1_10(curve) -> float | None:
+    after = curve[1:11]
+    return float(np.mean(after)) if after else None
+
+
+# ------------------------------------------------------------------------------ the loops
+def inside_ct(session) -> np.ndarray:
+    """Working-grid voxels whose centre lies in the CT (``Grid.contains_index``, as the session
+    checks a click), ``[k, j, i]`` boolean: the ROI may reach beyond the CT's field of view."""
+    shape = session.grid.shape
+    mapping = session.ct.grid.ras_to_ijk @ session.grid.ijk_to_ras  # working (i, j, k) -> CT (i, j, k)
+    k, j, i = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij", sparse=True)
+    inside = np.ones(shape, dtype=bool)
+    for axis, extent in enumerate(session.ct.shape[::-1]):
+        row = mapping[axis]
+        coordinate = row[0] * i + row[1] * j + row[2] * k + row[3]
+        inside &= (coordinate >= -0.5) & (coordinate <= extent - 0.5)
+    return inside
+
+
+def next_click(user, session, truth_work, inside):
+    """The simulated user's click on what it sees: the mask inside the CT field."""
+    return user.next_click(session.mask_on_working_grid().astype(bool) & inside, truth_work)
+
+
+def run_loop(session, mode, n_clicks, seed, truth_ct, truth_work) -> dict:
+    """``session.reset()`` then ``n_clicks`` simulated clicks refined in ``mode``."""
+    session.reset()
+    user = SimulatedUser("2sicr", np.random.default_rng(seed))
+    inside = inside_ct(session)
+    curve = [dice(session.mask_on_ct(), truth_ct)]
+    clicks, per_click, masks = [], [], [session.mask_in_box().copy()]
+    for _ in range(n_clicks):
+        click = next_click(user, session, truth_work, inside)
+        if click is None:
+            break
+        ras = session.grid.index_to_ras(np.array(click.index[::-1], dtype=float))
+        result, wall = timed_click(session, ras, click.positive, mode)
+        per_click.append(dict(result.timings, wall_s=wall, mode=result.mode, window=result.window))
+        clicks.append({"ras": [float(v) for v in ras], "positive": click.positive})
+        curve.append(dice(session.mask_on_ct(), truth_ct))
+        masks.append(session.mask_in_box().copy())
+    return {"clicks": clicks, "per_click": per_click, "dice": curve, "masks": masks}
+
+
+def replay(session, clicks, mode, truth_ct, reference_masks) -> dict:
+    """The given clicks in ``mode``: Dice against the truth and against ``reference_masks``
+    (the CT-box masks after each click of the loop that chose the clicks)."""
+    session.reset()
+    curve, agreement = [dice(session.mask_on_ct(), truth_ct)], [1.0]
+    for t, click in enumerate(clicks, start=1):
+        session.add_click(click["ras"], click["positive"], mode=mode)
+        curve.append(dice(session.mask_on_ct(), truth_ct))
+        agreement.append(dice(session.mask_in_box(), reference_masks[t]))
+    return {"dice": curve, "dice_vs_reference": agreement, "mean_dice_1_10": mean_dice_1_10(curve)}
+
+
+def summarise(loop: dict) -> dict:
+    per_click = loop["per_click"]
+    totals = [c["wall_s"] for c in per_click]
+    out = {
+        "median_s": percentile(totals, 50),
+        "p90_s": percentile(totals, 90),
+        "mean_s": float(np.mean(totals)) if totals else None,
+        "mean_dice_1_10": mean_dice_1_10(loop["dice"]),
+        "dice": loop["dice"],
+        "clicks": loop["clicks"],
+        "per_click": per_click,
+        "effective_modes": sorted({c["mode"] for c in per_click}),
+    }
+    for part in ("map_s", "model_s", "backmap_s", "total_s"):
+        out["median_" + part] = percentile([c[part] for c in per_click], 50)
+    return out
+
+
+# ---------------------------------------------------------------------------------- main
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", help="model package folder (default: the shipped default model)")
+    p.add_argument("--random-paper-model", action="store_true",
+                   help="a randomly initialised package with the paper's network and 144^3 ROI")
+    p.add_argument("--random-tiny-model", action="store_true",
+                   help="a random tiny network on a 64^3 ROI (tests)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--case", default="CHGJ015",
+                   help="CHGJ015, STS_001, phantom, or a case folder / CT file (HECKTOR names)")
+    p.add_argument("--clicks", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--modes", default="full,fast", help="comma-separated: full, fast")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--window", type=int, default=None, help="fast window edge (default: the engine's)")
+    p.add_argument("--margin", type=int, default=None, help="fast blending margin (default: the engine's)")
+    p.add_argument("--fast-norm", default="frozen", choices=["frozen", "window"])
+    p.add_argument("--amp", action="store_true", help="CUDA: float16 autocast")
+    p.add_argument("--cudnn-benchmark", action="store_true", help="CUDA: torch.backends.cudnn.benchmark")
+    p.add_argument("--no-replay", action="store_true", help="skip replaying the full loop's clicks")
+    p.add_argument("--json", required=True, help="output JSON path")
+    args = p.parse_args(argv)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - {"full", "fast"}:
+        p.error(f"--modes must list full and/or fast, got {args.modes!r}")
+    args.modes = modes
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import torch
+    from InteractiveRefineLib import fast_refine
+    from InteractiveRefineLib.model_package import load_model_package
+    from InteractiveRefineLib.session import RefinementSession
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    one_time = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        package_dir, model_kind = model_path(args, Path(scratch))
+        t0 = time.perf_counter()
+        package = load_model_package(package_dir)
+        one_time["model_load_s"] = time.perf_counter() - t0
+        name, ct, pet, label = load_case(args.case, args.seed, package.roi_size_vox)
+
+    t0 = time.perf_counter()
+    session = RefinementSession(
+        package, device=args.device, refine_mode="fast" if "fast" in args.modes else "full",
+        fast_window=args.window or fast_refine.DEFAULT_WINDOW,
+        fast_margin=fast_refine.DEFAULT_MARGIN if args.margin is None else args.margin,
+        fast_norm=args.fast_norm, amp=args.amp,
+    )
+    one_time["session_s"] = time.perf_counter() - t0
+    cuda = session.device.type == "cuda"
+    centre = _label_centre(label)
+    t0 = time.perf_counter()
+    session.set_image(ct, pet, roi_center_ras=centre)
+    one_time["set_image_s"] = time.perf_counter() - t0
+    synchronize(session.device)
+    t0 = time.perf_counter()
+    initial = session.initial()
+    synchronize(session.device)
+    one_time["initial_s"] = time.perf_counter() - t0
+    one_time["initial_model_s"] = initial.timings["model_s"]
+    one_time["calibrate_s"] = initial.timings.get("calibrate_s", 0.0)
+    truth_ct = truth_on_grid(label, ct.grid)
+    truth_work = truth_on_grid(label, session.grid)
+
+    # Warm-up: the first refinement per mode builds oneDNN/cuDNN plans; excluded from the stats.
+    warm_click = next_click(
+        SimulatedUser("2sicr", np.random.default_rng(args.seed)), session, truth_work, inside_ct(session)
+    )
+    one_time["warmup_s"] = {}
+    for mode in args.modes:
+        if warm_click is None:
+            break
+        ras = session.grid.index_to_ras(np.array(warm_click.index[::-1], dtype=float))
+        _, one_time["warmup_s"][mode] = timed_click(session, ras, warm_click.positive, mode)
+        session.undo()
+
+    modes, loops = {}, {}
+    for mode in args.modes:
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(session.device)
+        loops[mode] = run_loop(session, mode, args.clicks, args.seed, truth_ct, truth_work)
+        modes[mode] = summarise(loops[mode])
+        modes[mode]["rss_peak_so_far_mb"] = peak_rss_mb()
+        if cuda:
+            modes[mode]["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated(session.device) / 2**20
+
+    replays = {}
+    if not args.no_replay and "full" in loops and len(args.modes) > 1:
+        reference = loops["full"]["masks"]
+        for mode in args.modes:
+            if mode != "full":
+                replays[mode] = dict(replay(session, loops["full"]["clicks"], mode, truth_ct, reference),
+                                     clicks_from="full")
+
+    result = {
+        "device": str(session.device),
+        "device_name": torch.cuda.get_device_name(session.device) if cuda else platform.processor()
+        or platform.machine(),
+        "roi_voxels": int(np.prod(session.grid.shape)),
+        "roi_shape": list(session.grid.shape),
+        "modes": modes,
+        "replay": replays,
+        "peak_rss_mb": peak_rss_mb(),
+        "one_time_s": one_time,
+        "fast": {"window": session.fast_window, "margin": session.fast_margin, "norm": session.fast_norm},
+        "model": {"path": str(package_dir), "kind": model_kind, "name": package.card.get("name"),
+                  "network": package.card.get("network")},
+        "case": name,
+        "clicks_requested": args.clicks,
+        "seed": args.seed,
+        "amp": bool(args.amp and cuda),
+        "cudnn_benchmark": bool(args.cudnn_benchmark),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_before": list(load_before) if load_before else None,
+        "load_average_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "numpy": np.__version__},
+    }
+    if cuda:
+        result["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated(session.device) / 2**20
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=_jsonable) + "\n")
+    print(format_table(result))
+    print(f"wrote {out}")
+    return 0
+
+
+def _label_centre(label):
+    """RAS centre of the label's foreground (the paper's ROI is centred on the GTVp)."""
+    foreground = np.argwhere(np.rint(label.array) == 1)
+    if foreground.size == 0:
+        raise SystemExit("the label has no voxel with value 1")
+    return label.grid.index_to_ras(foreground.mean(axis=0)[::-1])
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def _fmt(value, digits=3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_table(result: dict) -> str:
+    lines = [
+        f"device {result['device']} ({result['device_name']}), threads {result['threads']}, "
+        f"ROI {'x'.join(str(s) for s in result['roi_shape'])} ({result['roi_voxels']} voxels), "
+        f"model {result['model']['kind']} {result['model']['name']!r}, case {result['case']}, "
+        f"load average {_fmt((result['load_average_before'] or [None])[0], 2)}",
+        f"{'mode':<6} {'median_s':>9} {'p90_s':>7} {'map_s':>7} {'model_s':>8} {'backmap_s':>9} "
+        f"{'meanDice1-10':>12}  Dice per click",
+    ]
+    for mode, m in result["modes"].items():
+        curve = " ".join(f"{d:.3f}" for d in m["dice"])
+        lines.append(
+            f"{mode:<6} {_fmt(m['median_s']):>9} {_fmt(m['p90_s']):>7} {_fmt(m['median_map_s']):>7} "
+            f"{_fmt(m['median_model_s']):>8} {_fmt(m['median_backmap_s']):>9} "
+            f"{_fmt(m['mean_dice_1_10']):>12}  {curve}"
+        )
+    for mode, r in result["replay"].items():
+        lines.append(
+            f"replay of full's clicks in {mode}: mean Dice 1-10 {_fmt(r['mean_dice_1_10'])}, "
+            f"Dice vs full mask per click {' '.join(f'{d:.3f}' for d in r['dice_vs_reference'][1:])}"
+        )
+    one = result["one_time_s"]
+    lines.append(
+        f"one-time: model load {_fmt(one['model_load_s'])} s, set_image {_fmt(one['set_image_s'])} s, "
+        f"initial {_fmt(one['initial_s'])} s (model {_fmt(one['initial_model_s'])}, calibration "
+        f"{_fmt(one['calibrate_s'])}), warm-up "
+        + ", ".join(f"{k} {_fmt(v)} s" for k, v in one["warmup_s"].items())
+    )
+    memory = f"peak RSS {_fmt(result['peak_rss_mb'], 0)} MB"
+    if "peak_cuda_allocated_mb" in result:
+        memory += f", peak CUDA allocated {_fmt(result['peak_cuda_allocated_mb'], 0)} MB"
+    lines.append(memory)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

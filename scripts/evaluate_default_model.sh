@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Evaluate a model package (default: the shipped one) the way its card reports it:
+# 0-10 simulated clicks x 3 seeds with the paper's simulated user, full-ROI refinement,
+# on held-out phantoms (seeds never used in training) and on the real cases CHGJ015 and STS_001.
+#   MODEL=runs/default_model/package OUT_DIR=runs/eval bash scripts/evaluate_default_model.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${MODEL:-InteractiveRefine/Resources/Models/default}
+OUT_DIR=${OUT_DIR:-runs/eval_default}
+DATA=${INTERACTIVE_REFINE_DATA:-$(cd .. && pwd)/shared/data}
+SHAPE=${SHAPE:-72}
+SPACING=${SPACING:-2}
+N_HELDOUT=${N_HELDOUT:-6}
+PY=${PYTHON:-python3}
+TRAIN="$PY -m interactive_refine_training.cli"
+mkdir -p "$OUT_DIR"
+
+$TRAIN phantoms --out "$OUT_DIR/heldout_phantoms" --n "$N_HELDOUT" --seed 900000 --shape "$SHAPE" \
+  --spacing "$SPACING" --pet-spacing 4 --prefix HO
+$TRAIN evaluate --model "default=$MODEL" --data "$OUT_DIR/heldout_phantoms" --clicks 10 --seeds 3 \
+  --out "$OUT_DIR/phantoms"
+if [ -d "$DATA/hecktor2020_chgj015" ]; then
+  cat > "$OUT_DIR/real_cases.csv" <<CSV
+id,ct,pet,label
+CHGJ015,$DATA/hecktor2020_chgj015/CHGJ015_ct.nii.gz,$DATA/hecktor2020_chgj015/CHGJ015_pt.nii.gz,$DATA/hecktor2020_chgj015/CHGJ015_ct_gtvt.nii.gz
+STS_001,$DATA/sts_petct/hecktor_layout/STS_001/STS_001__CT.nii.gz,$DATA/sts_petct/hecktor_layout/STS_001/STS_001__PT.nii.gz,$DATA/sts_petct/hecktor_layout/STS_001/STS_001.nii.gz
+CSV
+  $TRAIN evaluate --model "default=$MODEL" --data "$OUT_DIR/real_cases.csv" --clicks 10 --seeds 3 \
+    --out "$OUT_DIR/real"
+else
+  echo "real cases not found under $DATA: set INTERACTIVE_REFINE_DATA" >&2
+fi
