@@ -66,7 +66,7 @@ def _session(args, ct_path, pet_path):
     pet = read_volume(pet_path) if pet_path else None
     if package.needs_pet and pet is None:
         raise InteractiveRefineError("this model needs --pet")
-    session = RefinementSession(package, device=args.device)
+    session = RefinementSession(package, device=args.device, refine_mode=args.refine_mode)
     center = parse_triplet(args.roi_center, "--roi-center") if args.roi_center else None
     session.set_image(ct, pet, roi_center_ras=center)
     return session
@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--model", help="model package folder (default: the shipped default model)")
         p.add_argument("--roi-center", help="ROI centre R,A,S in mm (default: centre of the CT)")
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        p.add_argument("--refine-mode", default="auto", choices=["auto", "full", "fast"],
+                       help="auto: a window around the click on the CPU, the whole ROI on CUDA; "
+                            "full: always the whole ROI (the paper's method)")
 
     seg = sub.add_parser("segment", help="segment, apply clicks, write the mask on the CT grid")
     common(seg)
