@@ -1,0 +1,62 @@
+"""Record evaluation results in a model package's card (``metrics`` section).
+
+    python training/scripts/card_results.py PACKAGE NAME=EVAL_DIR [NAME=EVAL_DIR ...] [--command "..."]
+
+For each ``evaluate`` output folder, the card gets the mean over cases (of the seed-averaged
+values) of Dice and HD95 after 0..N clicks, the mean of clicks 1-10, the worst mean change of
+Dice over one click, the number of cases and seeds, and the command line that produced it.
+The card is not covered by the weight checksums, so the package stays valid.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+
+def summarise(eval_dir: Path) -> dict:
+    per = defaultdict(lambda: defaultdict(list))  # clicks -> case -> [(dice, hd95)]
+    seeds = set()
+    with open(eval_dir / "per_case.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            seeds.add(row["seed"])
+            hd = float(row["hd95_mm"]) if row.get("hd95_mm") not in (None, "", "nan") else math.nan
+            per[int(row["clicks"])][row["case_id"]].append((float(row["dice"]), hd))
+    dice, hd95 = [], []
+    for clicks in sorted(per):
+        cases = per[clicks]
+        case_dice = [sum(d for d, _ in v) / len(v) for v in cases.values()]
+        case_hd = [x for x in (sum(h for _, h in v) / len(v) for v in cases.values()) if math.isfinite(x)]
+        dice.append(round(sum(case_dice) / len(case_dice), 4))
+        hd95.append(round(sum(case_hd) / len(case_hd), 2) if case_hd else None)
+    steps = [b - a for a, b in zip(dice, dice[1:])]
+    return {
+        "cases": sorted(per[0]), "seeds": len(seeds), "dice_per_click": dice, "hd95_mm_per_click": hd95,
+        "dice_mean_1_10": round(sum(dice[1:11]) / len(dice[1:11]), 4) if len(dice) > 1 else None,
+        "worst_mean_dice_change_per_click": round(min(steps), 4) if steps else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("package")
+    parser.add_argument("results", nargs="+", metavar="NAME=EVAL_DIR")
+    parser.add_argument("--command", default="", help="the command line that produced the results")
+    args = parser.parse_args()
+    card_path = Path(args.package) / "model.json"
+    card = json.loads(card_path.read_text())
+    metrics = card.setdefault("metrics", {})
+    for item in args.results:
+        name, folder = item.split("=", 1)
+        metrics[name] = summarise(Path(folder))
+        if args.command:
+            metrics[name]["command"] = args.command
+        print(name, json.dumps(metrics[name]))
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
