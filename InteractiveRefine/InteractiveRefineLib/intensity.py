@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import geometry
 from .errors import InteractiveRefineError
+
+#: CT value outside the scanned field (air) and PET value outside the PET field.
+CT_OUTSIDE_HU = -1024.0
+PET_OUTSIDE = 0.0
 
 PRESETS: dict[str, dict] = {
     "2sicr": {"ct_window": (-200.0, 200.0), "pet": "zscore"},
@@ -49,3 +54,17 @@ def normalize_channels(ct: np.ndarray, pet: np.ndarray | None, preset_name: str)
     if pet is not None:
         channels.append(normalize_pet(pet, preset_name))
     return np.stack(channels)
+
+
+def channels_on_grid(ct, pet, grid, preset_name: str) -> np.ndarray:
+    """The model's normalised image channels ``[C, k, j, i]`` on ``grid`` (the working grid).
+
+    CT and (optional) PET volumes are resampled linearly in physical space, outside their
+    fields filled with air / zero uptake, then normalised with the preset. The session and the
+    training cache both call this, so inference sees exactly what training saw.
+    """
+    ct_roi = geometry.resample(ct.array, ct.grid, grid, order=1, cval=CT_OUTSIDE_HU)
+    pet_roi = None
+    if pet is not None:
+        pet_roi = geometry.resample(pet.array, pet.grid, grid, order=1, cval=PET_OUTSIDE)
+    return normalize_channels(ct_roi, pet_roi, preset_name)

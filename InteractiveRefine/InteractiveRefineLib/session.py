@@ -41,14 +41,11 @@ from . import fast_refine, geometry
 from .clicks import Click, gaussian_kernel
 from .errors import ClickError, ImageError, SessionStateError
 from .geometry import Grid, Volume
-from .intensity import normalize_channels
+from .intensity import CT_OUTSIDE_HU, PET_OUTSIDE, channels_on_grid  # noqa: F401 (re-exported)
 from .model_package import ModelPackage, load_model_package
 
 logger = logging.getLogger(__name__)
 
-#: CT value outside the scanned field (air) and PET value outside the PET field.
-CT_OUTSIDE_HU = -1024.0
-PET_OUTSIDE = 0.0
 
 REFINE_MODES = ("auto", "full", "fast")
 FAST_NORMS = ("frozen", "window")
@@ -198,8 +195,6 @@ class RefinementSession:
                 f"multiple of {divisor} voxels"
             )
         grid = geometry.working_grid(ct.grid, center, size, self.package.spacing_mm)
-        ct_roi = geometry.resample(ct.array, ct.grid, grid, order=1, cval=CT_OUTSIDE_HU)
-        pet_roi = None
         if self.package.needs_pet:
             fraction = geometry.coverage(pet.grid, grid)
             if fraction == 0.0:
@@ -209,8 +204,8 @@ class RefinementSession:
                 )
             if fraction < 0.5:
                 logger.warning("the PET covers only %.0f%% of the ROI", 100 * fraction)
-            pet_roi = geometry.resample(pet.array, pet.grid, grid, order=1, cval=PET_OUTSIDE)
-        channels = normalize_channels(ct_roi, pet_roi, self.package.intensity_preset)
+        pet_used = pet if self.package.needs_pet else None
+        channels = channels_on_grid(ct, pet_used, grid, self.package.intensity_preset)
         ct_box = geometry.bounding_box_in(ct.grid, grid)
         image = self._torch.from_numpy(channels[None]).to(self.device)
         # Commit only after every check passed: a failed call leaves the session unchanged.

@@ -23,8 +23,7 @@ import numpy as np
 from InteractiveRefineLib import geometry
 from InteractiveRefineLib.cases import Case, find_cases
 from InteractiveRefineLib.geometry import Volume, read_volume
-from InteractiveRefineLib.intensity import normalize_channels
-from InteractiveRefineLib.session import CT_OUTSIDE_HU, PET_OUTSIDE
+from InteractiveRefineLib.intensity import channels_on_grid
 
 from .config import settings_hash
 
@@ -107,14 +106,12 @@ def preprocess_case(case: Case, settings: dict) -> dict:
     if settings["roi_center"] == "label_centroid":
         center = roi_center_ras(ct, label, settings["label_value"])
     grid = geometry.working_grid(ct.grid, center, settings["roi_size_vox"], settings["spacing_mm"])
-    ct_roi = geometry.resample(ct.array, ct.grid, grid, order=1, cval=CT_OUTSIDE_HU)
-    pet_roi = None
+    pet = None
     if "pet" in settings["image_channels"]:
         if case.pet is None:
             raise ValueError(f"case {case.case_id} has no PET image")
         pet = read_volume(case.pet)
-        pet_roi = geometry.resample(pet.array, pet.grid, grid, order=1, cval=PET_OUTSIDE)
-    image = normalize_channels(ct_roi, pet_roi, settings["intensity_preset"]).astype(np.float16)
+    image = channels_on_grid(ct, pet, grid, settings["intensity_preset"]).astype(np.float16)
     if label is None:
         label_roi = np.zeros(grid.shape, dtype=np.uint8)
     else:
