@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Retrain the shipped default model from scratch with the training package's real protocol:
 # phantoms -> initial model -> refinement model -> model package (-> evaluation, see README).
-# The defaults train the paper-size network on one GPU in about 8 minutes; every setting can be
+# The defaults train the paper-size network on one GPU within an ~8-minute budget (not yet run); every setting can be
 # overridden through the environment. The shipped CPU model was made with (README, "The default model"):
 #   CONFIG=training/configs/default_model_cpu.json N_PHANTOMS=100 SHAPE=72 SPACING=2 WORKERS=1 \
 #   INITIAL_MINUTES=24 REFINE_MINUTES=10 REFINE_ITERATIONS=15 bash scripts/train_default_model.sh
