@@ -12,7 +12,7 @@ JSON (DESIGN.md section 3; extend, never rename)::
 
     python benchmarks/click_latency.py --json out/latency.json                    # default model, CPU
     python benchmarks/click_latency.py --random-paper-model --json out/latency.json
-    python benchmarks/click_latency.py --model DIR --device cuda --amp --cudnn-benchmark --json out.json
+    python benchmarks/click_latency.py --model DIR --device cuda --amp --json out.json
 
 Runs under Python 3.9+ with or without psutil (peak RSS from ``resource`` then).
 """
@@ -58,23 +58,25 @@ def data_dir() -> Path:
     return Path(os.environ.get("INTERACTIVE_REFINE_DATA", REPO.parent / "shared" / "data"))
 
 
-def load_phantom(seed: int, roi_shape):
-    """The training package's phantom (a field of view 16 voxels beyond the ROI), else the
-    engine's simple one."""
+def load_phantom(seed: int, roi_shape, spacing_mm=(1.0, 1.0, 1.0)):
+    """The training package's phantom at the model's spacing (PET on a 4 mm grid, a field of
+    view 16 voxels beyond the ROI, as in training), else the engine's simple one."""
     try:
         from interactive_refine_training.phantoms import generate_case
     except ImportError:
         from InteractiveRefineLib.demo import simple_phantom
 
         return ("phantom-simple",) + tuple(simple_phantom(seed))
-    case = generate_case(seed, shape=tuple(max(int(n) + 16, 80) for n in roi_shape))
-    return "phantom", case.ct, case.pet, case.label
+    case = generate_case(seed, shape=tuple(int(n) + 16 for n in roi_shape),
+                         spacing_mm=tuple(float(s) for s in spacing_mm), pet_spacing_mm=(4.0, 4.0, 4.0))
+    return f"phantom-{seed}", case.ct, case.pet, case.label
 
 
-def load_case(spec: str, seed: int, roi_shape=(144, 144, 144)):
-    """``(name, ct, pet, label)`` for a named case, a case folder, a CT file, or ``phantom``."""
-    if spec == "phantom":
-        return load_phantom(seed, roi_shape)
+def load_case(spec: str, seed: int, roi_shape=(144, 144, 144), spacing_mm=(1.0, 1.0, 1.0)):
+    """``(name, ct, pet, label)`` for a named case, a case folder, a CT file, or ``phantom``
+    (generated from ``seed``, or ``phantom:SEED``)."""
+    if spec == "phantom" or spec.startswith("phantom:"):
+        return load_phantom(int(spec.split(":", 1)[1]) if ":" in spec else seed, roi_shape, spacing_mm)
     if spec in CASES:
         folder, *names = CASES[spec]
         paths = [data_dir() / folder / n for n in names]
@@ -237,7 +239,8 @@ def parse_args(argv=None):
                    help="a random tiny network on a 64^3 ROI (tests)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     p.add_argument("--case", default="CHGJ015",
-                   help="CHGJ015, STS_001, phantom, or a case folder / CT file (HECKTOR names)")
+                   help="CHGJ015, STS_001, phantom (seed --seed), phantom:SEED, or a case folder / CT file "
+                        "(HECKTOR names)")
     p.add_argument("--clicks", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--modes", default="full,fast", help="comma-separated: full, fast")
@@ -246,7 +249,8 @@ def parse_args(argv=None):
     p.add_argument("--margin", type=int, default=None, help="fast blending margin (default: the engine's)")
     p.add_argument("--fast-norm", default="frozen", choices=["frozen", "window"])
     p.add_argument("--amp", action="store_true", help="CUDA: float16 autocast")
-    p.add_argument("--cudnn-benchmark", action="store_true", help="CUDA: torch.backends.cudnn.benchmark")
+    p.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
+                   help="CUDA: keep cuDNN's default algorithms (the session tunes them by default)")
     p.add_argument("--no-replay", action="store_true", help="skip replaying the full loop's clicks")
     p.add_argument("--json", required=True, help="output JSON path")
     args = p.parse_args(argv)
@@ -267,8 +271,6 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.cudnn_benchmark:
-        torch.backends.cudnn.benchmark = True
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     one_time = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -276,14 +278,14 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         package = load_model_package(package_dir)
         one_time["model_load_s"] = time.perf_counter() - t0
-        name, ct, pet, label = load_case(args.case, args.seed, package.roi_size_vox)
+        name, ct, pet, label = load_case(args.case, args.seed, package.roi_size_vox, package.spacing_mm)
 
     t0 = time.perf_counter()
     session = RefinementSession(
         package, device=args.device, refine_mode="fast" if "fast" in args.modes else "full",
         fast_window=args.window or fast_refine.DEFAULT_WINDOW,
         fast_margin=fast_refine.DEFAULT_MARGIN if args.margin is None else args.margin,
-        fast_norm=args.fast_norm, amp=args.amp,
+        fast_norm=args.fast_norm, amp=args.amp, cudnn_benchmark=args.cudnn_benchmark,
     )
     one_time["session_s"] = time.perf_counter() - t0
     cuda = session.device.type == "cuda"

@@ -19,6 +19,9 @@ WORKERS=${WORKERS:-12}
 INITIAL_MINUTES=${INITIAL_MINUTES:-3.3}
 REFINE_MINUTES=${REFINE_MINUTES:-3.7}
 FOLDS=${FOLDS:-10}
+# Optional epoch counts: with a wall-clock budget, set them to what fits so the cosine schedule anneals.
+INITIAL_EPOCHS=${INITIAL_EPOCHS:-}
+REFINE_EPOCHS=${REFINE_EPOCHS:-}
 REFINE_ITERATIONS=${REFINE_ITERATIONS:-50}
 PY=${PYTHON:-python3}
 TRAIN="$PY -m interactive_refine_training.cli"
@@ -26,9 +29,10 @@ TRAIN="$PY -m interactive_refine_training.cli"
 $TRAIN phantoms --out "$OUT_DIR/phantoms" --n "$N_PHANTOMS" --seed "$PHANTOM_SEED" --shape "$SHAPE" \
   --spacing "$SPACING" --pet-spacing "$PET_SPACING" --workers "$WORKERS"
 $TRAIN train --stage initial --data "$OUT_DIR/phantoms" --out "$OUT_DIR/initial" --config "$CONFIG" \
-  --n-folds "$FOLDS" --max-minutes "$INITIAL_MINUTES" --workers "$WORKERS"
+  --n-folds "$FOLDS" --max-minutes "$INITIAL_MINUTES" --workers "$WORKERS" \
+  ${INITIAL_EPOCHS:+--max-epochs "$INITIAL_EPOCHS"}
 $TRAIN train --stage refine --data "$OUT_DIR/phantoms" --out "$OUT_DIR/refine" --config "$CONFIG" \
   --n-folds "$FOLDS" --initial "$OUT_DIR/initial" --max-minutes "$REFINE_MINUTES" --workers "$WORKERS" \
-  --iterations-per-epoch "$REFINE_ITERATIONS"
+  --iterations-per-epoch "$REFINE_ITERATIONS" ${REFINE_EPOCHS:+--max-epochs "$REFINE_EPOCHS"}
 $TRAIN export --initial "$OUT_DIR/initial" --refine "$OUT_DIR/refine" --out "$PACKAGE" --half \
   --name interactive-refine-default

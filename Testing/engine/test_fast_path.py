@@ -196,3 +196,23 @@ def test_latency_benchmark_writes_the_json_contract(tmp_path):
         assert len(summary["dice"]) == 3 and summary["effective_modes"] == [mode]
     assert len(result["replay"]["fast"]["dice_vs_reference"]) == 3
     assert "median_s" in completed.stdout
+
+
+def test_fast_vs_full_benchmark_tabulates_each_case(tmp_path):
+    out = tmp_path / "fast_vs_full.json"
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "fast_vs_full.py"), "--random-tiny-model",
+         "--cases", "phantom:900000", "--clicks", "2", "--window", "32", "--threads", "1",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    summary = json.loads(out.read_text())
+    (row,) = summary["cases"]
+    assert row["case"] == "phantom-900000" and summary["window"] == 32
+    # Both clicks were refined in a 32^3 window of the 64^3 ROI, not silently in full.
+    assert (row["fast_windowed_clicks"], row["fast_clicks"]) == (2, 2)
+    assert row["replay_minus_full"] == pytest.approx(
+        row["replay_mean_dice_1_10"] - row["full_mean_dice_1_10"])
+    assert (tmp_path / "fast_vs_full_phantom_900000.json").is_file()
+    assert "| phantom-900000 |" in completed.stdout and "largest |difference|" in completed.stdout

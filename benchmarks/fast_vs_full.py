@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Accuracy of the fast (windowed) path against full-ROI refinement over several cases.
+
+Runs ``click_latency.py`` once per case (held-out phantoms from seeds never used in training,
+and the real cases CHGJ015 and STS_001 when ``../shared/data`` or ``$INTERACTIVE_REFINE_DATA``
+has them), then prints one Markdown table: per case the mean Dice over clicks 1-10 of full-ROI
+refinement, of the full loop's clicks replayed in fast mode (same clicks: the approximation
+alone), of the fast path's own simulated loop, and the median seconds per click of both::
+
+    python benchmarks/fast_vs_full.py --threads 1 --json out/fast_vs_full.json
+    python benchmarks/fast_vs_full.py --window 32 --json out/fast_vs_full_w32.json
+
+Every option not listed here (``--model``, ``--window``, ``--threads``, ``--clicks``, ...) goes
+to ``click_latency.py`` unchanged; each case's full JSON is kept next to ``--json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import click_latency  # noqa: E402
+
+#: Seeds of the held-out phantoms: the evaluation's range (scripts/evaluate_default_model.sh),
+#: far from the training seeds (1000 + n).
+HELDOUT_SEEDS = (900000, 900001, 900002, 900003, 900004)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cases", default=None,
+                   help="comma-separated click_latency cases (default: 5 held-out phantoms, "
+                        "CHGJ015 and STS_001 where present)")
+    p.add_argument("--json", required=True, help="summary JSON; per-case JSONs go beside it")
+    return p.parse_known_args(argv)
+
+
+def default_cases() -> list[str]:
+    cases = [f"phantom:{seed}" for seed in HELDOUT_SEEDS]
+    for name, (folder, ct, *_rest) in click_latency.CASES.items():
+        if (click_latency.data_dir() / folder / ct).exists():
+            cases.append(name)
+        else:
+            print(f"skipping {name}: not found under {click_latency.data_dir()} "
+                  "(set INTERACTIVE_REFINE_DATA)", file=sys.stderr)
+    return cases
+
+
+def summarise_case(result: dict) -> dict:
+    modes = result["modes"]
+    row = {
+        "case": result["case"],
+        "full_mean_dice_1_10": modes["full"]["mean_dice_1_10"],
+        "fast_mean_dice_1_10": modes["fast"]["mean_dice_1_10"],
+        "replay_mean_dice_1_10": result["replay"]["fast"]["mean_dice_1_10"],
+        "full_median_s": modes["full"]["median_s"],
+        "fast_median_s": modes["fast"]["median_s"],
+        # clicks the fast loop really refined in a window (a window that would cover the whole
+        # ROI is refined in full)
+        "fast_windowed_clicks": sum(c["mode"] == "fast" for c in modes["fast"]["per_click"]),
+        "fast_clicks": len(modes["fast"]["per_click"]),
+    }
+    row["replay_minus_full"] = row["replay_mean_dice_1_10"] - row["full_mean_dice_1_10"]
+    row["fast_minus_full"] = row["fast_mean_dice_1_10"] - row["full_mean_dice_1_10"]
+    return row
+
+
+def format_markdown(rows: list[dict], window: int) -> str:
+    lines = [
+        f"| case | full: mean Dice 1-10 | fast ({window}³), full's clicks | difference | "
+        "fast, own loop | difference | full s/click | fast s/click | windowed clicks |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['full_mean_dice_1_10']:.3f} | {r['replay_mean_dice_1_10']:.3f} | "
+            f"{r['replay_minus_full']:+.3f} | {r['fast_mean_dice_1_10']:.3f} | {r['fast_minus_full']:+.3f} | "
+            f"{r['full_median_s']:.2f} | {r['fast_median_s']:.2f} | "
+            f"{r['fast_windowed_clicks']}/{r['fast_clicks']} |"
+        )
+    worst = max(abs(r["replay_minus_full"]) for r in rows)
+    worst_own = max(abs(r["fast_minus_full"]) for r in rows)
+    lines.append("")
+    lines.append(f"largest |difference|: same clicks {worst:.3f}, own loops {worst_own:.3f}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args, passthrough = parse_args(argv)
+    if any(a in ("--case", "--modes") or a.startswith(("--case=", "--modes=")) for a in passthrough):
+        raise SystemExit("use --cases here; both modes always run")
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else default_cases()
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows, window = [], None
+    for case in cases:
+        case_json = out.with_name(f"{out.stem}_{case.replace(':', '_')}.json")
+        click_latency.main(passthrough + ["--case", case, "--modes", "full,fast", "--json", str(case_json)])
+        result = json.loads(case_json.read_text())
+        window = result["fast"]["window"]
+        rows.append(summarise_case(result))
+    table = format_markdown(rows, window)
+    print(table)
+    summary = {
+        "cases": rows,
+        "window": window,
+        "max_abs_replay_minus_full": float(np.max([abs(r["replay_minus_full"]) for r in rows])),
+        "max_abs_fast_minus_full": float(np.max([abs(r["fast_minus_full"]) for r in rows])),
+        "markdown": table,
+        "argv": passthrough,
+    }
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
