@@ -4,7 +4,9 @@
 
 For each ``evaluate`` output folder, the card gets the mean over cases (of the seed-averaged
 values) of Dice and HD95 after 0..N clicks, the mean of clicks 1-10, the worst mean change of
-Dice over one click, the number of cases and seeds, and the command line that produced it.
+Dice over one click, the number of cases and seeds, the command line that produced it, and per
+case the same curves plus each seed's Dice curve (so ``interactive-refine simulate --seed S`` on
+one case can be checked against the card).
 The card is not covered by the weight checksums, so the package stays valid.
 """
 from __future__ import annotations
@@ -17,14 +19,9 @@ from collections import defaultdict
 from pathlib import Path
 
 
-def summarise(eval_dir: Path) -> dict:
-    per = defaultdict(lambda: defaultdict(list))  # clicks -> case -> [(dice, hd95)]
-    seeds = set()
-    with open(eval_dir / "per_case.csv", newline="") as handle:
-        for row in csv.DictReader(handle):
-            seeds.add(row["seed"])
-            hd = float(row["hd95_mm"]) if row.get("hd95_mm") not in (None, "", "nan") else math.nan
-            per[int(row["clicks"])][row["case_id"]].append((float(row["dice"]), hd))
+def _curves(per: dict) -> dict:
+    """``{"dice_per_click", "hd95_mm_per_click", "dice_mean_1_10", "worst_mean_dice_change_per_click"}``
+    of ``per`` = {clicks: {case: [(dice, hd95) per seed]}}, averaged over seeds then cases."""
     dice, hd95 = [], []
     for clicks in sorted(per):
         cases = per[clicks]
@@ -34,10 +31,34 @@ def summarise(eval_dir: Path) -> dict:
         hd95.append(round(sum(case_hd) / len(case_hd), 2) if case_hd else None)
     steps = [b - a for a, b in zip(dice, dice[1:])]
     return {
-        "cases": sorted(per[0]), "seeds": len(seeds), "dice_per_click": dice, "hd95_mm_per_click": hd95,
+        "dice_per_click": dice, "hd95_mm_per_click": hd95,
         "dice_mean_1_10": round(sum(dice[1:11]) / len(dice[1:11]), 4) if len(dice) > 1 else None,
         "worst_mean_dice_change_per_click": round(min(steps), 4) if steps else None,
     }
+
+
+def summarise(eval_dir: Path) -> dict:
+    per = defaultdict(lambda: defaultdict(list))  # clicks -> case -> [(dice, hd95)]
+    by_seed = defaultdict(lambda: defaultdict(dict))  # case -> seed -> {clicks: dice}
+    seeds = set()
+    with open(eval_dir / "per_case.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            seeds.add(row["seed"])
+            hd = float(row["hd95_mm"]) if row.get("hd95_mm") not in (None, "", "nan") else math.nan
+            per[int(row["clicks"])][row["case_id"]].append((float(row["dice"]), hd))
+            by_seed[row["case_id"]][row["seed"]][int(row["clicks"])] = float(row["dice"])
+    summary = {"cases": sorted(per[0]), "seeds": len(seeds), **_curves(per)}
+    summary["per_case"] = {}
+    for case in sorted(by_seed):
+        one = {clicks: {case: values[case]} for clicks, values in per.items() if case in values}
+        summary["per_case"][case] = {
+            **_curves(one),
+            "dice_per_click_by_seed": {
+                seed: [round(curve[t], 4) for t in sorted(curve)]
+                for seed, curve in sorted(by_seed[case].items())
+            },
+        }
+    return summary
 
 
 def main() -> None:
@@ -54,7 +75,7 @@ def main() -> None:
         metrics[name] = summarise(Path(folder))
         if args.command:
             metrics[name]["command"] = args.command
-        print(name, json.dumps(metrics[name]))
+        print(name, json.dumps({k: v for k, v in metrics[name].items() if k != "per_case"}))
     card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 

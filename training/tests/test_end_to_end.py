@@ -117,3 +117,36 @@ def test_refine_network_started_from_the_initial_network_computes_it_exactly():
         expected = initial(image)
         refined = refine(torch.cat([image, torch.rand(1, 3, 48, 48, 48)], 1))
         assert torch.allclose(refined, expected, atol=1e-5)
+
+
+def test_card_results_records_the_evaluation_in_the_card(package, tmp_path):
+    """``training/scripts/card_results.py``: the card's curves are the evaluation's, per case and seed,
+    and the package still loads (the card is outside the weight checksums)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cases = [c.case_id for c in find_cases(phantom_data())[:2]]
+    assert main(["-q", "evaluate", "--model", f"A={package}", "--data", str(phantom_data()),
+                 "--cases", ",".join(cases), "--clicks", "2", "--seeds", "2", "--device", "cpu",
+                 "--out", str(tmp_path / "eval")]) == 0
+    copy = tmp_path / "pkg"
+    shutil.copytree(package, copy)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "card_results.py"
+    done = subprocess.run([sys.executable, str(script), str(copy), f"phantoms={tmp_path / 'eval'}",
+                           "--command", "evaluate ..."], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(open(tmp_path / "eval" / "per_case.csv")))
+    dice = {(r["case_id"], r["seed"], int(r["clicks"])): float(r["dice"]) for r in rows}
+    recorded = load_model_package(copy).card["metrics"]["phantoms"]
+    assert recorded["cases"] == sorted(cases) and recorded["seeds"] == 2
+    assert recorded["command"] == "evaluate ..."
+    for case in cases:
+        by_seed = recorded["per_case"][case]["dice_per_click_by_seed"]
+        assert sorted(by_seed) == ["0", "1"]
+        for seed, curve in by_seed.items():
+            assert curve == pytest.approx([dice[(case, seed, t)] for t in range(3)], abs=1e-4)
+    for t in range(3):
+        expected = sum(dice[(c, s, t)] for c in cases for s in ("0", "1")) / 4
+        assert recorded["dice_per_click"][t] == pytest.approx(expected, abs=1e-4)
