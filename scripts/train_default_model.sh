@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Retrain the shipped default model from scratch with the training package's real protocol:
 # phantoms -> initial model -> refinement model -> model package (-> evaluation, see README).
-# The defaults train the paper-size network on one GPU within an ~8-minute budget (not yet run); every setting can be
-# overridden through the environment. The shipped CPU model was made with (README, "The default model"):
-#   CONFIG=training/configs/default_model_cpu.json N_PHANTOMS=100 SHAPE=72 SPACING=2 WORKERS=1 \
-#   INITIAL_MINUTES=24 REFINE_MINUTES=10 REFINE_ITERATIONS=15 bash scripts/train_default_model.sh
+# The defaults train the paper-size network on one GPU within an ~8-minute budget (planned, not yet run);
+# every setting can be overridden through the environment. The shipped CPU model was made with
+# (README, "The default model"; about 2 h on 2 CPU cores):
+#   CONFIG=training/configs/default_model_cpu.json N_PHANTOMS=300 SHAPE=72 SPACING=2 WORKERS=1 \
+#   INITIAL_MINUTES=40 INITIAL_EPOCHS=48 \
+#   REFINE_MINUTES=50 REFINE_EPOCHS=22 REFINE_ITERATIONS=15 REFINE_LR=0.0003 bash scripts/train_default_model.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${OUT_DIR:-runs/default_model}
@@ -23,6 +25,8 @@ FOLDS=${FOLDS:-10}
 INITIAL_EPOCHS=${INITIAL_EPOCHS:-}
 REFINE_EPOCHS=${REFINE_EPOCHS:-}
 REFINE_ITERATIONS=${REFINE_ITERATIONS:-50}
+# Optional learning rate of the refine stage (it starts from the trained initial network: fine-tuning).
+REFINE_LR=${REFINE_LR:-}
 PY=${PYTHON:-python3}
 TRAIN="$PY -m interactive_refine_training.cli"
 
@@ -33,6 +37,7 @@ $TRAIN train --stage initial --data "$OUT_DIR/phantoms" --out "$OUT_DIR/initial"
   ${INITIAL_EPOCHS:+--max-epochs "$INITIAL_EPOCHS"}
 $TRAIN train --stage refine --data "$OUT_DIR/phantoms" --out "$OUT_DIR/refine" --config "$CONFIG" \
   --n-folds "$FOLDS" --initial "$OUT_DIR/initial" --max-minutes "$REFINE_MINUTES" --workers "$WORKERS" \
-  --iterations-per-epoch "$REFINE_ITERATIONS" ${REFINE_EPOCHS:+--max-epochs "$REFINE_EPOCHS"}
+  --iterations-per-epoch "$REFINE_ITERATIONS" ${REFINE_EPOCHS:+--max-epochs "$REFINE_EPOCHS"} \
+  ${REFINE_LR:+--lr "$REFINE_LR"}
 $TRAIN export --initial "$OUT_DIR/initial" --refine "$OUT_DIR/refine" --out "$PACKAGE" --half \
   --name interactive-refine-default
