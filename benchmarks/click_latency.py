@@ -39,7 +39,7 @@ except ImportError:  # not installed: use the checkout
 from InteractiveRefineLib.geometry import read_volume  # noqa: E402
 from InteractiveRefineLib.metrics import dice  # noqa: E402
 from InteractiveRefineLib.simulated_user import SimulatedUser  # noqa: E402
-from InteractiveRefineLib.simulation import truth_on_grid  # noqa: E402
+from InteractiveRefineLib.simulation import label_centroid_ras, truth_on_grid  # noqa: E402
 
 logger = logging.getLogger("click_latency")
 
@@ -370,10 +370,10 @@ def main(argv=None) -> int:
 
 def _label_centre(label):
     """RAS centre of the label's foreground (the paper's ROI is centred on the GTVp)."""
-    foreground = np.argwhere(np.rint(label.array) == 1)
-    if foreground.size == 0:
+    centre = label_centroid_ras(label, 1)
+    if centre is None:
         raise SystemExit("the label has no voxel with value 1")
-    return label.grid.index_to_ras(foreground.mean(axis=0)[::-1])
+    return centre
 
 
 def _jsonable(value):

@@ -1,7 +1,9 @@
 """``interactive-refine demo``: the whole loop on the sample case, with a picture.
 
 Uses the real head-and-neck case CHGJ015 from the shared data folder when present, otherwise a
-generated phantom. Runs the initial model and 5 simulated clicks, and writes ``demo.png``
+generated phantom. The model's ROI is centred on the reference tumour, as a user's ROI box around
+it would be (and as the paper and ``evaluate`` centre it). Runs the initial model and 5 simulated
+clicks, and writes ``demo.png``
 (CT and PET with the mask contour and the clicks after 0, 1, 3 and 5 clicks) and ``demo.json``.
 """
 from __future__ import annotations
@@ -76,11 +78,12 @@ def simple_phantom(seed: int = 0, shape=(96, 160, 160)):
 def run_demo(out_dir: Path, model=None, device: str = "auto", seed: int = 0, data_dir=None) -> dict:
     from .model_package import load_model_package
     from .session import RefinementSession
-    from .simulation import run_simulation
+    from .simulation import label_centroid_ras, run_simulation
 
     name, ct, pet, label = load_demo_case(data_dir, seed)
     session = RefinementSession(load_model_package(model), device=device)
-    session.set_image(ct, pet)
+    centre = label_centroid_ras(label)
+    session.set_image(ct, pet, roi_center_ras=centre)
     masks = {}
 
     def keep(step, values):
@@ -93,7 +96,8 @@ def run_demo(out_dir: Path, model=None, device: str = "auto", seed: int = 0, dat
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / "demo.png"
     render(png, name, ct, pet, label, masks, result["clicks"], result["dice"])
-    result.update({"case": name, "model": session.package.card.get("name"), "device": str(session.device)})
+    result.update({"case": name, "model": session.package.card.get("name"), "device": str(session.device),
+                   "roi_center_ras": None if centre is None else [round(float(v), 2) for v in centre]})
     (out_dir / "demo.json").write_text(json.dumps(result, indent=2) + "\n")
     return {"case": name, "png": str(png), "dice": [round(d, 4) for d in result["dice"]]}
 

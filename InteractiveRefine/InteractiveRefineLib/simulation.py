@@ -25,6 +25,15 @@ def truth_on_grid(label: Volume, grid: geometry.Grid, label_value: int = 1) -> n
     return geometry.resample(binary, label.grid, grid, order=0, cval=0.0) > 0.5
 
 
+def label_centroid_ras(label: Volume, label_value: int = 1):
+    """RAS centroid of ``label == label_value`` (the paper centres its ROI on the GTVp), or None
+    when the label has no such voxel."""
+    voxels = np.argwhere(np.rint(label.array) == label_value)
+    if not len(voxels):
+        return None
+    return label.grid.index_to_ras(voxels.mean(axis=0)[::-1])
+
+
 def run_simulation(
     session,
     label: Volume,

@@ -96,6 +96,8 @@ def test_demo_writes_png_on_the_sample_case(tiny_package_dir, tmp_path):
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     result = json.loads((tmp_path / "demo.json").read_text())
     assert result["case"] == "CHGJ015" and len(result["dice"]) == 6
+    # The model's box is centred on the tumour (the GTVp centroid), as a user's ROI would be.
+    assert result["roi_center_ras"] == pytest.approx([-28.71, 86.12, -137.00], abs=0.01)
 
 
 def test_click_syntax():

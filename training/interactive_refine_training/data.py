@@ -24,6 +24,7 @@ from InteractiveRefineLib import geometry
 from InteractiveRefineLib.cases import Case, find_cases
 from InteractiveRefineLib.geometry import Volume, read_volume
 from InteractiveRefineLib.intensity import channels_on_grid
+from InteractiveRefineLib.simulation import label_centroid_ras
 
 from .config import settings_hash
 
@@ -91,11 +92,8 @@ def split(case_ids, fold: int, n_folds: int, seed: int, pattern: str | None = No
 # ----------------------------------------------------------------------------- preprocessing
 def roi_center_ras(ct: Volume, label: Volume | None, label_value: int) -> np.ndarray:
     """RAS centre of the ROI: centroid of ``label == label_value``, else the CT centre."""
-    if label is not None:
-        voxels = np.argwhere(np.rint(label.array) == label_value)
-        if len(voxels):
-            return label.grid.index_to_ras(voxels.mean(axis=0)[::-1])
-    return ct.grid.center_ras()
+    center = label_centroid_ras(label, label_value) if label is not None else None
+    return ct.grid.center_ras() if center is None else center
 
 
 def preprocess_case(case: Case, settings: dict) -> dict:
