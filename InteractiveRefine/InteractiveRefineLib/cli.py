@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--roi-center", help="ROI centre R,A,S in mm (default: centre of the CT)")
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         p.add_argument("--refine-mode", default="auto", choices=["auto", "full", "fast"],
-                       help="auto: a window around the click on the CPU, the whole ROI on CUDA; "
+                       help="auto: a window around the click on the CPU for ROIs above 96^3 (the paper's "
+                            "144^3), else the whole ROI; "
                             "full: always the whole ROI (the paper's method)")
 
     seg = sub.add_parser("segment", help="segment, apply clicks, write the mask on the CT grid")

@@ -66,13 +66,26 @@ def _box(result):
     return tuple(slice(a, b) for a, b in result.window)
 
 
-def test_auto_mode_is_fast_on_the_cpu(package64, image):
-    session = _session(package64, image)
+def test_auto_mode_is_fast_on_the_cpu_for_large_rois_only(package64, image, tmp_path):
+    from InteractiveRefineLib.model_package import create_random_model_package, load_model_package
+    from InteractiveRefineLib.session import FAST_AUTO_MIN_VOXELS
+
+    # A 64^3 ROI (like the shipped 72^3 model): a full pass is fast on the CPU, and exact.
+    small = _session(package64, image)
+    assert small.refine_mode == "full" and "calibrate_s" not in small.timings[0]
+    assert small.add_click(_ras(small, CLICKS[0][0]), True).mode == "full"
+    # Above 96^3 (the paper's 144^3): the windowed path, calibrated once at the initial state.
+    edge = 100
+    assert edge**3 > FAST_AUTO_MIN_VOXELS
+    large = load_model_package(create_random_model_package(
+        tmp_path / "tiny100", network=TINY_NETWORK, roi_size_vox=(edge,) * 3, seed=1))
+    session = _session(large, image)
     assert session.refine_mode == "fast"
     result = session.add_click(_ras(session, CLICKS[0][0]), True)
     assert result.mode == "fast" and result.window is not None
     assert all(b - a == WINDOW and a % 4 == 0 for a, b in result.window)
     assert "calibrate_s" in session.timings[0]
+    assert RefinementSession(large, device="cpu", refine_mode="full").refine_mode == "full"
 
 
 def test_modes_can_be_forced_per_session_and_per_click(package64, image):
@@ -89,7 +102,7 @@ def test_modes_can_be_forced_per_session_and_per_click(package64, image):
 
 
 def test_a_fast_click_changes_the_probability_only_inside_its_window(package64, image):
-    session = _session(package64, image)
+    session = _session(package64, image, refine_mode="fast")
     for kji, positive in CLICKS:
         before = session.probability.copy()
         result = session.add_click(_ras(session, kji), positive)
@@ -109,7 +122,7 @@ def test_the_ct_mask_is_the_back_mapping_of_the_probability_in_both_modes(packag
 
 
 def test_undo_after_a_fast_click_restores_the_previous_state_bit_for_bit(package64, image):
-    session = _session(package64, image)
+    session = _session(package64, image, refine_mode="fast")
     session.add_click(_ras(session, CLICKS[0][0]), True)
     mask, probability = session.mask_on_ct().copy(), session.probability.copy()
     session.add_click(_ras(session, CLICKS[1][0]), False)
