@@ -140,6 +140,7 @@ class RefinementSession:
         self.package = package
         self.device = resolve_device(device)
         self._refine_mode = refine_mode
+        self._large_roi = int(np.prod(package.roi_size_vox)) > FAST_AUTO_MIN_VOXELS
         self.fast_window = int(fast_window)
         self.fast_margin = int(fast_margin)
         self.fast_norm = fast_norm
@@ -171,8 +172,7 @@ class RefinementSession:
     def refine_mode(self) -> str:
         """The mode a click uses unless told otherwise: ``"fast"`` or ``"full"``."""
         if self._refine_mode == "auto":
-            large = int(np.prod(self.package.roi_size_vox)) > FAST_AUTO_MIN_VOXELS
-            return "fast" if self.device.type == "cpu" and large else "full"
+            return "fast" if self.device.type == "cpu" and self._large_roi else "full"
         return self._refine_mode
 
     def set_image(

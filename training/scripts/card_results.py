@@ -1,12 +1,17 @@
 """Record evaluation results in a model package's card (``metrics`` section).
 
     python training/scripts/card_results.py PACKAGE NAME=EVAL_DIR [NAME=EVAL_DIR ...] [--command "..."]
+        [--recipe "..." --heldout PHANTOM_DIR]
 
 For each ``evaluate`` output folder, the card gets the mean over cases (of the seed-averaged
 values) of Dice and HD95 after 0..N clicks, the mean of clicks 1-10, the worst mean change of
 Dice over one click, the number of cases and seeds, the command line that produced it, and per
 case the same curves plus each seed's Dice curve (so ``interactive-refine simulate --seed S`` on
 one case can be checked against the card).
+With ``--recipe`` (the command that trained the package) the card also gets ``trained_on`` and
+``compute``, a readable summary derived from its own ``training`` section (phantom generator,
+seeds, split, epochs, wall time, best validation metric) and, with ``--heldout``, the seed range
+of the held-out evaluation phantoms (that folder's ``phantoms.json``).
 The card is not covered by the weight checksums, so the package stays valid.
 """
 from __future__ import annotations
@@ -61,11 +66,53 @@ def summarise(eval_dir: Path) -> dict:
     return summary
 
 
+def describe(card: dict, recipe: str, heldout: Path | None = None) -> None:
+    """``trained_on`` and ``compute`` of a phantom-trained 2S-ICR card, from its ``training`` section."""
+    training = card["training"]
+    phantoms = training["phantoms"]
+    first_run = training["initial"][0]
+    seed, n_cases = int(phantoms["seed"]), int(phantoms["n_cases"])
+    n_train, n_val = len(first_run["data"]["train_ids"]), len(first_run["data"]["val_ids"])
+    params = phantoms["parameters"]
+    card["trained_on"] = {
+        "data": f"synthetic PET/CT phantoms ({phantoms['generator']})",
+        "generator_version": phantoms["generator_version"], "seeds": [seed, seed + n_cases - 1],
+        "n_cases": n_cases, "split": f"{n_train} train / {n_val} validation (fold {first_run['fold']})",
+        "shape_kji": params["shape"], "spacing_mm": params["spacing_mm"][0],
+        "pet_spacing_mm": params["pet_spacing_mm"][0],
+    }
+    if heldout is not None:
+        record = json.loads((Path(heldout) / "phantoms.json").read_text())
+        card["trained_on"]["held_out_evaluation_seeds"] = [
+            int(record["seed"]), int(record["seed"]) + int(record["n_cases"]) - 1]
+
+    def stage(run: dict) -> str:
+        opt = run["protocol"]["optimization"]
+        val = run["validation"]
+        return (f"{run['epochs_run']} epochs x {opt['iterations_per_epoch']} iterations, lr {opt['lr']:g}, "
+                f"{run['seconds'] / 60:.0f} min wall, stopped by {run['stop_reason']}, best epoch "
+                f"{run['best_epoch']} ({val['metric']} {val['value']:.3f})")
+
+    refine = training["refine"][0]
+    inter = refine["protocol"]["interaction"]
+    start = inter.get("refine_init", "random")
+    card["compute"] = {
+        "device": f"{first_run['device']} x{first_run['world_size']}, torch {first_run['torch']}, "
+                  f"monai {first_run['monai']}",
+        "initial": stage(first_run),
+        "refine": stage(refine) + f"; {inter['min_clicks']}-{inter['max_clicks']} clicks per iteration, a "
+                                  f"step per click; started from the {start} network",
+        "recipe": recipe,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("package")
     parser.add_argument("results", nargs="+", metavar="NAME=EVAL_DIR")
     parser.add_argument("--command", default="", help="the command line that produced the results")
+    parser.add_argument("--recipe", help="the command that trained the package (writes trained_on, compute)")
+    parser.add_argument("--heldout", type=Path, help="folder of the held-out evaluation phantoms")
     args = parser.parse_args()
     card_path = Path(args.package) / "model.json"
     card = json.loads(card_path.read_text())
@@ -76,6 +123,10 @@ def main() -> None:
         if args.command:
             metrics[name]["command"] = args.command
         print(name, json.dumps({k: v for k, v in metrics[name].items() if k != "per_case"}))
+    if args.recipe:
+        describe(card, args.recipe, args.heldout)
+        print("trained_on", json.dumps(card["trained_on"]))
+        print("compute", json.dumps(card["compute"]))
     card_path.write_text(json.dumps(card, indent=2) + "\n")
 
 
