@@ -53,6 +53,7 @@ NEGATIVE_ROLE = "NegativeClicks"
 MODEL_PATH_PARAM = "ModelPath"
 DEVICE_PARAM = "Device"
 AUTO_REFINE_PARAM = "AutoRefine"
+REGION_REMOVAL_PARAM = "RegionRemoval"
 SEGMENT_ID_PARAM = "SegmentID"
 #: Placement order of the clicks: "+<point id>;-<point id>;..." (+ positive node, - negative node).
 CLICK_ORDER_PARAM = "ClickOrder"
@@ -161,7 +162,9 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     # ---------------------------------------------------------------- parameters
     def setDefaultParameters(self, parameterNode) -> None:
-        defaults = {MODEL_PATH_PARAM: "", DEVICE_PARAM: "auto", AUTO_REFINE_PARAM: "true"}
+        defaults = {
+            MODEL_PATH_PARAM: "", DEVICE_PARAM: "auto", AUTO_REFINE_PARAM: "true", REGION_REMOVAL_PARAM: "true",
+        }
         for name, value in defaults.items():
             if not parameterNode.GetParameter(name):
                 parameterNode.SetParameter(name, value)
@@ -176,6 +179,16 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     def setAutoRefine(self, enabled: bool) -> None:
         self._parameterNode().SetParameter(AUTO_REFINE_PARAM, "true" if enabled else "false")
+
+    def regionRemoval(self) -> bool:
+        """Whether a negative point on a separate region of the mask removes that whole region
+        (the engine's ``click_regions``); applies from the next click on."""
+        return self._parameterNode().GetParameter(REGION_REMOVAL_PARAM) != "false"
+
+    def setRegionRemoval(self, enabled: bool) -> None:
+        self._parameterNode().SetParameter(REGION_REMOVAL_PARAM, "true" if enabled else "false")
+        if self.session is not None:
+            self.session.region_removal = bool(enabled)
 
     def _log(self, message: str) -> None:
         logger.info("%s", message)
@@ -268,7 +281,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         pet = self.volumeFromNode(petNode, "PET") if petNode is not None else None
         self._progress("Loading the model", 5)
         package = self.getModelPackage(modelPath, device)
-        session = RefinementSession(package, device=device)
+        session = RefinementSession(package, device=device, region_removal=self.regionRemoval())
         center = size = None
         if roiNode is not None:
             if roiNode.GetNumberOfDefinedControlPoints() < 1:
@@ -760,6 +773,8 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             f"{result.n_clicks} click(s), GTVp {result.volume_ml:.1f} mL, device {result.device}, "
             f"{action} {seconds:.2f} s"
         )
+        if result.removed_ml > 0:
+            status += f", removed {result.removed_ml:.1f} mL marked not tumour"
         if pending > 0:
             status += f", {pending} pending click(s)"
         requested = self._parameterNode().GetParameter(DEVICE_PARAM)
@@ -860,6 +875,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.updateParameterNodeFromGUI)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
         self.ui.autoRefineCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
+        self.ui.regionRemovalCheckBox.connect("toggled(bool)", self.onRegionRemovalToggled)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
         self.ui.refineButton.connect("clicked(bool)", self.onRefineButton)
         self.ui.undoButton.connect("clicked(bool)", self.onUndoButton)
@@ -928,6 +944,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.modelPathLineEdit.currentPath = node.GetParameter(MODEL_PATH_PARAM)
             self.ui.deviceComboBox.currentText = node.GetParameter(DEVICE_PARAM) or "auto"
             self.ui.autoRefineCheckBox.checked = node.GetParameter(AUTO_REFINE_PARAM) != "false"
+            self.ui.regionRemovalCheckBox.checked = node.GetParameter(REGION_REMOVAL_PARAM) != "false"
             positiveNode, negativeNode = (
                 node.GetNodeReference(POSITIVE_ROLE),
                 node.GetNodeReference(NEGATIVE_ROLE),
@@ -951,6 +968,10 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             )
         finally:
             self._updatingGUIFromParameterNode = False
+
+    def onRegionRemovalToggled(self, checked):
+        if not self._updatingGUIFromParameterNode:
+            self.logic.setRegionRemoval(checked)
 
     def updateParameterNodeFromGUI(self, *args):
         node = self._parameterNode

@@ -224,8 +224,8 @@ def summarise(loop: dict) -> dict:
         "per_click": per_click,
         "effective_modes": sorted({c["mode"] for c in per_click}),
     }
-    for part in ("map_s", "model_s", "backmap_s", "total_s"):
-        out["median_" + part] = percentile([c[part] for c in per_click], 50)
+    for part in ("map_s", "norm_s", "model_s", "backmap_s", "total_s"):
+        out["median_" + part] = percentile([c.get(part, 0.0) for c in per_click], 50)
     return out
 
 
@@ -247,11 +247,14 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--window", type=int, default=None, help="fast window edge (default: the engine's)")
     p.add_argument("--margin", type=int, default=None, help="fast blending margin (default: the engine's)")
-    p.add_argument("--fast-norm", default="frozen", choices=["frozen", "window"])
+    p.add_argument("--fast-norm", default="tracked", choices=["tracked", "frozen", "window"],
+                   help="fast-path normalisation statistics (default: the engine's, tracked)")
     p.add_argument("--amp", action="store_true", help="CUDA: float16 autocast")
     p.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
                    help="CUDA: keep cuDNN's default algorithms (the session tunes them by default)")
     p.add_argument("--no-replay", action="store_true", help="skip replaying the full loop's clicks")
+    p.add_argument("--no-region-removal", dest="region_removal", action="store_false",
+                   help="the networks alone: a negative click does not remove the whole region it lands on")
     p.add_argument("--json", required=True, help="output JSON path")
     args = p.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -285,7 +288,8 @@ def main(argv=None) -> int:
         package, device=args.device, refine_mode="fast" if "fast" in args.modes else "full",
         fast_window=args.window or fast_refine.DEFAULT_WINDOW,
         fast_margin=fast_refine.DEFAULT_MARGIN if args.margin is None else args.margin,
-        fast_norm=args.fast_norm, amp=args.amp, cudnn_benchmark=args.cudnn_benchmark,
+        fast_norm=args.fast_norm, region_removal=args.region_removal, amp=args.amp,
+        cudnn_benchmark=args.cudnn_benchmark,
     )
     one_time["session_s"] = time.perf_counter() - t0
     cuda = session.device.type == "cuda"
@@ -349,6 +353,7 @@ def main(argv=None) -> int:
         "case": name,
         "clicks_requested": args.clicks,
         "seed": args.seed,
+        "region_removal": session.region_removal,
         "amp": bool(args.amp and cuda),
         "cudnn_benchmark": bool(args.cudnn_benchmark),
         "threads": torch.get_num_threads(),
@@ -394,13 +399,14 @@ def format_table(result: dict) -> str:
         f"ROI {'x'.join(str(s) for s in result['roi_shape'])} ({result['roi_voxels']} voxels), "
         f"model {result['model']['kind']} {result['model']['name']!r}, case {result['case']}, "
         f"load average {_fmt((result['load_average_before'] or [None])[0], 2)}",
-        f"{'mode':<6} {'median_s':>9} {'p90_s':>7} {'map_s':>7} {'model_s':>8} {'backmap_s':>9} "
+        f"{'mode':<6} {'median_s':>9} {'p90_s':>7} {'map_s':>7} {'norm_s':>7} {'model_s':>8} {'backmap_s':>9} "
         f"{'meanDice1-10':>12}  Dice per click",
     ]
     for mode, m in result["modes"].items():
         curve = " ".join(f"{d:.3f}" for d in m["dice"])
         lines.append(
             f"{mode:<6} {_fmt(m['median_s']):>9} {_fmt(m['p90_s']):>7} {_fmt(m['median_map_s']):>7} "
+            f"{_fmt(m['median_norm_s']):>7} "
             f"{_fmt(m['median_model_s']):>8} {_fmt(m['median_backmap_s']):>9} "
             f"{_fmt(m['mean_dice_1_10']):>12}  {curve}"
         )

@@ -66,7 +66,8 @@ def _session(args, ct_path, pet_path):
     pet = read_volume(pet_path) if pet_path else None
     if package.needs_pet and pet is None:
         raise InteractiveRefineError("this model needs --pet")
-    session = RefinementSession(package, device=args.device, refine_mode=args.refine_mode)
+    session = RefinementSession(package, device=args.device, refine_mode=args.refine_mode,
+                                region_removal=not args.no_region_removal)
     center = parse_triplet(args.roi_center, "--roi-center") if args.roi_center else None
     session.set_image(ct, pet, roi_center_ras=center)
     return session
@@ -154,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto: a window around the click on the CPU for ROIs above 96^3 (the paper's "
                             "144^3), else the whole ROI; "
                             "full: always the whole ROI (the paper's method)")
+        p.add_argument("--no-region-removal", action="store_true",
+                       help="a negative click on a separate region of the mask removes that whole region "
+                            "(default); with this flag the network alone decides what a click changes")
 
     seg = sub.add_parser("segment", help="segment, apply clicks, write the mask on the CT grid")
     common(seg)

@@ -194,6 +194,46 @@ def record_norm_stats(network, stats: dict):
             handle.remove()
 
 
+def first_norm(network):
+    """``(name, conv)``: the network's first instance norm (in forward order) and the
+    convolution that feeds it directly (MONAI ``Convolution``: conv, then ``adn`` whose first
+    layer is the norm). Its input is a linear function of the network's input, so its statistics
+    can be kept exact for any input by convolving only where the input changed
+    (:func:`conv_moments`)."""
+    norms = _instance_norms(network)
+    if not norms:
+        raise RuntimeError("the network has no instance norm")
+    name, norm = norms[0]
+    for _, block in network.named_modules():
+        conv, adn = getattr(block, "conv", None), getattr(block, "adn", None)
+        children = list(adn.children()) if adn is not None else []
+        if conv is not None and children and children[0] is norm:
+            return name, conv
+    raise RuntimeError(f"no convolution feeds the first instance norm {name!r} directly")
+
+
+def conv_moments(conv, x, out_box=None):
+    """Per-channel ``(sum, sum of squares)`` (float64, shape ``[C]``) of ``conv(x)`` over
+    ``out_box`` (slices into the output, default everything)."""
+    import torch
+
+    y = conv(x)
+    if out_box is not None:
+        y = y[(slice(None), slice(None)) + tuple(out_box)]
+    y = y.double()
+    dims = tuple(range(2, y.ndim))
+    return torch.sum(y, dim=dims)[0], torch.sum(y * y, dim=dims)[0]
+
+
+def moments_to_stats(moments, count: int):
+    """``(mean, var)`` as :func:`record_norm_stats` stores them, from ``(sum, sum of squares)``
+    over ``count`` voxels (biased variance, as instance norm uses)."""
+    s1, s2 = moments
+    mean = s1 / count
+    var = (s2 / count - mean * mean).clamp_min(0.0)
+    return mean.float()[None], var.float()[None]
+
+
 def _norm_affine(module, mean, var):
     """``(scale, shift)`` with ``norm(x) == x * scale + shift`` for frozen ``mean``/``var``."""
     import torch

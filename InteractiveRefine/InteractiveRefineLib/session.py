@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import fast_refine, geometry
+from . import click_regions, fast_refine, geometry
 from .clicks import Click, gaussian_kernel
 from .errors import ClickError, ImageError, SessionStateError
 from .geometry import Grid, Volume
@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 
 REFINE_MODES = ("auto", "full", "fast")
-FAST_NORMS = ("frozen", "window")
+FAST_NORMS = ("tracked", "frozen", "window")
 #: ``refine_mode="auto"`` uses the fast path on the CPU only for ROIs larger than this (96^3):
 #: below it a full-ROI pass already takes about a second or less on 2 cores, and is exact.
 FAST_AUTO_MIN_VOXELS = 96**3
@@ -84,6 +84,8 @@ class StepResult:
     mode: str = "full"
     #: working-grid ``(start, stop)`` per axis ``(k, j, i)`` that a fast click refined, else None
     window: tuple | None = None
+    #: mL of the mask region this (negative) click removed as a whole (:mod:`.click_regions`)
+    removed_ml: float = 0.0
 
 
 @dataclass
@@ -95,6 +97,12 @@ class _State:
     timings: dict = field(default_factory=dict)
     mode: str = "full"
     window: tuple | None = None
+    #: boolean working-grid regions rejected by negative clicks so far (:mod:`.click_regions`)
+    rejections: tuple = ()
+    removed_ml: float = 0.0
+    #: per refine member, ``(sum, sum of squares)`` of the first instance norm's input over the
+    #: ROI for this state's next-click input without the click (``"tracked"`` fast path), or None
+    moments: list | None = None
 
 
 class RefinementSession:
@@ -107,8 +115,12 @@ class RefinementSession:
         fast_window: edge (voxels) of the fast path's cubic window; 64 keeps a click under a
             second on 2 CPU cores (module :mod:`.fast_refine` has the measurements).
         fast_margin: voxels of linear blending on the window's faces inside the ROI.
-        fast_norm: ``"frozen"`` (instance-norm statistics of the full-ROI calibration pass) or
-            ``"window"`` (the window's own statistics; no calibration, less faithful).
+        fast_norm: ``"tracked"`` (default: the first instance norm's statistics are kept exact
+            for the current input, the deeper ones come from the full-ROI calibration pass),
+            ``"frozen"`` (all from the calibration pass) or ``"window"`` (the window's own
+            statistics; no calibration, least faithful).
+        region_removal: a negative click on a separate region of the mask removes that whole
+            region (:mod:`.click_regions`); False leaves every click to the network alone.
         amp: on CUDA, run the networks under float16 autocast (no effect on the CPU).
         cudnn_benchmark: on CUDA, let cuDNN pick the fastest convolution algorithms for the
             session's fixed input shapes (a one-time tuning cost, paid in :meth:`initial`).
@@ -121,7 +133,8 @@ class RefinementSession:
         refine_mode: str = "auto",
         fast_window: int = fast_refine.DEFAULT_WINDOW,
         fast_margin: int = fast_refine.DEFAULT_MARGIN,
-        fast_norm: str = "frozen",
+        fast_norm: str = "tracked",
+        region_removal: bool = True,
         amp: bool = False,
         cudnn_benchmark: bool = True,
     ):
@@ -144,10 +157,12 @@ class RefinementSession:
         self.fast_window = int(fast_window)
         self.fast_margin = int(fast_margin)
         self.fast_norm = fast_norm
+        self.region_removal = bool(region_removal)
         self.amp = bool(amp)
         if self.device.type == "cuda" and cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
         self._divisor = _size_divisor(package.card["network"])
+        self._first_norm_cache = None
         self._networks = {
             stage: [net.to(self.device) for net in nets] for stage, nets in package.networks.items()
         }
@@ -167,6 +182,7 @@ class RefinementSession:
         self._ct_box_grid: Grid | None = None
         self._history: list[_State] = []
         self._window_nets = None  # per refine member: the fast path's network copy
+        self._calibration = None  # per refine member: instance-norm statistics of the calibration pass
 
     @property
     def refine_mode(self) -> str:
@@ -276,7 +292,7 @@ class RefinementSession:
         # On CUDA copy back float16 (what the history stores): half the device-to-host bytes.
         return (mean.half() if mean.is_cuda else mean.float()).cpu().numpy()
 
-    def _refine_input(self, state: _State, indices, positives, box):
+    def _refine_input(self, probability: np.ndarray, indices, positives, box):
         """The refine network's input ``[1, C + 3, ...]`` on ``box`` of the working grid.
 
         Channels: image, previous probability, positive and negative guidance. The guidance is
@@ -290,7 +306,7 @@ class RefinementSession:
         shape = tuple(s.stop - s.start for s in box)
         x = torch.zeros((1, image.shape[1] + 3) + shape, dtype=image.dtype, device=self.device)
         x[:, : image.shape[1]] = image
-        previous = state.probability[box]
+        previous = probability[box]
         x[0, image.shape[1]] = torch.from_numpy(previous).to(self.device).to(image.dtype)
         reach = fast_refine.intersect(box, fast_refine.support_box(indices, self.grid.shape, self._kernel))
         if reach is not None:
@@ -336,6 +352,67 @@ class RefinementSession:
         return out
 
     # ------------------------------------------------------------ fast path
+    def _whole(self) -> tuple:
+        return tuple(slice(0, n) for n in self.grid.shape)
+
+    def _first_norms(self) -> list:
+        """Per refine member, ``(name, conv)`` of its first instance norm (:func:`fast_refine.first_norm`)."""
+        if self._first_norm_cache is None:
+            self._first_norm_cache = [fast_refine.first_norm(net) for net in self._networks["refine"]]
+        return self._first_norm_cache
+
+    def _state_moments(self, state: _State) -> list:
+        """``state.moments``, computed from the whole ROI when the state has none yet (the initial
+        state, or one a full-ROI click made)."""
+        if state.moments is None:
+            x = self._refine_input(
+                state.probability, state.click_indices, [c.positive for c in state.clicks], self._whole()
+            )
+            with self._torch.inference_mode():
+                x = x.to(self.device)
+                state.moments = [fast_refine.conv_moments(conv, x) for _, conv in self._first_norms()]
+        return state.moments
+
+    def _moments_after(self, moments, prob_a, indices_a, positives_a, prob_b, indices_b, positives_b, box):
+        """``moments`` of the input built from ``prob_a`` and clicks ``a``, updated to the input
+        built from ``prob_b`` and clicks ``b``; the two inputs differ only inside ``box``.
+
+        Exact: the first norm's input is a convolution of the network input, so only the outputs
+        within the kernel's reach of ``box`` change, and those read inputs within the same reach.
+        """
+        if box is None:
+            return moments
+        shape = self.grid.shape
+        reach = max(
+            (k - 1) // 2 * d for _, conv in self._first_norms()
+            for k, d in zip(conv.kernel_size, conv.dilation)
+        )
+        out_box = fast_refine.expand_box(box, shape, reach)
+        source = fast_refine.expand_box(out_box, shape, reach)
+        local = tuple(slice(o.start - s.start, o.stop - s.start) for o, s in zip(out_box, source))
+        with self._torch.inference_mode():
+            before = self._refine_input(prob_a, indices_a, positives_a, source).to(self.device)
+            after = self._refine_input(prob_b, indices_b, positives_b, source).to(self.device)
+            updated = []
+            for (_, conv), (s1, s2) in zip(self._first_norms(), moments):
+                a1, a2 = fast_refine.conv_moments(conv, before, local)
+                b1, b2 = fast_refine.conv_moments(conv, after, local)
+                updated.append((s1 - a1 + b1, s2 - a2 + b2))
+        return updated
+
+    def _tracked_nets(self, moments) -> list:
+        """The ``"tracked"`` window networks: calibration statistics, with the first norm's
+        replaced by the exact ones of ``moments``."""
+        count = int(np.prod(self.grid.shape))
+        nets = []
+        for net, calibration, (name, _), m in zip(
+            self._networks["refine"], self._calibration, self._first_norms(), moments
+        ):
+            stats = dict(calibration)
+            stats[name] = fast_refine.moments_to_stats(m, count)
+            nets.append(fast_refine.frozen_network(net, stats, cpu_layout=self.device.type == "cpu"))
+        return nets
+
     def _fast_box(self, index):
         """The fast path's window for a click at working-grid ``index``, or None for a full pass.
 
@@ -351,10 +428,13 @@ class RefinementSession:
     def _prepare_window_nets(self) -> float:
         """Build the fast path's network copies once per initial state; returns seconds spent.
 
-        ``"frozen"``: one full-ROI pass of each refine member at the initial state (previous
-        probability = the initial model's, no clicks) records its instance-norm statistics,
-        which are then folded into a copy. The calibration state is always the initial one, so a
-        fast click's result depends on the clicks only (same clicks, same mask).
+        ``"frozen"`` and ``"tracked"``: one full-ROI pass of each refine member at the initial
+        state (previous probability = the initial model's, no clicks) records its instance-norm
+        statistics. ``"frozen"`` folds them into one copy used for every click; ``"tracked"``
+        builds a copy per click, with the first norm's statistics made exact for that click's
+        input (:meth:`_tracked_nets`). The calibration state is always the initial one and the
+        tracked statistics are a function of the states, so a fast click's result depends on the
+        clicks only (same clicks, same mask).
         """
         if self._window_nets is not None:
             return 0.0
@@ -362,7 +442,7 @@ class RefinementSession:
         if self.fast_norm == "window":
             self._window_nets = [fast_refine.onednn_network(net) for net in self._networks["refine"]]
             return time.perf_counter() - t0
-        x = self._refine_input(self._history[0], (), [], tuple(slice(0, n) for n in self.grid.shape))
+        x = self._refine_input(self._history[0].probability, (), [], self._whole())
 
         def record(inputs):
             recorded = []
@@ -374,6 +454,11 @@ class RefinementSession:
             return recorded
 
         recorded = self._guarded(record, x)
+        self._calibration = recorded
+        if self.fast_norm == "tracked":  # the window networks are built per click
+            self._window_nets = []
+            self._state_moments(self._history[0])
+            return time.perf_counter() - t0
         self._window_nets = [
             fast_refine.frozen_network(
                 net, {k: (m.clone(), v.clone()) for k, (m, v) in stats.items()},
@@ -394,13 +479,13 @@ class RefinementSession:
         t2 = time.perf_counter()
         timings = {"model_s": t1 - t0, "backmap_s": t2 - t1, "total_s": t2 - t0}
         self._history = [_State((), (), probability, ct_mask, timings)]
-        self._window_nets = None
+        self._window_nets = self._calibration = None
         if self.device.type == "cuda" and self.refine_mode == "full":
             # One refine pass now (cuDNN tuning, kernel loading) so that the first click is as fast
             # as the others; its output is discarded.
             t3 = time.perf_counter()
             whole = tuple(slice(0, n) for n in self.grid.shape)
-            self._predict("refine", self._refine_input(self._history[0], (), [], whole))
+            self._predict("refine", self._refine_input(self._history[0].probability, (), [], whole))
             timings["warmup_s"] = time.perf_counter() - t3
             timings["total_s"] = time.perf_counter() - t0
         if self.refine_mode == "fast" and self._fast_box(tuple(s // 2 for s in self.grid.shape)):
@@ -424,31 +509,69 @@ class RefinementSession:
         indices = state.click_indices + (index,)
         clicks = state.clicks + (click,)
         positives = [c.positive for c in clicks]
+        rejections = state.rejections
+        if self.region_removal and not click.positive:
+            region = click_regions.rejected_region(state.probability > self.package.threshold, index)
+            if region is not None:
+                rejections = rejections + (region,)
         box = self._fast_box(index) if (mode or self.refine_mode) == "fast" else None
         if box is None:
-            probability, ct_mask, timings = self._refine_full(state, indices, positives, t0)
+            probability, ct_mask, timings, removed = self._refine_full(
+                state, indices, positives, rejections, t0
+            )
+            moments = None  # computed from the whole ROI if a fast click follows
         else:
-            probability, ct_mask, timings = self._refine_window(state, indices, positives, box, t0)
+            probability, ct_mask, timings, removed, moments = self._refine_window(
+                state, indices, positives, box, rejections, t0
+            )
         window = None if box is None else tuple((s.start, s.stop) for s in box)
+        removed_ml = removed * float(np.prod(self.grid.spacing)) / 1000.0
         self._history.append(_State(
-            clicks, indices, probability, ct_mask, timings, "full" if box is None else "fast", window
+            clicks, indices, probability, ct_mask, timings, "full" if box is None else "fast", window,
+            rejections, removed_ml, moments,
         ))
         return self._result()
 
-    def _refine_full(self, state: _State, indices, positives, t0: float):
-        x = self._refine_input(state, indices, positives, tuple(slice(0, n) for n in self.grid.shape))
+    def _remove_rejected(self, probability: np.ndarray, rejections, indices, positives):
+        """Zero the rejected regions that the clicks now allow removing (:mod:`.click_regions`),
+        in place; returns the bounding box of the foreground voxels removed (or None) and their count.
+        """
+        foreground = probability > self.package.threshold
+        suppress = click_regions.suppressed(
+            rejections, foreground, [i for i, p in zip(indices, positives) if p]
+        )
+        if suppress is None:
+            return None, 0
+        removed = suppress & foreground
+        probability[suppress] = 0
+        return geometry.mask_box(removed), int(removed.sum())
+
+    def _refine_full(self, state: _State, indices, positives, rejections, t0: float):
+        x = self._refine_input(state.probability, indices, positives, self._whole())
         t1 = time.perf_counter()
         probability = self._predict("refine", x).astype(np.float16)
         t2 = time.perf_counter()
+        _, removed = self._remove_rejected(probability, rejections, indices, positives)
         ct_mask = self._to_ct(probability, state)
         t3 = time.perf_counter()
         return probability, ct_mask, {
             "map_s": t1 - t0, "model_s": t2 - t1, "backmap_s": t3 - t2, "total_s": t3 - t0,
-        }
+        }, removed
 
-    def _refine_window(self, state: _State, indices, positives, box, t0: float):
+    def _refine_window(self, state: _State, indices, positives, box, rejections, t0: float):
         calibrate_s = self._prepare_window_nets()  # done by initial() unless the session is "full"
-        x = self._refine_input(state, indices, positives, box)
+        t_norm = time.perf_counter()
+        if self.fast_norm == "tracked":
+            # The first norm's statistics of this click's full-ROI input: the state's, plus the
+            # change the new click's guidance makes where its Gaussian reaches.
+            click_moments = self._moments_after(
+                self._state_moments(state), state.probability, state.click_indices,
+                [c.positive for c in state.clicks], state.probability, indices, positives,
+                fast_refine.support_box(indices[-1:], self.grid.shape, self._kernel),
+            )
+            self._window_nets = self._tracked_nets(click_moments)
+        norm_s = time.perf_counter() - t_norm
+        x = self._refine_input(state.probability, indices, positives, box)
         t1 = time.perf_counter()
         window_probability = self._predict("refine", x, window=True)
         t2 = time.perf_counter()
@@ -456,15 +579,28 @@ class RefinementSession:
         previous = state.probability[box].astype(np.float32)
         probability = state.probability.copy()
         probability[box] = weights * window_probability + (1.0 - weights) * previous
-        ct_mask = self._to_ct(probability, state, box)
+        removed_box, removed = self._remove_rejected(probability, rejections, indices, positives)
+        changed = box
+        if removed_box is not None:  # a removed region may reach outside the window: re-map it too
+            changed = tuple(
+                slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(box, removed_box)
+            )
+        ct_mask = self._to_ct(probability, state, changed)
         t3 = time.perf_counter()
+        moments = None
+        if self.fast_norm == "tracked":  # the new state's statistics: the probability changed in `changed`
+            moments = self._moments_after(
+                click_moments, state.probability, indices, positives, probability, indices, positives,
+                changed,
+            )
+        t4 = time.perf_counter()
         timings = {
-            "map_s": t1 - t0 - calibrate_s, "model_s": t2 - t1, "backmap_s": t3 - t2,
-            "total_s": t3 - t0,
+            "map_s": t1 - t0 - calibrate_s - norm_s, "model_s": t2 - t1, "backmap_s": t3 - t2,
+            "norm_s": norm_s + t4 - t3, "total_s": t4 - t0,
         }
         if calibrate_s:
             timings["calibrate_s"] = calibrate_s
-        return probability, ct_mask, timings
+        return probability, ct_mask, timings, removed, moments
 
     def undo(self) -> StepResult:
         """Remove the last click and restore the previous mask exactly."""
@@ -544,7 +680,7 @@ class RefinementSession:
         return StepResult(
             step=self.step, n_clicks=len(state.clicks), timings=dict(state.timings),
             voxels=voxels, volume_ml=voxels * voxel_ml, device=str(self.device),
-            mode=state.mode, window=state.window,
+            mode=state.mode, window=state.window, removed_ml=state.removed_ml,
         )
 
     def _require_image(self) -> None:

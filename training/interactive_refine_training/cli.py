@@ -128,6 +128,8 @@ def _add_commands(sub) -> None:
     p.add_argument("--refine-mode", default="full", choices=["full", "fast", "auto"],
                    help="full: the paper's whole-ROI refinement (default); auto: what this device's "
                         "user gets (the fast path on a CPU)")
+    p.add_argument("--no-region-removal", action="store_true",
+                   help="the networks alone: a negative click does not remove the whole region it lands on")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate)
 
@@ -211,7 +213,8 @@ def cmd_evaluate(args) -> dict:
         cases = json.loads((Path(args.split_of) / "splits.json").read_text())["val"]
     summary = evaluate(args.model, args.data, args.out, case_ids=cases, n_clicks=args.clicks,
                        n_seeds=args.seeds, device=args.device, user=args.user, label_value=args.label,
-                       surface=not args.no_surface, refine_mode=args.refine_mode)
+                       surface=not args.no_surface, refine_mode=args.refine_mode,
+                       region_removal=not args.no_region_removal)
     return {"out": str(args.out), "n_cases": summary["n_cases"], "dice_mean": summary["dice_mean"]}
 
 

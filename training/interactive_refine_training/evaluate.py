@@ -77,13 +77,17 @@ def evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surf
 
 
 def run_evaluation(models: dict, cases, n_clicks: int, seeds, device: str = "auto", user: str = "2sicr",
-                   label_value: int = 1, surface: bool = True, refine_mode: str = "full") -> list[dict]:
+                   label_value: int = 1, surface: bool = True, refine_mode: str = "full",
+                   region_removal: bool = True) -> list[dict]:
     """Rows for every model, case, seed and click count 0..``n_clicks``.
 
     ``refine_mode`` "full" evaluates the paper's method (the refine network on the whole ROI);
     "auto" evaluates what a user of this device gets (the fast path on a CPU).
+    ``region_removal`` False evaluates the networks alone, without the session's rule that a
+    negative click removes the whole region it lands on (``InteractiveRefineLib.click_regions``).
     """
-    sessions = {name: RefinementSession(package, device=device, refine_mode=refine_mode)
+    sessions = {name: RefinementSession(package, device=device, refine_mode=refine_mode,
+                                        region_removal=region_removal)
                 for name, package in models.items()}
     needs_pet = any(p.needs_pet for p in models.values())
     rows = []
@@ -134,7 +138,7 @@ def write_reports(rows: list[dict], n_clicks: int, out_dir: Path, meta: dict) ->
 
 def evaluate(model_specs, data, out_dir, case_ids=None, n_clicks: int = 10, n_seeds: int = 3,
              device: str = "auto", user: str = "2sicr", label_value: int = 1, surface: bool = True,
-             refine_mode: str = "full") -> dict:
+             refine_mode: str = "full", region_removal: bool = True) -> dict:
     """The ``evaluate`` subcommand: load models and cases, run, write the reports."""
     models = {}
     for spec in model_specs:
@@ -144,10 +148,12 @@ def evaluate(model_specs, data, out_dir, case_ids=None, n_clicks: int = 10, n_se
         models[name] = load_ensemble(folders)
     cases = load_cases(data, case_ids)
     seeds = list(range(n_seeds))
-    rows = run_evaluation(models, cases, n_clicks, seeds, device, user, label_value, surface, refine_mode)
+    rows = run_evaluation(models, cases, n_clicks, seeds, device, user, label_value, surface, refine_mode,
+                          region_removal)
     if not rows:
         raise ValueError("no case could be evaluated (see the warnings)")
     meta = {"models": {n: p.card.get("name") for n, p in models.items()}, "data": str(data),
             "n_cases": len({r["case_id"] for r in rows}), "seeds": seeds, "clicks": n_clicks, "user": user,
-            "label_value": label_value, "device": device}
+            "label_value": label_value, "device": device, "refine_mode": refine_mode,
+            "region_removal": region_removal}
     return write_reports(rows, n_clicks, Path(out_dir), meta)

@@ -53,6 +53,10 @@ def summarise(eval_dir: Path) -> dict:
             per[int(row["clicks"])][row["case_id"]].append((float(row["dice"]), hd))
             by_seed[row["case_id"]][row["seed"]][int(row["clicks"])] = float(row["dice"])
     summary = {"cases": sorted(per[0]), "seeds": len(seeds), **_curves(per)}
+    meta_file = eval_dir / "summary.json"  # how the session refined (evaluate's own record)
+    if meta_file.is_file():
+        meta = json.loads(meta_file.read_text())
+        summary.update({k: meta[k] for k in ("refine_mode", "region_removal") if k in meta})
     summary["per_case"] = {}
     for case in sorted(by_seed):
         one = {clicks: {case: values[case]} for clicks, values in per.items() if case in values}

@@ -1,0 +1,72 @@
+"""Region removal: a negative click on a separate false-positive region removes all of it.
+
+A clinician who places a "not tumour" point on a hot salivary gland or on brain uptake means the
+whole blob, not the few millimetres around the point. The refine network, trained with Gaussian
+click maps, often carves only a hole around the click and leaves the rest of the region (on the
+real head-and-neck case the brain's uptake shrinks by a few hundred voxels per click). The
+session therefore applies one rule on top of the network, on the working grid:
+
+1. A negative click that lands on the mask the user saw (the previous state's foreground) marks
+   the connected region it lands on (26-connectivity) as *rejected*.
+2. A rejected region is removed (probability set to 0) once the user has shown where the tumour
+   is and it is elsewhere: at least one positive click exists, no positive click lies in the
+   region, and the region does not touch any region of the refined mask that holds a positive
+   click. Until then the network alone answers the click.
+3. The rule is applied after every refinement, so the network cannot bring a removed region back
+   on a later click; a later positive click in or next to a rejected region revokes it.
+
+Waiting for a positive click is what keeps the rule safe: a negative click on a leak that is
+attached to the tumour rejects the tumour's region too, but the tumour's positive click (or the
+refined tumour touching that region) revokes the rejection instead of erasing the tumour.
+
+The rule is a pure function of the click history and the states the user saw, so the session
+stays deterministic, undo restores the previous rejections with the previous state, and replaying
+the same clicks gives the same mask.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .geometry import mask_box
+
+#: 26-connectivity: regions touching at an edge or a corner are one region (the conservative
+#: choice for removal, since a larger region more likely holds or touches a positive click).
+_STRUCTURE = np.ones((3, 3, 3), dtype=bool)
+
+
+def rejected_region(foreground: np.ndarray, index) -> np.ndarray | None:
+    """The connected region of ``foreground`` (bool ``[k, j, i]``) that a negative click at
+    ``index`` lands on, or None when it lands on background."""
+    index = tuple(int(v) for v in index)
+    if not foreground[index]:
+        return None
+    labels, _ = ndimage.label(foreground, structure=_STRUCTURE)
+    return labels == labels[index]
+
+
+def suppressed(rejections, foreground: np.ndarray, positive_indices) -> np.ndarray | None:
+    """Union of the ``rejections`` to remove from the refined ``foreground``, or None.
+
+    A rejection is removed only when there are positive clicks, none lies in it, and it does not
+    touch a region of ``foreground`` that holds one.
+    """
+    positive_indices = [tuple(int(v) for v in p) for p in positive_indices]
+    if not rejections or not positive_indices:
+        return None
+    labels, _ = ndimage.label(foreground, structure=_STRUCTURE)
+    kept = {int(labels[p]) for p in positive_indices} - {0}
+    tumour = None
+    if kept:  # the positive clicks' regions grown by one voxel, computed in their bounding box
+        core = np.isin(labels, sorted(kept))
+        box = mask_box(core, pad=1)
+        tumour = np.zeros_like(core)
+        tumour[box] = ndimage.binary_dilation(core[box], structure=_STRUCTURE)
+    out = None
+    for region in rejections:
+        if any(region[p] for p in positive_indices):
+            continue
+        if tumour is not None and (region & tumour).any():
+            continue
+        out = region.copy() if out is None else out | region
+    return out

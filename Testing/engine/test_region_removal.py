@@ -1,0 +1,148 @@
+"""Region removal: a negative click on a separate false-positive region removes all of it, once a
+positive click shows where the tumour is; a click on the tumour's own region never erases it.
+
+The rule's pure functions on small masks, then the shipped default model on the real
+head-and-neck case CHGJ015, whose initial mask also covers hot brain far from the tumour."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from InteractiveRefineLib import click_regions, geometry
+from InteractiveRefineLib.geometry import read_volume
+from InteractiveRefineLib.model_package import load_model_package
+from InteractiveRefineLib.session import RefinementSession
+from InteractiveRefineLib.simulation import label_centroid_ras, truth_on_grid
+from scipy import ndimage
+
+from conftest import data_path
+
+CHGJ = ("hecktor2020_chgj015",)
+
+
+def _two_blobs():
+    mask = np.zeros((20, 20, 20), dtype=bool)
+    mask[2:6, 2:6, 2:6] = True  # "tumour"
+    mask[12:18, 12:18, 12:18] = True  # "hot gland"
+    return mask
+
+
+def test_a_negative_click_rejects_the_region_it_lands_on():
+    mask = _two_blobs()
+    region = click_regions.rejected_region(mask, (14, 14, 14))
+    assert region.sum() == 6**3 and region[12:18, 12:18, 12:18].all()
+    assert click_regions.rejected_region(mask, (10, 10, 10)) is None  # on background
+
+
+def test_a_rejected_region_goes_only_when_a_positive_click_is_elsewhere():
+    mask = _two_blobs()
+    gland = click_regions.rejected_region(mask, (14, 14, 14))
+    assert click_regions.suppressed([gland], mask, []) is None  # no positive click yet
+    removed = click_regions.suppressed([gland], mask, [(3, 3, 3)])
+    assert np.array_equal(removed, gland)
+    # A positive click inside the rejected region revokes it ...
+    assert click_regions.suppressed([gland], mask, [(3, 3, 3), (15, 15, 15)]) is None
+    # ... and so does a tumour region (one holding a positive click) that touches it.
+    grown = mask.copy()
+    grown[4:12, 4:12, 4:12] = True  # the refined tumour now reaches the gland's border
+    assert click_regions.suppressed([gland], grown, [(3, 3, 3)]) is None
+
+
+@pytest.fixture(scope="module")
+def chgj015():
+    folder = data_path(*CHGJ)
+    ct = read_volume(folder / "CHGJ015_ct.nii.gz")
+    pet = read_volume(folder / "CHGJ015_pt.nii.gz")
+    label = read_volume(folder / "CHGJ015_ct_gtvt.nii.gz")
+    return ct, pet, label
+
+
+def _session(chgj015, **kwargs):
+    ct, pet, label = chgj015
+    session = RefinementSession(load_model_package(), device="cpu", **kwargs)
+    session.set_image(ct, pet, roi_center_ras=label_centroid_ras(label))
+    session.initial()
+    return session
+
+
+def _regions(session):
+    """Connected regions of the working-grid mask (26-connectivity), largest first."""
+    labels, count = ndimage.label(session.mask_on_working_grid(), structure=np.ones((3, 3, 3)))
+    regions = [labels == n for n in range(1, count + 1)]
+    return sorted(regions, key=lambda r: -int(r.sum()))
+
+
+def _ras(session, kji):
+    return session.grid.index_to_ras(np.array(kji[::-1], dtype=float))
+
+
+def _deepest(region):
+    """The voxel of ``region`` farthest from its border (where a user would click)."""
+    distance = ndimage.distance_transform_edt(region)
+    return tuple(int(v) for v in np.unravel_index(int(np.argmax(distance)), region.shape))
+
+
+@pytest.fixture(scope="module")
+def brain_and_tumour(chgj015):
+    """The initial mask's largest region (hot brain, no tumour in it) and the tumour centre."""
+    session = _session(chgj015)
+    truth = truth_on_grid(chgj015[2], session.grid)
+    brain = _regions(session)[0]
+    assert brain.sum() > 5 * truth.sum() and not (brain & truth).any()
+    return brain, _deepest(brain), _deepest(truth)
+
+
+def test_negative_then_positive_click_removes_the_whole_false_region(chgj015, brain_and_tumour):
+    brain, on_brain, on_tumour = brain_and_tumour
+    session = _session(chgj015)
+    first = session.add_click(_ras(session, on_brain), positive=False)
+    assert first.removed_ml == 0.0  # no positive click yet: the network alone answers
+    after_negative = session.mask_on_ct().copy()
+    assert session.mask_on_working_grid()[brain].sum() > 50  # the network left most of it
+    second = session.add_click(_ras(session, on_tumour), positive=True)
+    mask = session.mask_on_working_grid().astype(bool)
+    assert not mask[brain].any()  # the whole region is gone ...
+    assert second.removed_ml > 0.4  # ... and the status line can say how much
+    truth = truth_on_grid(chgj015[2], session.grid)
+    assert (mask & truth).sum() > 0.5 * truth.sum()  # the tumour stays
+    # The CT-grid mask is the back-mapping of the probability, removed region included.
+    whole = geometry.resample(session.probability, session.grid, session._ct_box_grid, order=1)
+    assert np.array_equal(session.mask_in_box(), (whole > 0.5).astype(np.uint8))
+    # Undo brings back exactly the mask before the positive click.
+    session.undo()
+    assert np.array_equal(session.mask_on_ct(), after_negative)
+    # Without region removal the same clicks leave much of the false region.
+    alone = _session(chgj015, region_removal=False)
+    alone.add_click(_ras(alone, on_brain), positive=False)
+    alone.add_click(_ras(alone, on_tumour), positive=True)
+    assert alone.mask_on_working_grid()[brain].sum() > 50
+
+
+def test_a_negative_click_on_the_tumours_own_region_never_erases_it(chgj015, brain_and_tumour):
+    _, _, on_tumour = brain_and_tumour
+    session = _session(chgj015)
+    truth = truth_on_grid(chgj015[2], session.grid)
+    tumour_region = next(r for r in _regions(session) if (r & truth).any())
+    # A negative click on an edge voxel of the tumour's region, then a positive click in it.
+    edge = tumour_region & ~ndimage.binary_erosion(tumour_region)
+    on_edge = tuple(int(v) for v in np.argwhere(edge)[0])
+    assert session.add_click(_ras(session, on_edge), positive=False).removed_ml == 0.0
+    result = session.add_click(_ras(session, on_tumour), positive=True)
+    assert result.removed_ml == 0.0
+    mask = session.mask_on_working_grid().astype(bool)
+    assert (mask & truth).sum() > 0.5 * truth.sum()
+
+
+def test_the_fast_path_removes_regions_outside_its_window(chgj015, brain_and_tumour):
+    """A 16^3 window around the tumour click, yet the brain region far away is removed and
+    the CT mask follows it."""
+    brain, on_brain, on_tumour = brain_and_tumour
+    session = _session(chgj015, refine_mode="fast", fast_window=16)
+    session.add_click(_ras(session, on_brain), positive=False)
+    result = session.add_click(_ras(session, on_tumour), positive=True)
+    assert result.mode == "fast" and result.removed_ml > 0
+    window = np.zeros(brain.shape, dtype=bool)
+    window[tuple(slice(a, b) for a, b in result.window)] = True
+    assert (brain & ~window).any()
+    assert not session.mask_on_working_grid()[brain].any()
+    whole = geometry.resample(session.probability, session.grid, session._ct_box_grid, order=1)
+    assert np.array_equal(session.mask_in_box(), (whole > 0.5).astype(np.uint8))
