@@ -27,6 +27,11 @@ REFINE_EPOCHS=${REFINE_EPOCHS:-}
 REFINE_ITERATIONS=${REFINE_ITERATIONS:-50}
 # Optional learning rate of the refine stage (it starts from the trained initial network: fine-tuning).
 REFINE_LR=${REFINE_LR:-}
+# Optional second refine run (a warm restart of the cosine schedule): it starts from the first
+# refine run's best weights; set REFINE2_MINUTES to enable it (REFINE2_EPOCHS, REFINE2_LR likewise).
+REFINE2_MINUTES=${REFINE2_MINUTES:-}
+REFINE2_EPOCHS=${REFINE2_EPOCHS:-}
+REFINE2_LR=${REFINE2_LR:-}
 PY=${PYTHON:-python3}
 TRAIN="$PY -m interactive_refine_training.cli"
 
@@ -39,5 +44,13 @@ $TRAIN train --stage refine --data "$OUT_DIR/phantoms" --out "$OUT_DIR/refine" -
   --n-folds "$FOLDS" --initial "$OUT_DIR/initial" --max-minutes "$REFINE_MINUTES" --workers "$WORKERS" \
   --iterations-per-epoch "$REFINE_ITERATIONS" ${REFINE_EPOCHS:+--max-epochs "$REFINE_EPOCHS"} \
   ${REFINE_LR:+--lr "$REFINE_LR"}
-$TRAIN export --initial "$OUT_DIR/initial" --refine "$OUT_DIR/refine" --out "$PACKAGE" --half \
+REFINED="$OUT_DIR/refine"
+if [ -n "$REFINE2_MINUTES" ]; then
+  $TRAIN train --stage refine --data "$OUT_DIR/phantoms" --out "$OUT_DIR/refine2" --config "$CONFIG" \
+    --n-folds "$FOLDS" --initial "$OUT_DIR/initial" --init-weights "$OUT_DIR/refine" \
+    --max-minutes "$REFINE2_MINUTES" --workers "$WORKERS" --iterations-per-epoch "$REFINE_ITERATIONS" \
+    ${REFINE2_EPOCHS:+--max-epochs "$REFINE2_EPOCHS"} ${REFINE2_LR:+--lr "$REFINE2_LR"}
+  REFINED="$OUT_DIR/refine2"
+fi
+$TRAIN export --initial "$OUT_DIR/initial" --refine "$REFINED" --out "$PACKAGE" --half \
   --name interactive-refine-default

@@ -93,6 +93,33 @@ def load_initial_networks(source: str | os.PathLike, config: dict, device) -> li
     return networks
 
 
+def load_stage_weights(source: str | os.PathLike, trainer: str, stage: str, config: dict) -> dict:
+    """The float32 ``state_dict`` a run of ``trainer`` (network layout ``stage``) starts from:
+    a run folder or checkpoint of the same trainer, or a model package (its first ``stage``
+    member). Network and preprocessing must match ``config``."""
+    from InteractiveRefineLib.model_package import CARD_NAME, load_model_package
+
+    source = Path(source)
+    if (source / CARD_NAME).is_file():
+        package = load_model_package(source)
+        _check_package_matches(package.card, config, source)
+        card_network = {k: v for k, v in package.card["network"].items() if k != "architecture"}
+        wanted = {k: config["network"][k] for k in card_network if k in config["network"]}
+        if {k: _normal(v) for k, v in wanted.items()} != {k: _normal(card_network[k]) for k in wanted}:
+            raise ValueError(f"{source}: network {card_network} differs from this run's {config['network']}")
+        if stage not in package.networks:
+            raise ValueError(f"{source} has no {stage!r} member")
+        state = package.networks[stage][0].state_dict()
+    else:
+        run = load_run(source)
+        if run.trainer != trainer:
+            raise ValueError(f"{source} is a {run.trainer!r} run; this is a {trainer!r} run")
+        _check_same(run.config["data"], config["data"], source, ("roi_size_vox", "spacing_mm",
+                    "intensity_preset", "image_channels"))
+        state = run.state_dict
+    return {k: v.detach().float().clone() if v.is_floating_point() else v.clone() for k, v in state.items()}
+
+
 def _normal(value):
     return [float(v) if isinstance(v, (int, float)) else v for v in value] if isinstance(
         value, (list, tuple)) else value

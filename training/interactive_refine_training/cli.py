@@ -66,6 +66,9 @@ def _add_train(sub) -> None:
     p.add_argument("--config", help="JSON config (default: the paper's protocol)")
     p.add_argument("--fold", type=int, default=0)
     p.add_argument("--initial", help="refine stage: initial run folder, checkpoint or model package")
+    p.add_argument("--init-weights", metavar="SOURCE",
+                   help="start this stage's network from SOURCE (a run folder or checkpoint of the same "
+                        "stage, or a model package, e.g. the shipped default model): fine-tuning")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint_latest.pt")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="any config value")
     p.add_argument("--max-epochs", type=int)
@@ -134,7 +137,9 @@ def _add_commands(sub) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="write trained runs as an engine model package")
-    p.add_argument("--initial", default="", help="initial run folder(s), comma-separated (ensemble)")
+    p.add_argument("--initial", default="",
+                   help="initial run folder(s), comma-separated (ensemble), or a model package whose "
+                        "initial members (and their card records) are kept")
     p.add_argument("--refine", required=True,
                    help="refine (or deepgrow/deepedit) run folder(s), comma-separated")
     p.add_argument("--out", required=True)
@@ -185,7 +190,7 @@ def cmd_train(args) -> dict:
         logging.getLogger().setLevel(logging.WARNING)
     try:
         trainer = TRAINERS[args.stage](config, args.data, args.out, fold=args.fold, initial=args.initial,
-                                       resume=args.resume, ctx=ctx)
+                                       resume=args.resume, ctx=ctx, init_weights=args.init_weights)
         summary = trainer.run_training()
     finally:
         distributed.teardown(ctx)

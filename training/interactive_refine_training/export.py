@@ -93,7 +93,44 @@ def _run_record(run: TrainedRun) -> dict:
         "amp": summary.get("amp"), "simulated_user": summary.get("simulated_user"),
         "torch": summary.get("torch"), "monai": summary.get("monai"),
         "validation": {"metric": summary.get("metric"), "value": summary.get("best_metric")},
+        "init_weights": summary.get("init_weights"),
     }
+
+
+def package_runs(path: str | os.PathLike, stage: str) -> list[TrainedRun]:
+    """The ``stage`` members of an exported package as runs, their training records taken from
+    the card: ``export --initial PACKAGE --refine NEW_RUN`` keeps a package's initial model
+    (weights and card record) and replaces its refinement model, e.g. after fine-tuning."""
+    package = load_model_package(path)
+    records = (package.card.get("training") or {}).get(stage) or []
+    if len(records) != len(package.networks[stage]):
+        raise ValueError(f"{path}: the card has no training record for each {stage!r} member")
+    runs = []
+    for network, record in zip(package.networks[stage], records):
+        validation = record.get("validation") or {}
+        summary = {
+            "fold": record.get("fold"), "data": record.get("data"), "epochs_run": record.get("epochs_run"),
+            "best_epoch": record.get("best_epoch"), "stop_reason": record.get("stop_reason"),
+            "seconds": record.get("seconds"), "device_name": record.get("device"),
+            "world_size": record.get("world_size"), "amp": record.get("amp"),
+            "simulated_user": record.get("simulated_user"), "torch": record.get("torch"),
+            "monai": record.get("monai"), "metric": validation.get("metric"),
+            "best_metric": validation.get("value"), "init_weights": record.get("init_weights"),
+        }
+        runs.append(TrainedRun(Path(record.get("run") or path), record.get("trainer", stage),
+                               record["protocol"], network.state_dict(), summary))
+    return runs
+
+
+def _load_runs(sources, stage: str) -> list[TrainedRun]:
+    """Run folders / checkpoints, or model packages (their ``stage`` members)."""
+    runs = []
+    for source in sources:
+        if (Path(source) / "model.json").is_file():
+            runs += package_runs(source, stage)
+        else:
+            runs.append(load_run(source))
+    return runs
 
 
 def _card(initial: list[TrainedRun], refine: list[TrainedRun], name: str) -> dict:
@@ -144,15 +181,16 @@ def _phantom_record(runs: list[TrainedRun]):
 
 def export_package(initial_runs, refine_runs, out: str | os.PathLike, name: str | None = None,
                    half: bool = False) -> Path:
-    """Write a model package from run folders (or checkpoints); returns its folder.
+    """Write a model package from run folders (or checkpoints, or packages' members); returns
+    its folder.
 
     ``initial_runs`` may be empty when every refine run is a DeepGrow/DeepEdit baseline: the
     baseline then serves as its own initial model.
     """
-    refine = [load_run(p) for p in refine_runs]
+    refine = _load_runs(refine_runs, "refine")
     if not refine:
         raise ValueError("export needs at least one --refine run")
-    initial = [load_run(p) for p in initial_runs]
+    initial = _load_runs(initial_runs, "initial")
     if not initial:
         if not all(r.trainer in BASELINES for r in refine):
             raise ValueError("--initial is required unless every --refine run is a deepgrow/deepedit run")

@@ -69,11 +69,14 @@ class Trainer:
     metric_name = "dice"
 
     def __init__(self, config: dict, data, out_dir, fold: int = 0, initial=None, resume: bool = False,
-                 ctx: distributed.DistContext | None = None):
+                 ctx: distributed.DistContext | None = None, init_weights=None):
         self.out_dir = Path(out_dir)
         self.data_source = str(data)
         self.fold = int(fold)
         self.initial_source = initial
+        #: a run folder, checkpoint or model package whose network of this stage is the start
+        #: (fine-tuning a trained model, e.g. the shipped one, on new data or for longer)
+        self.init_weights = init_weights
         self.resume = resume
         self.config = self._resumed_config(config) if resume else config
         self.ctx = ctx or distributed.setup(self.config["runtime"]["device"])
@@ -123,6 +126,10 @@ class Trainer:
         torch.manual_seed(int(self.config["seed"]))
         self.network = self.build_network().to(self.device)
         self.setup_stage()  # before DDP wraps the network: a stage may initialise its weights
+        if self.init_weights:  # a resumed run overwrites them afterwards
+            from .checkpoint import load_stage_weights
+
+            self.network.load_state_dict(load_stage_weights(self.init_weights, self.name, self.stage, self.config))
         self.train_network = self._wrap_ddp(self.network)
         self.optimizer, self.scheduler = self.build_optimizer()
         scale = self.amp and self.amp_dtype == torch.float16  # bfloat16 needs no loss scaling
@@ -502,5 +509,6 @@ class Trainer:
             "torch": torch.__version__, "monai": monai.__version__,
             "data": {"source": self.data_source, "train_ids": self.train_ids, "val_ids": self.val_ids},
             "initial_source": str(self.initial_source) if self.initial_source else None,
+            "init_weights": str(self.init_weights) if self.init_weights else None,
             "last": self.history[-1] if self.history else None,
         }

@@ -99,13 +99,15 @@ def describe(card: dict, recipe: str, heldout: Path | None = None) -> None:
 
     refine = training["refine"][0]
     inter = refine["protocol"]["interaction"]
-    start = inter.get("refine_init", "random")
+    start = f"the {inter.get('refine_init', 'random')} network"
+    if refine.get("init_weights"):
+        start = f"the weights of {refine['init_weights']} (a warm restart)"
     card["compute"] = {
         "device": f"{first_run['device']} x{first_run['world_size']}, torch {first_run['torch']}, "
                   f"monai {first_run['monai']}",
         "initial": stage(first_run),
         "refine": stage(refine) + f"; {inter['min_clicks']}-{inter['max_clicks']} clicks per iteration, a "
-                                  f"step per click; started from the {start} network",
+                                  f"step per click; started from {start}",
         "recipe": recipe,
     }
 

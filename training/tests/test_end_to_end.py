@@ -16,7 +16,9 @@ from InteractiveRefineLib.cases import find_cases
 from InteractiveRefineLib.cli import main as engine_main
 from InteractiveRefineLib.model_package import load_model_package
 from InteractiveRefineLib.networks import build_network
-from training_helpers import initial_run, phantom_data, tiny_config, train_cli, workdir
+from training_helpers import (
+    TINY_CONFIG, cache_dir, initial_run, phantom_data, tiny_config, train_cli, workdir,
+)
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +152,35 @@ def test_card_results_records_the_evaluation_in_the_card(package, tmp_path):
     for t in range(3):
         expected = sum(dice[(c, s, t)] for c in cases for s in ("0", "1")) / 4
         assert recorded["dice_per_click"][t] == pytest.approx(expected, abs=1e-4)
+
+
+def test_fine_tuning_starts_from_a_packages_weights(package, tmp_path, capsys):
+    """``--init-weights PACKAGE`` starts the refine network from the package's refine member (with
+    learning rate 0 the run's weights are exactly the package's), and the summary says so; a
+    source of another stage is refused with a clear message."""
+    out = tmp_path / "finetune"
+    train_cli("--stage", "refine", "--data", str(phantom_data()), "--out", str(out),
+              "--initial", str(package), "--init-weights", str(package), "--lr", "0", "--max-epochs", "1")
+    run = load_run(out)
+    expected = load_model_package(package).networks["refine"][0].state_dict()
+    for name, value in expected.items():
+        assert torch.equal(run.state_dict[name].float(), value.float()), name
+    assert json.loads((out / "summary.json").read_text())["init_weights"] == str(package)
+    code = main(["-q", "train", "--config", str(TINY_CONFIG), "--cache-dir", str(cache_dir()),
+                 "--stage", "refine", "--data", str(phantom_data()), "--out", str(tmp_path / "bad"),
+                 "--initial", str(package), "--init-weights", str(initial_run())])
+    assert code == 2
+    assert "is a 'initial' run; this is a 'refine' run" in capsys.readouterr().err
+
+
+def test_export_keeps_a_packages_initial_model_and_replaces_its_refine_model(package, refine_run, tmp_path):
+    """``export --initial PACKAGE --refine RUN``: the initial member and its card record are the
+    package's, bit for bit; the refine member is the run's."""
+    out = tmp_path / "replaced"
+    assert main(["-q", "export", "--initial", str(package), "--refine", str(refine_run),
+                 "--out", str(out), "--half"]) == 0
+    old, new = load_model_package(package), load_model_package(out)
+    for name, value in old.networks["initial"][0].state_dict().items():
+        assert torch.equal(new.networks["initial"][0].state_dict()[name], value), name
+    assert new.card["training"]["initial"] == old.card["training"]["initial"]
+    assert new.card["training"]["refine"][0]["run"] == str(refine_run)
