@@ -163,7 +163,8 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     # ---------------------------------------------------------------- parameters
     def setDefaultParameters(self, parameterNode) -> None:
         defaults = {
-            MODEL_PATH_PARAM: "", DEVICE_PARAM: "auto", AUTO_REFINE_PARAM: "true", REGION_REMOVAL_PARAM: "true",
+            MODEL_PATH_PARAM: "", DEVICE_PARAM: "auto", AUTO_REFINE_PARAM: "true",
+            REGION_REMOVAL_PARAM: "true",
         }
         for name, value in defaults.items():
             if not parameterNode.GetParameter(name):

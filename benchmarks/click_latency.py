@@ -399,7 +399,8 @@ def format_table(result: dict) -> str:
         f"ROI {'x'.join(str(s) for s in result['roi_shape'])} ({result['roi_voxels']} voxels), "
         f"model {result['model']['kind']} {result['model']['name']!r}, case {result['case']}, "
         f"load average {_fmt((result['load_average_before'] or [None])[0], 2)}",
-        f"{'mode':<6} {'median_s':>9} {'p90_s':>7} {'map_s':>7} {'norm_s':>7} {'model_s':>8} {'backmap_s':>9} "
+        f"{'mode':<6} {'median_s':>9} {'p90_s':>7} {'map_s':>7} {'norm_s':>7} {'model_s':>8} "
+        f"{'backmap_s':>9} "
         f"{'meanDice1-10':>12}  Dice per click",
     ]
     for mode, m in result["modes"].items():

@@ -18,13 +18,17 @@ Refinement modes (``refine_mode``; ``add_click(..., mode=...)`` overrides it per
 
 - ``"full"``: the refine network on the whole ROI (the paper's method; tens of ms on a GPU,
   ~5-8 s for 144^3 on 2 CPU cores).
-- ``"fast"``: the network on a window around the click only (:mod:`.fast_refine`), with the
-  instance-normalisation statistics of a full-ROI calibration pass that :meth:`initial` runs
+- ``"fast"``: the network on a window around the click only (:mod:`.fast_refine`); the first
+  instance norm's statistics are kept exact for each click's full-ROI input (``fast_norm=
+  "tracked"``), the deeper ones come from a full-ROI calibration pass that :meth:`initial` runs
   once; everything outside the window stays as it was, and only the CT voxels under the window
-  are re-mapped. ~0.4 s per click on 2 CPU cores.
+  are re-mapped. ~0.5 s per click on 2 CPU cores for the paper's 144^3.
 - ``"auto"`` (default): fast on the CPU when the ROI has more than :data:`FAST_AUTO_MIN_VOXELS`
   voxels (the paper's 144^3: a full pass takes seconds there), full otherwise and on CUDA (the
   shipped 72^3 model refines its whole ROI in ~0.3 s on 2 CPU cores, exactly).
+
+After the network, in both modes, regions that negative clicks rejected are removed once a
+positive click marks the tumour elsewhere (``region_removal``, :mod:`.click_regions`).
 
 The CT mask of every state is the back-mapping of that state's stored (float16) probability,
 so both modes, undo and replay agree on it.
@@ -536,6 +540,8 @@ class RefinementSession:
         """Zero the rejected regions that the clicks now allow removing (:mod:`.click_regions`),
         in place; returns the bounding box of the foreground voxels removed (or None) and their count.
         """
+        if not rejections:
+            return None, 0
         foreground = probability > self.package.threshold
         suppress = click_regions.suppressed(
             rejections, foreground, [i for i, p in zip(indices, positives) if p]

@@ -245,7 +245,8 @@ def test_tracked_statistics_equal_those_of_a_full_pass_after_fast_clicks(package
     net = session._networks["refine"][0]
     name, _ = fast_refine.first_norm(net)
     whole = tuple(slice(0, n) for n in session.grid.shape)
-    x = session._refine_input(state.probability, state.click_indices, [c.positive for c in state.clicks], whole)
+    positives = [c.positive for c in state.clicks]
+    x = session._refine_input(state.probability, state.click_indices, positives, whole)
     stats = {}
     with torch.inference_mode(), fast_refine.record_norm_stats(net, stats):
         net(x)

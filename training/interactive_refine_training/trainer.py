@@ -129,7 +129,8 @@ class Trainer:
         if self.init_weights:  # a resumed run overwrites them afterwards
             from .checkpoint import load_stage_weights
 
-            self.network.load_state_dict(load_stage_weights(self.init_weights, self.name, self.stage, self.config))
+            state = load_stage_weights(self.init_weights, self.name, self.stage, self.config)
+            self.network.load_state_dict(state)
         self.train_network = self._wrap_ddp(self.network)
         self.optimizer, self.scheduler = self.build_optimizer()
         scale = self.amp and self.amp_dtype == torch.float16  # bfloat16 needs no loss scaling

@@ -17,7 +17,13 @@ from InteractiveRefineLib.cli import main as engine_main
 from InteractiveRefineLib.model_package import load_model_package
 from InteractiveRefineLib.networks import build_network
 from training_helpers import (
-    TINY_CONFIG, cache_dir, initial_run, phantom_data, tiny_config, train_cli, workdir,
+    TINY_CONFIG,
+    cache_dir,
+    initial_run,
+    phantom_data,
+    tiny_config,
+    train_cli,
+    workdir,
 )
 
 
