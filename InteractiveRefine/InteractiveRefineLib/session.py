@@ -536,9 +536,11 @@ class RefinementSession:
         ))
         return self._result()
 
-    def _remove_rejected(self, probability: np.ndarray, rejections, indices, positives):
+    def _remove_rejected(self, probability: np.ndarray, rejections, indices, positives, previous: _State):
         """Zero the rejected regions that the clicks now allow removing (:mod:`.click_regions`),
-        in place; returns the bounding box of the foreground voxels removed (or None) and their count.
+        in place. Returns the bounding box of the foreground voxels zeroed (or None) and how many of
+        them the user saw in ``previous``'s mask (what disappears from the screen; a region the
+        network predicts again after its removal is zeroed again without being counted).
         """
         if not rejections:
             return None, 0
@@ -550,14 +552,15 @@ class RefinementSession:
             return None, 0
         removed = suppress & foreground
         probability[suppress] = 0
-        return geometry.mask_box(removed), int(removed.sum())
+        seen = removed & (previous.probability > self.package.threshold)
+        return geometry.mask_box(removed), int(seen.sum())
 
     def _refine_full(self, state: _State, indices, positives, rejections, t0: float):
         x = self._refine_input(state.probability, indices, positives, self._whole())
         t1 = time.perf_counter()
         probability = self._predict("refine", x).astype(np.float16)
         t2 = time.perf_counter()
-        _, removed = self._remove_rejected(probability, rejections, indices, positives)
+        _, removed = self._remove_rejected(probability, rejections, indices, positives, state)
         ct_mask = self._to_ct(probability, state)
         t3 = time.perf_counter()
         return probability, ct_mask, {
@@ -585,7 +588,7 @@ class RefinementSession:
         previous = state.probability[box].astype(np.float32)
         probability = state.probability.copy()
         probability[box] = weights * window_probability + (1.0 - weights) * previous
-        removed_box, removed = self._remove_rejected(probability, rejections, indices, positives)
+        removed_box, removed = self._remove_rejected(probability, rejections, indices, positives, state)
         changed = box
         if removed_box is not None:  # a removed region may reach outside the window: re-map it too
             changed = tuple(
