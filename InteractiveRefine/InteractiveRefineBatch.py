@@ -69,6 +69,9 @@ def parseArguments(argv):
     parser.add_argument("--preset", default="2sicr", help="simulated-user preset (2sicr, deepgrow, deepedit)")
     parser.add_argument("--label-value", type=int, default=1, help="label value of the GTVp (HECKTOR: 1)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--no-region-removal", action="store_true",
+                        help="a negative click changes only what the network changes (by default it removes "
+                             "the whole region it lands on once a positive click marks the tumour elsewhere)")
     args = parser.parse_args(argv)
     if args.clicks < 0:
         parser.error("--clicks must be 0 or more")
@@ -118,6 +121,7 @@ def processCase(module, case, args, writeRow) -> None:
 
     logic = module.InteractiveRefineLogic()
     logic.setAutoRefine(True)
+    logic.setRegionRemoval(not args.no_region_removal)
     try:
         ct = logic.loadVolume(str(case.ct), f"{case.case_id} CT")
         pet = logic.loadVolume(str(case.pet), f"{case.case_id} PET") if case.pet else None
