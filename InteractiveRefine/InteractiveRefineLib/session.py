@@ -88,7 +88,7 @@ class StepResult:
     mode: str = "full"
     #: working-grid ``(start, stop)`` per axis ``(k, j, i)`` that a fast click refined, else None
     window: tuple | None = None
-    #: mL of the mask region this (negative) click removed as a whole (:mod:`.click_regions`)
+    #: mL of the mask this click removed as regions marked "not tumour" (:mod:`.click_regions`)
     removed_ml: float = 0.0
 
 
@@ -488,8 +488,7 @@ class RefinementSession:
             # One refine pass now (cuDNN tuning, kernel loading) so that the first click is as fast
             # as the others; its output is discarded.
             t3 = time.perf_counter()
-            whole = tuple(slice(0, n) for n in self.grid.shape)
-            self._predict("refine", self._refine_input(self._history[0].probability, (), [], whole))
+            self._predict("refine", self._refine_input(self._history[0].probability, (), [], self._whole()))
             timings["warmup_s"] = time.perf_counter() - t3
             timings["total_s"] = time.perf_counter() - t0
         if self.refine_mode == "fast" and self._fast_box(tuple(s // 2 for s in self.grid.shape)):
@@ -538,8 +537,8 @@ class RefinementSession:
 
     def _remove_rejected(self, probability: np.ndarray, rejections, indices, positives, previous: _State):
         """Zero the rejected regions that the clicks now allow removing (:mod:`.click_regions`),
-        in place. Returns the bounding box of the foreground voxels zeroed (or None) and how many of
-        them the user saw in ``previous``'s mask (what disappears from the screen; a region the
+        in place. Returns the bounding box of the voxels it changed (or None) and how many foreground
+        voxels of ``previous``'s mask it removed (what disappears from the screen; a region the
         network predicts again after its removal is zeroed again without being counted).
         """
         if not rejections:
@@ -550,10 +549,10 @@ class RefinementSession:
         )
         if suppress is None:
             return None, 0
-        removed = suppress & foreground
+        changed = suppress & (probability != 0)
         probability[suppress] = 0
-        seen = removed & (previous.probability > self.package.threshold)
-        return geometry.mask_box(removed), int(seen.sum())
+        seen = suppress & foreground & (previous.probability > self.package.threshold)
+        return geometry.mask_box(changed), int(seen.sum())
 
     def _refine_full(self, state: _State, indices, positives, rejections, t0: float):
         x = self._refine_input(state.probability, indices, positives, self._whole())
@@ -590,7 +589,7 @@ class RefinementSession:
         probability[box] = weights * window_probability + (1.0 - weights) * previous
         removed_box, removed = self._remove_rejected(probability, rejections, indices, positives, state)
         changed = box
-        if removed_box is not None:  # a removed region may reach outside the window: re-map it too
+        if removed_box is not None:  # a removed region may reach outside the window: it changed too
             changed = tuple(
                 slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(box, removed_box)
             )

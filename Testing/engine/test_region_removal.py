@@ -146,3 +146,18 @@ def test_the_fast_path_removes_regions_outside_its_window(chgj015, brain_and_tum
     assert not session.mask_on_working_grid()[brain].any()
     whole = geometry.resample(session.probability, session.grid, session._ct_box_grid, order=1)
     assert np.array_equal(session.mask_in_box(), (whole > 0.5).astype(np.uint8))
+    # The fast path's tracked statistics followed the removal too: they equal a full pass's.
+    import torch
+    from InteractiveRefineLib import fast_refine
+
+    state = session._history[-1]
+    net = session._networks["refine"][0]
+    name, _ = fast_refine.first_norm(net)
+    x = session._refine_input(state.probability, state.click_indices, [c.positive for c in state.clicks],
+                              tuple(slice(0, n) for n in session.grid.shape))
+    stats = {}
+    with torch.inference_mode(), fast_refine.record_norm_stats(net, stats):
+        net(x)
+    mean, var = fast_refine.moments_to_stats(state.moments[0], int(np.prod(session.grid.shape)))
+    assert torch.allclose(mean, stats[name][0], rtol=1e-4, atol=1e-5)
+    assert torch.allclose(var, stats[name][1], rtol=1e-4, atol=1e-5)
