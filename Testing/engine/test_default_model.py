@@ -66,7 +66,8 @@ def test_simulate_on_the_real_case_reproduces_the_cards_curve(card, tmp_path):
     recorded = card["metrics"]["real_cases"]["per_case"]["CHGJ015"]["dice_per_click_by_seed"]["0"]
     # The same computation as the card's evaluation (identical here; tolerance for other CPUs).
     assert dice == pytest.approx(recorded[:6], abs=0.01)
-    # What a user sees: the first mask also covers the hot brain (Dice ~0.1); five clicks more
-    # than triple the overlap with the tumour.
+    # What a user sees: the first mask also covers the hot brain (Dice ~0.1); once a positive
+    # click marks the tumour, the negative clicks' brain regions go (region removal), and five
+    # clicks more than triple the overlap with the tumour.
     assert dice[0] < 0.2 and dice[5] > 3 * dice[0]
     assert np.all(np.isfinite(dice))

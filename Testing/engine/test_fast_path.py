@@ -257,9 +257,9 @@ def test_tracked_statistics_equal_those_of_a_full_pass_after_fast_clicks(package
 
 
 def test_tracked_fast_path_follows_full_refinement_closer_than_frozen_statistics():
-    """The shipped model on CHGJ015, a 32^3 window (64 mm) in its 72^3 ROI, the simulated user's
-    clicks of a full-ROI loop replayed: the fast masks match the full-ROI masks, and better with
-    tracked statistics than with the statistics frozen at the initial state."""
+    """The shipped model on CHGJ015, a 64^3 window in its 72^3 ROI, the simulated user's clicks of
+    a full-ROI loop replayed: with tracked statistics every fast mask matches the full-ROI mask
+    (Dice >= 0.98), clearly better than with the statistics frozen at the initial state."""
     from InteractiveRefineLib.metrics import dice
     from InteractiveRefineLib.model_package import load_model_package
     from InteractiveRefineLib.simulation import label_centroid_ras, run_simulation
@@ -279,13 +279,13 @@ def test_tracked_fast_path_follows_full_refinement_closer_than_frozen_statistics
         reference.append(full.mask_in_box().astype(bool))
     agreement = {}
     for norm in ("tracked", "frozen"):
-        fast = RefinementSession(package, device="cpu", refine_mode="fast", fast_window=32, fast_norm=norm)
+        fast = RefinementSession(package, device="cpu", refine_mode="fast", fast_window=64, fast_norm=norm)
         fast.set_image(ct, pet, roi_center_ras=centre)
         fast.initial()
         values = []
         for click, expected in zip(clicks, reference):
             assert fast.add_click(click["ras"], click["positive"]).mode == "fast"
             values.append(dice(fast.mask_in_box().astype(bool), expected))
-        agreement[norm] = float(np.mean(values))
-    assert agreement["tracked"] > 0.85
-    assert agreement["tracked"] > agreement["frozen"] + 0.05
+        agreement[norm] = values
+    assert min(agreement["tracked"]) >= 0.98
+    assert np.mean(agreement["tracked"]) > np.mean(agreement["frozen"]) + 0.02
