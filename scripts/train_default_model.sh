@@ -6,7 +6,8 @@
 # (README, "The default model"; about 2 h on 2 CPU cores):
 #   CONFIG=training/configs/default_model_cpu.json N_PHANTOMS=300 SHAPE=72 SPACING=2 WORKERS=1 \
 #   INITIAL_MINUTES=40 INITIAL_EPOCHS=48 \
-#   REFINE_MINUTES=50 REFINE_EPOCHS=22 REFINE_ITERATIONS=15 REFINE_LR=0.0003 bash scripts/train_default_model.sh
+#   REFINE_MINUTES=50 REFINE_EPOCHS=22 REFINE_ITERATIONS=15 REFINE_LR=0.0003 \
+#   REFINE2_MINUTES=55 REFINE2_EPOCHS=22 REFINE2_LR=0.0002 bash scripts/train_default_model.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${OUT_DIR:-runs/default_model}

@@ -12,6 +12,7 @@ from InteractiveRefineLib import fast_refine, geometry
 from InteractiveRefineLib.clicks import encode_guidance, gaussian_kernel
 from InteractiveRefineLib.geometry import Volume
 from InteractiveRefineLib.session import RefinementSession
+from session_checks import assert_tracked_statistics_exact
 
 from conftest import TINY_NETWORK
 
@@ -235,24 +236,11 @@ def test_tracked_statistics_equal_those_of_a_full_pass_after_fast_clicks(package
     """The "tracked" fast path keeps the first instance norm's statistics exact: after several
     fast clicks (each updating them only where the input changed) they equal the statistics a
     full-ROI pass records on the same input."""
-    import torch
-
     session = _session(package64, image, refine_mode="fast")
     assert session.fast_norm == "tracked"  # the default
     for kji, positive in CLICKS:
         assert session.add_click(_ras(session, kji), positive).mode == "fast"
-    state = session._history[-1]
-    net = session._networks["refine"][0]
-    name, _ = fast_refine.first_norm(net)
-    whole = tuple(slice(0, n) for n in session.grid.shape)
-    positives = [c.positive for c in state.clicks]
-    x = session._refine_input(state.probability, state.click_indices, positives, whole)
-    stats = {}
-    with torch.inference_mode(), fast_refine.record_norm_stats(net, stats):
-        net(x)
-    mean, var = fast_refine.moments_to_stats(state.moments[0], int(np.prod(session.grid.shape)))
-    assert torch.allclose(mean, stats[name][0], rtol=1e-4, atol=1e-5)
-    assert torch.allclose(var, stats[name][1], rtol=1e-4, atol=1e-5)
+    assert_tracked_statistics_exact(session)
     assert session.timings[-1]["norm_s"] > 0
 
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from InteractiveRefineLib import click_regions, geometry
+from InteractiveRefineLib import click_regions
 from InteractiveRefineLib.geometry import read_volume
 from InteractiveRefineLib.model_package import load_model_package
 from InteractiveRefineLib.session import RefinementSession
 from InteractiveRefineLib.simulation import label_centroid_ras, truth_on_grid
 from scipy import ndimage
+from session_checks import assert_ct_mask_is_the_back_mapping, assert_tracked_statistics_exact
 
 from conftest import data_path
 
@@ -105,9 +106,7 @@ def test_negative_then_positive_click_removes_the_whole_false_region(chgj015, br
     assert second.removed_ml > 0  # ... and the status line can say how much
     truth = truth_on_grid(chgj015[2], session.grid)
     assert (mask & truth).sum() > 0.5 * truth.sum()  # the tumour stays
-    # The CT-grid mask is the back-mapping of the probability, removed region included.
-    whole = geometry.resample(session.probability, session.grid, session._ct_box_grid, order=1)
-    assert np.array_equal(session.mask_in_box(), (whole > 0.5).astype(np.uint8))
+    assert_ct_mask_is_the_back_mapping(session)  # removed region included
     # Undo brings back exactly the mask before the positive click.
     session.undo()
     assert np.array_equal(session.mask_on_ct(), after_negative)
@@ -149,20 +148,5 @@ def test_the_fast_path_removes_regions_outside_its_window(chgj015, brain_and_tum
     window[tuple(slice(a, b) for a, b in result.window)] = True
     assert (brain & ~window).any()
     assert not session.mask_on_working_grid()[brain].any()
-    whole = geometry.resample(session.probability, session.grid, session._ct_box_grid, order=1)
-    assert np.array_equal(session.mask_in_box(), (whole > 0.5).astype(np.uint8))
-    # The fast path's tracked statistics followed the removal too: they equal a full pass's.
-    import torch
-    from InteractiveRefineLib import fast_refine
-
-    state = session._history[-1]
-    net = session._networks["refine"][0]
-    name, _ = fast_refine.first_norm(net)
-    x = session._refine_input(state.probability, state.click_indices, [c.positive for c in state.clicks],
-                              tuple(slice(0, n) for n in session.grid.shape))
-    stats = {}
-    with torch.inference_mode(), fast_refine.record_norm_stats(net, stats):
-        net(x)
-    mean, var = fast_refine.moments_to_stats(state.moments[0], int(np.prod(session.grid.shape)))
-    assert torch.allclose(mean, stats[name][0], rtol=1e-4, atol=1e-5)
-    assert torch.allclose(var, stats[name][1], rtol=1e-4, atol=1e-5)
+    assert_ct_mask_is_the_back_mapping(session)
+    assert_tracked_statistics_exact(session)  # the fast path's statistics followed the removal too
