@@ -70,8 +70,8 @@ def parseArguments(argv):
     parser.add_argument("--label-value", type=int, default=1, help="label value of the GTVp (HECKTOR: 1)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--no-region-removal", action="store_true",
-                        help="a negative click changes only what the network changes (by default it removes "
-                             "the whole region it lands on once a positive click marks the tumour elsewhere)")
+                        help="leave every click to the network alone (by default a negative click on a "
+                             "separate region removes all of it once a positive click marks the tumour)")
     args = parser.parse_args(argv)
     if args.clicks < 0:
         parser.error("--clicks must be 0 or more")

@@ -36,6 +36,7 @@ try:
 except ImportError:  # not installed: use the checkout
     sys.path.insert(0, str(REPO / "InteractiveRefine"))
 
+from InteractiveRefineLib.click_regions import NO_REGION_REMOVAL_HELP  # noqa: E402
 from InteractiveRefineLib.geometry import read_volume  # noqa: E402
 from InteractiveRefineLib.metrics import dice  # noqa: E402
 from InteractiveRefineLib.simulated_user import SimulatedUser  # noqa: E402
@@ -254,7 +255,7 @@ def parse_args(argv=None):
                    help="CUDA: keep cuDNN's default algorithms (the session tunes them by default)")
     p.add_argument("--no-replay", action="store_true", help="skip replaying the full loop's clicks")
     p.add_argument("--no-region-removal", dest="region_removal", action="store_false",
-                   help="the networks alone: a negative click does not remove the whole region it lands on")
+                   help=NO_REGION_REMOVAL_HELP)
     p.add_argument("--json", required=True, help="output JSON path")
     args = p.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .click_regions import NO_REGION_REMOVAL_HELP
 from .errors import InteractiveRefineError
 
 logger = logging.getLogger("interactive-refine")
@@ -155,9 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto: a window around the click on the CPU for ROIs above 96^3 (the paper's "
                             "144^3), else the whole ROI; "
                             "full: always the whole ROI (the paper's method)")
-        p.add_argument("--no-region-removal", action="store_true",
-                       help="a negative click on a separate region of the mask removes that whole region "
-                            "(default); with this flag the network alone decides what a click changes")
+        p.add_argument("--no-region-removal", action="store_true", help=NO_REGION_REMOVAL_HELP)
 
     seg = sub.add_parser("segment", help="segment, apply clicks, write the mask on the CT grid")
     common(seg)

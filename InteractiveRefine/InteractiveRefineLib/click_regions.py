@@ -30,6 +30,12 @@ from scipy import ndimage
 
 from .geometry import mask_box
 
+#: Help text of every command line's ``--no-region-removal`` flag.
+NO_REGION_REMOVAL_HELP = (
+    "leave every click to the network alone (by default a negative click on a separate region of "
+    "the mask removes that whole region once a positive click marks the tumour elsewhere)"
+)
+
 #: 26-connectivity: regions touching at an edge or a corner are one region (the conservative
 #: choice for removal, since a larger region more likely holds or touches a positive click).
 _STRUCTURE = np.ones((3, 3, 3), dtype=bool)

@@ -204,10 +204,8 @@ def first_norm(network):
     if not norms:
         raise RuntimeError("the network has no instance norm")
     name, norm = norms[0]
-    for _, block in network.named_modules():
-        conv, adn = getattr(block, "conv", None), getattr(block, "adn", None)
-        children = list(adn.children()) if adn is not None else []
-        if conv is not None and children and children[0] is norm:
+    for conv, _, _, first in _conv_blocks(network):
+        if first is norm:
             return name, conv
     raise RuntimeError(f"no convolution feeds the first instance norm {name!r} directly")
 
@@ -232,6 +230,20 @@ def moments_to_stats(moments, count: int):
     mean = s1 / count
     var = (s2 / count - mean * mean).clamp_min(0.0)
     return mean.float()[None], var.float()[None]
+
+
+def _conv_blocks(network):
+    """``(conv, adn, name, module)`` of every MONAI ``Convolution`` block of ``network``: a
+    convolution followed by ``adn``, whose first layer is ``module`` (named ``name`` in ``adn``)."""
+    import torch
+
+    for _, block in network.named_modules():
+        conv, adn = getattr(block, "conv", None), getattr(block, "adn", None)
+        if conv is None or adn is None or not isinstance(conv, torch.nn.modules.conv._ConvNd):
+            continue
+        children = list(adn.named_children())
+        if children:
+            yield conv, adn, children[0][0], children[0][1]
 
 
 def _norm_affine(module, mean, var):
@@ -268,18 +280,13 @@ def frozen_network(network, stats: dict, cpu_layout: bool = True):
         raise RuntimeError(f"no recorded statistics for instance norm(s) {missing[:3]}")
     folded = set()
     with torch.no_grad():
-        for _, block in net.named_modules():
-            conv, adn = getattr(block, "conv", None), getattr(block, "adn", None)
-            if conv is None or adn is None or not isinstance(conv, torch.nn.modules.conv._ConvNd):
+        for conv, adn, child, norm in list(_conv_blocks(net)):
+            name = next((n for n, m in names.items() if m is norm), None)
+            if name is None:
                 continue
-            children = list(adn.named_children())
-            if not children or children[0][1] not in names.values():
-                continue
-            norm = children[0][1]
-            name = next(n for n, m in names.items() if m is norm)
             scale, shift = _norm_affine(norm, *stats[name])
             _fold_into_conv(conv, scale, shift)
-            setattr(adn, children[0][0], torch.nn.Identity())
+            setattr(adn, child, torch.nn.Identity())
             folded.add(name)
         for name, norm in names.items():
             if name not in folded:

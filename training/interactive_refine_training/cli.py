@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from InteractiveRefineLib.click_regions import NO_REGION_REMOVAL_HELP
+
 logger = logging.getLogger("interactive_refine_training")
 
 #: train option -> dotted configuration key
@@ -131,8 +133,7 @@ def _add_commands(sub) -> None:
     p.add_argument("--refine-mode", default="full", choices=["full", "fast", "auto"],
                    help="full: the paper's whole-ROI refinement (default); auto: what this device's "
                         "user gets (the fast path on a CPU)")
-    p.add_argument("--no-region-removal", action="store_true",
-                   help="the networks alone: a negative click does not remove the whole region it lands on")
+    p.add_argument("--no-region-removal", action="store_true", help=NO_REGION_REMOVAL_HELP)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate)
 
