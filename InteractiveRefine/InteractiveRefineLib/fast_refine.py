@@ -258,8 +258,11 @@ def _norm_affine(module, mean, var):
     return scale.reshape(-1), shift.reshape(-1)
 
 
-def frozen_network(network, stats: dict, cpu_layout: bool = True):
+def frozen_network(network, stats: dict, cpu_layout: bool = True, unfolded=()):
     """A copy of ``network`` whose instance norms use ``stats`` (from :func:`record_norm_stats`).
+
+    Norms named in ``unfolded`` stay separate ``x * scale + shift`` modules whose statistics
+    :func:`set_norm_stats` can change later without copying the network again.
 
     A norm that directly follows a convolution (MONAI ``Convolution``: conv, then ``adn`` whose
     first layer is the norm) is folded into the convolution's weights and bias, which removes the
@@ -282,7 +285,7 @@ def frozen_network(network, stats: dict, cpu_layout: bool = True):
     with torch.no_grad():
         for conv, adn, child, norm in list(_conv_blocks(net)):
             name = next((n for n, m in names.items() if m is norm), None)
-            if name is None:
+            if name is None or name in unfolded:
                 continue
             scale, shift = _norm_affine(norm, *stats[name])
             _fold_into_conv(conv, scale, shift)
@@ -294,6 +297,18 @@ def frozen_network(network, stats: dict, cpu_layout: bool = True):
     if cpu_layout:
         _cpu_layout(net)
     return net.eval()
+
+
+def set_norm_stats(frozen, original, name: str, mean, var) -> None:
+    """Give the unfolded norm ``name`` of ``frozen`` (see :func:`frozen_network`) the statistics
+    ``mean``/``var``; ``original`` is the network it was copied from (for the norm's affine)."""
+    import torch
+
+    scale, shift = _norm_affine(original.get_submodule(name), mean, var)
+    module = frozen.get_submodule(name)
+    with torch.no_grad():
+        module.scale.copy_(scale.reshape(module.scale.shape))
+        module.shift.copy_(shift.reshape(module.shift.shape))
 
 
 def onednn_network(network):

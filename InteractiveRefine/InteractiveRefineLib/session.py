@@ -186,7 +186,6 @@ class RefinementSession:
         self._ct_box_grid: Grid | None = None
         self._history: list[_State] = []
         self._window_nets = None  # per refine member: the fast path's network copy
-        self._calibration = None  # per refine member: instance-norm statistics of the calibration pass
 
     @property
     def refine_mode(self) -> str:
@@ -404,18 +403,14 @@ class RefinementSession:
                 updated.append((s1 - a1 + b1, s2 - a2 + b2))
         return updated
 
-    def _tracked_nets(self, moments) -> list:
-        """The ``"tracked"`` window networks: calibration statistics, with the first norm's
-        replaced by the exact ones of ``moments``."""
+    def _set_tracked_stats(self, moments) -> None:
+        """Give the ``"tracked"`` window networks' first norm the exact statistics of ``moments``
+        (the deeper norms keep the calibration pass's, folded into their convolutions)."""
         count = int(np.prod(self.grid.shape))
-        nets = []
-        for net, calibration, (name, _), m in zip(
-            self._networks["refine"], self._calibration, self._first_norms(), moments
+        for window_net, net, (name, _), m in zip(
+            self._window_nets, self._networks["refine"], self._first_norms(), moments
         ):
-            stats = dict(calibration)
-            stats[name] = fast_refine.moments_to_stats(m, count)
-            nets.append(fast_refine.frozen_network(net, stats, cpu_layout=self.device.type == "cpu"))
-        return nets
+            fast_refine.set_norm_stats(window_net, net, name, *fast_refine.moments_to_stats(m, count))
 
     def _fast_box(self, index):
         """The fast path's window for a click at working-grid ``index``, or None for a full pass.
@@ -434,9 +429,9 @@ class RefinementSession:
 
         ``"frozen"`` and ``"tracked"``: one full-ROI pass of each refine member at the initial
         state (previous probability = the initial model's, no clicks) records its instance-norm
-        statistics. ``"frozen"`` folds them into one copy used for every click; ``"tracked"``
-        builds a copy per click, with the first norm's statistics made exact for that click's
-        input (:meth:`_tracked_nets`). The calibration state is always the initial one and the
+        statistics, folded into one copy used for every click; ``"tracked"`` keeps the first norm
+        out of the folding and sets its statistics exact for each click's input
+        (:meth:`_set_tracked_stats`). The calibration state is always the initial one and the
         tracked statistics are a function of the states, so a fast click's result depends on the
         clicks only (same clicks, same mask).
         """
@@ -458,18 +453,17 @@ class RefinementSession:
             return recorded
 
         recorded = self._guarded(record, x)
-        self._calibration = recorded
-        if self.fast_norm == "tracked":  # the window networks are built per click
-            self._window_nets = []
-            self._state_moments(self._history[0])
-            return time.perf_counter() - t0
+        # "tracked": the first norm stays a separate module whose statistics each click sets.
+        unfolded = [(name,) if self.fast_norm == "tracked" else () for name, _ in self._first_norms()]
         self._window_nets = [
             fast_refine.frozen_network(
                 net, {k: (m.clone(), v.clone()) for k, (m, v) in stats.items()},
-                cpu_layout=self.device.type == "cpu",
+                cpu_layout=self.device.type == "cpu", unfolded=keep,
             )
-            for net, stats in zip(self._networks["refine"], recorded)
+            for net, stats, keep in zip(self._networks["refine"], recorded, unfolded)
         ]
+        if self.fast_norm == "tracked":
+            self._state_moments(self._history[0])
         return time.perf_counter() - t0
 
     # ------------------------------------------------------------ interaction
@@ -483,7 +477,7 @@ class RefinementSession:
         t2 = time.perf_counter()
         timings = {"model_s": t1 - t0, "backmap_s": t2 - t1, "total_s": t2 - t0}
         self._history = [_State((), (), probability, ct_mask, timings)]
-        self._window_nets = self._calibration = None
+        self._window_nets = None
         if self.device.type == "cuda" and self.refine_mode == "full":
             # One refine pass now (cuDNN tuning, kernel loading) so that the first click is as fast
             # as the others; its output is discarded.
@@ -577,7 +571,7 @@ class RefinementSession:
                 [c.positive for c in state.clicks], state.probability, indices, positives,
                 fast_refine.support_box(indices[-1:], self.grid.shape, self._kernel),
             )
-            self._window_nets = self._tracked_nets(click_moments)
+            self._set_tracked_stats(click_moments)
         norm_s = time.perf_counter() - t_norm
         x = self._refine_input(state.probability, indices, positives, box)
         t1 = time.perf_counter()
