@@ -7,7 +7,9 @@
 #   CONFIG=training/configs/default_model_cpu.json N_PHANTOMS=300 SHAPE=72 SPACING=2 WORKERS=1 \
 #   INITIAL_MINUTES=40 INITIAL_EPOCHS=48 \
 #   REFINE_MINUTES=50 REFINE_EPOCHS=22 REFINE_ITERATIONS=15 REFINE_LR=0.0003 \
-#   REFINE2_MINUTES=55 REFINE2_EPOCHS=22 REFINE2_LR=0.0002 bash scripts/train_default_model.sh
+#   REFINE2_MINUTES=55 REFINE2_EPOCHS=22 REFINE2_LR=0.0002 \
+#   FT_P_BULKY=0.3 FT_INITIAL_MINUTES=14 FT_INITIAL_EPOCHS=14 FT_INITIAL_LR=0.0003 \
+#   FT_REFINE_MINUTES=32 FT_REFINE_EPOCHS=22 FT_REFINE_LR=0.0002 bash scripts/train_default_model.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${OUT_DIR:-runs/default_model}
@@ -33,6 +35,16 @@ REFINE_LR=${REFINE_LR:-}
 REFINE2_MINUTES=${REFINE2_MINUTES:-}
 REFINE2_EPOCHS=${REFINE2_EPOCHS:-}
 REFINE2_LR=${REFINE2_LR:-}
+# Optional fine-tuning stage on a second phantom set with bulky tumours (generator --p-bulky): both
+# networks continue from the runs above; set FT_P_BULKY to enable it (FT_* below likewise).
+FT_P_BULKY=${FT_P_BULKY:-}
+FT_PHANTOM_SEED=${FT_PHANTOM_SEED:-$PHANTOM_SEED}
+FT_INITIAL_MINUTES=${FT_INITIAL_MINUTES:-$INITIAL_MINUTES}
+FT_INITIAL_EPOCHS=${FT_INITIAL_EPOCHS:-}
+FT_INITIAL_LR=${FT_INITIAL_LR:-}
+FT_REFINE_MINUTES=${FT_REFINE_MINUTES:-$REFINE_MINUTES}
+FT_REFINE_EPOCHS=${FT_REFINE_EPOCHS:-}
+FT_REFINE_LR=${FT_REFINE_LR:-}
 PY=${PYTHON:-python3}
 TRAIN="$PY -m interactive_refine_training.cli"
 
@@ -53,5 +65,19 @@ if [ -n "$REFINE2_MINUTES" ]; then
     ${REFINE2_EPOCHS:+--max-epochs "$REFINE2_EPOCHS"} ${REFINE2_LR:+--lr "$REFINE2_LR"}
   REFINED="$OUT_DIR/refine2"
 fi
-$TRAIN export --initial "$OUT_DIR/initial" --refine "$REFINED" --out "$PACKAGE" --half \
+INITIAL="$OUT_DIR/initial"
+if [ -n "$FT_P_BULKY" ]; then
+  $TRAIN phantoms --out "$OUT_DIR/phantoms_ft" --n "$N_PHANTOMS" --seed "$FT_PHANTOM_SEED" --shape "$SHAPE" \
+    --spacing "$SPACING" --pet-spacing "$PET_SPACING" --workers "$WORKERS" --p-bulky "$FT_P_BULKY"
+  $TRAIN train --stage initial --data "$OUT_DIR/phantoms_ft" --out "$OUT_DIR/initial_ft" --config "$CONFIG" \
+    --n-folds "$FOLDS" --init-weights "$INITIAL" --max-minutes "$FT_INITIAL_MINUTES" --workers "$WORKERS" \
+    ${FT_INITIAL_EPOCHS:+--max-epochs "$FT_INITIAL_EPOCHS"} ${FT_INITIAL_LR:+--lr "$FT_INITIAL_LR"}
+  $TRAIN train --stage refine --data "$OUT_DIR/phantoms_ft" --out "$OUT_DIR/refine_ft" --config "$CONFIG" \
+    --n-folds "$FOLDS" --initial "$OUT_DIR/initial_ft" --init-weights "$REFINED" \
+    --max-minutes "$FT_REFINE_MINUTES" --workers "$WORKERS" --iterations-per-epoch "$REFINE_ITERATIONS" \
+    ${FT_REFINE_EPOCHS:+--max-epochs "$FT_REFINE_EPOCHS"} ${FT_REFINE_LR:+--lr "$FT_REFINE_LR"}
+  INITIAL="$OUT_DIR/initial_ft"
+  REFINED="$OUT_DIR/refine_ft"
+fi
+$TRAIN export --initial "$INITIAL" --refine "$REFINED" --out "$PACKAGE" --half \
   --name interactive-refine-default

@@ -116,6 +116,8 @@ def _add_commands(sub) -> None:
     p.add_argument("--pet-spacing", type=float, help="PET voxel size in mm (default: the CT grid)")
     p.add_argument("--prefix", default="PH")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--p-bulky", type=float, default=0.0,
+                   help="chance of a bulky tumour (80-450 mL, hot rim, cold core, SUVmax ~7); default 0")
     p.set_defaults(func=cmd_phantoms)
 
     p = sub.add_parser("evaluate", help="simulated-user evaluation of model packages")
@@ -207,7 +209,8 @@ def cmd_phantoms(args) -> dict:
     spacing = (args.spacing,) * 3
     pet_spacing = (args.pet_spacing,) * 3 if args.pet_spacing else None
     ids = phantoms.generate_dataset(args.out, args.n, seed=args.seed, shape=shape, spacing_mm=spacing,
-                                    prefix=args.prefix, workers=args.workers, pet_spacing_mm=pet_spacing)
+                                    prefix=args.prefix, workers=args.workers, pet_spacing_mm=pet_spacing,
+                                    p_bulky=args.p_bulky)
     return {"out": str(args.out), "cases": len(ids), "first": ids[:3]}
 
 

@@ -19,7 +19,8 @@ towards the patient's left, j posterior and k superior (``ijk_to_ras = diag(-sx,
 
 Anatomy is built in millimetres at a realistic size (neck ~100-125 mm wide) and shrunk by
 ``anatomy_scale`` when the field of view is too small for it (auto: ``min(1, FOV/132 mm)``
-in-plane). Tumour volumes are log-uniform in 1-60 mL; the upper end is capped at
+in-plane). Tumour volumes are log-uniform in 1-60 mL (bulky tumours, with probability ``p_bulky``:
+80-450 mL, hot rim and cold core, SUVmax ~7, like the measured thigh sarcoma); the upper end is capped at
 ``max(60 * scale**3, 5 % of the FOV volume)`` for small fields of view (44 mL at 96^3 x 1 mm,
 5.5 mL at 48^3 x 1 mm). The measured SUVmax in the GTVp is targeted log-normal around 10, clipped to 3-25.
 
@@ -42,11 +43,14 @@ from scipy import ndimage
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 
 #: Documented ranges (full anatomical scale); see the module docstring for small fields of view.
 TUMOUR_ML_RANGE = (1.0, 60.0)
 SUVMAX_RANGE = (3.0, 25.0)
+#: Bulky tumours (``p_bulky``): volume, and SUVmax (log-normal around 7, clipped to this range).
+BULKY_ML_RANGE = (80.0, 450.0)
+BULKY_SUVMAX_RANGE = (4.0, 12.0)
 PSF_FWHM_RANGE_MM = (5.0, 7.0)
 
 # Tissue classes of the internal tissue map (index into the per-case HU / SUV tables).
@@ -226,6 +230,7 @@ def generate_case(
     suvmax_range=SUVMAX_RANGE,
     psf_fwhm_mm: float | None = None,
     p_brain: float = 0.45,
+    p_bulky: float = 0.0,
 ) -> PhantomCase:
     """One head-and-neck PET/CT phantom, deterministic by ``seed``.
 
@@ -234,7 +239,10 @@ def generate_case(
     the same field of view; ``None`` keeps it on the CT grid. The label (uint8, CT grid) holds
     0 background, 1 GTVp, 2 GTVn. ``anatomy_scale`` (default: automatic from the field of view)
     shrinks the anatomy; ``psf_fwhm_mm`` defaults to a random 5-7 mm; ``p_brain`` is the chance
-    that the brain sits at the top of the field of view.
+    that the brain sits at the top of the field of view. ``p_bulky`` is the chance of a bulky
+    tumour instead (``BULKY_ML_RANGE``, capped at 15 % of the FOV volume): large, low SUVmax
+    (``BULKY_SUVMAX_RANGE``), a hot heterogeneous rim around a cold necrotic core, free to bulge
+    out of the neck; ``p_bulky=0`` draws exactly the cases of generator 1.0.
     """
     rng = np.random.default_rng(int(seed))
     space = _Space(shape, spacing_mm)
@@ -526,9 +534,13 @@ def generate_case(
 
     # ---- primary tumour (label 1): irregular blob next to the airway wall
     fov_ml = nk * nj * ni * space.voxel_ml
+    bulky = bool(p_bulky > 0 and rng.uniform() < p_bulky)
     lo_ml, hi_ml = tumour_ml_range
     vmax = min(hi_ml, max(hi_ml * s ** 3, 0.05 * fov_ml))
     vmin = min(lo_ml, vmax / 3.0)
+    if bulky:
+        vmax = min(BULKY_ML_RANGE[1], 0.15 * fov_ml)
+        vmin = min(BULKY_ML_RANGE[0], vmax / 2.0)
     target_ml = _loguniform(rng, vmin, vmax)
     r_eq = (3.0 * target_ml * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)  # mm
     margin = 2.0 + 0.6 * r_eq
@@ -550,6 +562,20 @@ def generate_case(
     dist_c = rim + u(0.3, 0.7) * r_eq
     tc = np.array((ax_ + dist_c * math.cos(theta), ay_ + dist_c * math.sin(theta), tz))
     allowed = body & (depth > 3.0 * s) & ~bone & ~aw_core & ~brain_mask & (tis != CSF) & (tis != CORD)
+    t_allowed = allowed
+    if bulky:
+        # a bulky mass fills one side of the neck around the FOV centre and may push out of it
+        # (exophytic); it spares bone, airway and brain (10 mm) and stays 4 mm inside the FOV
+        side = 1.0 if math.cos(theta) >= 0 else -1.0
+        tc = np.array((side * u(0.3, 0.55) * r_eq, u(-0.2, 0.2) * r_eq,
+                       0.5 * (z_top + z_bot) + u(-0.1, 0.1) * fov_z))
+        n_brain = max(1, int(round(10.0 / min(space.spacing_ijk))))
+        near_brain = ndimage.binary_dilation(brain_mask, iterations=n_brain)
+        t_allowed = ~bone & ~aw_core & ~near_brain & (tis != CSF) & (tis != CORD)
+        edge = max(1, int(math.ceil(4.0 / min(space.spacing_ijk))))
+        inner = np.zeros(space.shape, dtype=bool)
+        inner[edge:-edge, edge:-edge, edge:-edge] = True
+        t_allowed &= inner
     n_lobes = int(rng.integers(2, 6))
     lobes = []
     for n in range(n_lobes):
@@ -578,7 +604,7 @@ def generate_case(
         t_sub = tis[tbox]
         hard = bone[tbox] | (t_sub == AIRWAY) | (t_sub == CARTILAGE) | (t_sub == TEETH)
         n_dil = max(1, int(round(2.5 / min(space.spacing_ijk))))
-        ok = allowed[tbox] & ~ndimage.binary_dilation(hard, iterations=n_dil)
+        ok = t_allowed[tbox] & ~ndimage.binary_dilation(hard, iterations=n_dil)
         vals = potential[ok]
         goal_vox = max(1, int(round(target_ml / space.voxel_ml)))
         n_target = goal_vox
@@ -600,14 +626,17 @@ def generate_case(
         sub = tis[tbox]
         # a rim of soft tissue around the tumour (no fat right at its border)
         rim = ndimage.binary_dilation(tm, iterations=max(1, int(round(1.5 / min(space.spacing_ijk)))))
+        if bulky:  # skin over the part outside the neck
+            skin = ndimage.binary_dilation(tm, iterations=max(1, int(round(2.0 / min(space.spacing_ijk)))))
+            sub[skin & (sub == AIR)] = SKIN
         rim &= (sub == FAT) | (sub == LOOSE) | (sub == BROWNFAT)
         sub[rim] = MUSCLE
         sub[tm] = TUMOUR
         t_hetero = _smooth_noise(rng, bshape, space.spacing_kji, max(3.0, 0.3 * r_eq))
         tumour_ml_now = float(tm.sum()) * space.voxel_ml
-        if tumour_ml_now > 8.0 and rng.uniform() < 0.55:
+        if tumour_ml_now > 8.0 and (bulky or rng.uniform() < 0.55):
             edt = ndimage.distance_transform_edt(tm, sampling=space.spacing_kji)
-            core = edt > u(0.45, 0.65) * float(edt.max())
+            core = edt > (u(0.4, 0.6) if bulky else u(0.45, 0.65)) * float(edt.max())
             if core.any():
                 necrotic = True
                 sub[core] = NECROSIS
@@ -638,6 +667,9 @@ def generate_case(
     # ---- an inflamed / physiological focus as hot as the tumour (a distractor), sometimes
     # log-normal around SUVmax 10 (HECKTOR-like spread), clipped to the documented range
     suv_target = float(np.clip(math.exp(rng.normal(math.log(10.0), 0.5)), *suvmax_range))
+    if bulky:
+        suv_target = float(np.clip(math.exp(rng.normal(math.log(7.0), 0.3)), *BULKY_SUVMAX_RANGE))
+        suv *= u(0.45, 0.75)  # limb-like background (the sarcoma case: body SUV p50 ~0.5)
     inflam = None
     if rng.uniform() < 0.25:
         for _try in range(4):
@@ -714,10 +746,15 @@ def generate_case(
         inner = tuple(slice(sl.start - pb.start, sl.stop - pb.start) for sl, pb in zip(tbox, pbox))
         t_act = np.zeros(tuple(sl.stop - sl.start for sl in pbox), np.float32)
         tis_t = tis[tbox]
-        h = np.clip(0.62 + 0.22 * t_hetero, 0.25, 1.0)
+        if bulky:  # more heterogeneous; the necrotic core keeps some uptake
+            h = np.clip(0.5 + 0.25 * t_hetero, 0.2, 1.0)
+            core_rel = u(0.15, 0.3)
+        else:
+            h = np.clip(0.62 + 0.22 * t_hetero, 0.25, 1.0)
+            core_rel = u(0.08, 0.2)
         # rim-enhanced, heterogeneous uptake; a cold necrotic core in some large tumours
         prof = np.where(tis_t == TUMOUR, h, 0.0).astype(np.float32)
-        prof = np.where(tis_t == NECROSIS, u(0.08, 0.2) * (1.0 + 0.3 * t_hetero), prof)
+        prof = np.where(tis_t == NECROSIS, core_rel * (1.0 + 0.3 * t_hetero), prof)
         t_act[inner] = np.where(tumour_mask[tbox], prof, 0.0)
         t_blur = ndimage.gaussian_filter(t_act, blur_sigma, mode="constant", truncate=3.0)
         bg = pet[pbox]
@@ -778,6 +815,7 @@ def generate_case(
         "suvmean": round(suvmean, 3),
         "suvmax_target": round(suv_target, 3),
         "necrotic_core": necrotic,
+        "bulky": bulky,
         "n_nodes": int(len(node_suv)),
         "nodes_ml": round(float(node_mask.sum()) * space.voxel_ml, 3),
         "brain": brain and bool(brain_mask.any()),
@@ -938,4 +976,5 @@ def generate_dataset(
 
 
 __all__ = ["GENERATOR_VERSION", "PhantomCase", "generate_case", "write_case", "generate_dataset",
-           "case_statistics", "CHGJ015_STATS", "TUMOUR_ML_RANGE", "SUVMAX_RANGE"]
+           "case_statistics", "CHGJ015_STATS", "TUMOUR_ML_RANGE", "SUVMAX_RANGE", "BULKY_ML_RANGE",
+           "BULKY_SUVMAX_RANGE"]

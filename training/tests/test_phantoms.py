@@ -57,7 +57,7 @@ def test_volumes_labels_and_meta():
     assert pet.dtype == np.float32 and pet.min() >= 0.0 and np.isfinite(pet).all()
     assert case.ct.array.min() >= -1024 and case.ct.array.max() <= 3071
     meta = case.meta
-    assert meta["seed"] == 1 and meta["generator_version"] == phantoms.GENERATOR_VERSION == "1.0"
+    assert meta["seed"] == 1 and meta["generator_version"] == phantoms.GENERATOR_VERSION == "1.1"
     assert meta["tumour_ml"] == pytest.approx((case.label.array == 1).sum() * 1e-3, abs=1e-3)
     assert meta["suvmax"] == pytest.approx(float(pet[case.label.array == 1].max()), rel=1e-4)
 
@@ -122,6 +122,34 @@ def test_pet_on_its_own_coarser_grid():
     fine = _case(2)
     assert np.array_equal(case.label.array, fine.label.array)
     assert case.pet.array.min() >= 0 and case.meta["suvmax"] > 2.0
+
+
+def test_bulky_tumours_have_a_hot_rim_a_colder_core_and_stay_inside_the_fov():
+    """p_bulky draws large sarcoma-like masses (the measured STS_001: 365 mL, SUVmax 7.9, mean 2.6)."""
+    lo_ml, hi_ml = phantoms.BULKY_ML_RANGE
+    lo_suv, hi_suv = phantoms.BULKY_SUVMAX_RANGE
+    for seed in range(3):
+        case = phantoms.generate_case(seed, shape=(72, 72, 72), spacing_mm=(2.0, 2.0, 2.0), p_bulky=1.0)
+        meta, tumour = case.meta, case.label.array == 1
+        assert meta["bulky"] and meta["necrotic_core"], meta
+        assert 0.95 * lo_ml <= meta["tumour_ml"] <= hi_ml, meta["tumour_ml"]
+        assert 0.8 * lo_suv <= meta["suvmax"] <= 1.2 * hi_suv, meta["suvmax"]
+        assert len(np.unique(ndimage.label(tumour)[0])) == 2  # one connected mass
+        # never cut by the edge of the field of view
+        assert not (tumour[[0, -1]].any() or tumour[:, [0, -1]].any() or tumour[:, :, [0, -1]].any())
+        # heterogeneous: the outer 6 mm are hotter than the deep core, and than the tissue around
+        depth = ndimage.distance_transform_edt(tumour, sampling=2.0)
+        pet = case.pet.array
+        rim, core = tumour & (depth <= 6.0), depth > 0.7 * depth.max()
+        shell = ndimage.binary_dilation(tumour, iterations=4) & ~tumour & (case.ct.array > -300)
+        assert pet[rim].mean() > 1.3 * pet[core].mean(), seed
+        assert pet[rim].mean() > pet[shell].mean(), seed
+        # still CT-isodense with soft tissue
+        assert 10 <= float(np.median(case.ct.array[tumour])) <= 70, seed
+    # the default draws no bulky tumour; a share of them when asked
+    assert not any(_case(s).meta["bulky"] for s in SEEDS)
+    shares = [phantoms.generate_case(s, shape=SMALL, p_bulky=0.5).meta["bulky"] for s in range(10)]
+    assert 2 <= sum(shares) <= 8, shares
 
 
 def test_write_case_hecktor_2022_layout_round_trip(tmp_path):
