@@ -3,13 +3,14 @@
 # phantoms -> initial model -> refinement model -> model package (-> evaluation, see README).
 # The defaults train the paper-size network on one GPU within an ~8-minute budget (planned, not yet run);
 # every setting can be overridden through the environment. The shipped CPU model was made with
-# (README, "The default model"; about 2 h on 2 CPU cores):
+# (README, "The default model"; about 3.5 h on 2 CPU cores):
 #   CONFIG=training/configs/default_model_cpu.json N_PHANTOMS=300 SHAPE=72 SPACING=2 WORKERS=1 \
 #   INITIAL_MINUTES=40 INITIAL_EPOCHS=48 \
 #   REFINE_MINUTES=50 REFINE_EPOCHS=22 REFINE_ITERATIONS=15 REFINE_LR=0.0003 \
 #   REFINE2_MINUTES=55 REFINE2_EPOCHS=22 REFINE2_LR=0.0002 \
 #   FT_P_BULKY=0.3 FT_INITIAL_MINUTES=14 FT_INITIAL_EPOCHS=14 FT_INITIAL_LR=0.0003 \
-#   FT_REFINE_MINUTES=32 FT_REFINE_EPOCHS=22 FT_REFINE_LR=0.0002 bash scripts/train_default_model.sh
+#   FT_REFINE_MINUTES=32 FT_REFINE_EPOCHS=22 FT_REFINE_LR=0.0002 \
+#   FT_REFINE2_MINUTES=42 FT_REFINE2_EPOCHS=26 FT_REFINE2_LR=0.0001 bash scripts/train_default_model.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR=${OUT_DIR:-runs/default_model}
@@ -45,6 +46,10 @@ FT_INITIAL_LR=${FT_INITIAL_LR:-}
 FT_REFINE_MINUTES=${FT_REFINE_MINUTES:-$REFINE_MINUTES}
 FT_REFINE_EPOCHS=${FT_REFINE_EPOCHS:-}
 FT_REFINE_LR=${FT_REFINE_LR:-}
+# ... and an optional second refine run there (a warm restart from the first; FT_REFINE2_MINUTES enables it)
+FT_REFINE2_MINUTES=${FT_REFINE2_MINUTES:-}
+FT_REFINE2_EPOCHS=${FT_REFINE2_EPOCHS:-}
+FT_REFINE2_LR=${FT_REFINE2_LR:-}
 PY=${PYTHON:-python3}
 TRAIN="$PY -m interactive_refine_training.cli"
 
@@ -78,6 +83,13 @@ if [ -n "$FT_P_BULKY" ]; then
     ${FT_REFINE_EPOCHS:+--max-epochs "$FT_REFINE_EPOCHS"} ${FT_REFINE_LR:+--lr "$FT_REFINE_LR"}
   INITIAL="$OUT_DIR/initial_ft"
   REFINED="$OUT_DIR/refine_ft"
+  if [ -n "$FT_REFINE2_MINUTES" ]; then
+    $TRAIN train --stage refine --data "$OUT_DIR/phantoms_ft" --out "$OUT_DIR/refine_ft2" --config "$CONFIG" \
+      --n-folds "$FOLDS" --initial "$INITIAL" --init-weights "$REFINED" \
+      --max-minutes "$FT_REFINE2_MINUTES" --workers "$WORKERS" --iterations-per-epoch "$REFINE_ITERATIONS" \
+      ${FT_REFINE2_EPOCHS:+--max-epochs "$FT_REFINE2_EPOCHS"} ${FT_REFINE2_LR:+--lr "$FT_REFINE2_LR"}
+    REFINED="$OUT_DIR/refine_ft2"
+  fi
 fi
 $TRAIN export --initial "$INITIAL" --refine "$REFINED" --out "$PACKAGE" --half \
   --name interactive-refine-default

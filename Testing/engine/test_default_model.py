@@ -39,7 +39,7 @@ def test_the_shipped_model_is_the_default_and_its_card_is_complete(card):
     held_out = trained_on["held_out_evaluation_seeds"]
     assert held_out[0] > last  # evaluation phantoms never met in training
     assert "recipe" in card["compute"] and "scripts/train_default_model.sh" in card["compute"]["recipe"]
-    for name, cases in (("heldout_phantoms", 6), ("real_cases", 2)):
+    for name, cases in (("heldout_phantoms", 6), ("heldout_bulky_phantoms", 4), ("real_cases", 2)):
         metrics = card["metrics"][name]
         assert len(metrics["cases"]) == cases and metrics["seeds"] == 3
         assert len(metrics["dice_per_click"]) == len(metrics["hd95_mm_per_click"]) == 11

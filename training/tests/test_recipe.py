@@ -1,6 +1,6 @@
 """The default model's recipe (``scripts/train_default_model.sh``) runs end to end at tiny scale,
 with every optional stage of the shipped model: the second refine run and the fine-tuning
-stage on bulky-tumour phantoms, and its package records that history."""
+stage on bulky-tumour phantoms (two refine runs), and its package records that history."""
 from __future__ import annotations
 
 import json
@@ -24,7 +24,7 @@ def test_recipe_with_every_stage_exports_the_fine_tuned_networks(tmp_path):
         "INITIAL_MINUTES": "2", "INITIAL_EPOCHS": "1", "REFINE_MINUTES": "2", "REFINE_EPOCHS": "1",
         "REFINE_ITERATIONS": "2", "REFINE2_MINUTES": "2", "REFINE2_EPOCHS": "1",
         "FT_P_BULKY": "0.5", "FT_PHANTOM_SEED": "2000", "FT_INITIAL_EPOCHS": "1", "FT_REFINE_EPOCHS": "1",
-        "FT_REFINE_LR": "0.0001",
+        "FT_REFINE_LR": "0.0001", "FT_REFINE2_MINUTES": "2", "FT_REFINE2_EPOCHS": "1",
     }
     done = subprocess.run(["bash", str(ROOT / "scripts" / "train_default_model.sh")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
@@ -37,7 +37,8 @@ def test_recipe_with_every_stage_exports_the_fine_tuned_networks(tmp_path):
     # the package holds the fine-tuned networks, each started from the stage before it
     assert training["initial"][0]["run"] == str(out / "initial_ft")
     assert training["initial"][0]["init_weights"] == str(out / "initial")
-    assert training["refine"][0]["run"] == str(out / "refine_ft")
-    assert training["refine"][0]["init_weights"] == str(out / "refine2")
+    assert training["refine"][0]["run"] == str(out / "refine_ft2")
+    assert training["refine"][0]["init_weights"] == str(out / "refine_ft")
     assert training["phantoms"]["parameters"]["p_bulky"] == 0.5
-    assert training["refine"][0]["protocol"]["optimization"]["lr"] == 0.0001
+    first_ft = json.loads((out / "refine_ft" / "summary.json").read_text())
+    assert first_ft["init_weights"] == str(out / "refine2")
