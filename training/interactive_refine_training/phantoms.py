@@ -213,6 +213,11 @@ def _tissue_tables(rng) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     return hu, hu_tex, suv, suv_tex
 
 
+def _check_probability(name: str, value) -> None:
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+
+
 def _auto_scale(shape_kji, spacing_ijk) -> float:
     half = min(shape_kji[2] * spacing_ijk[0], shape_kji[1] * spacing_ijk[1]) / 2.0
     return float(np.clip(half / 66.0, 0.3, 1.0))
@@ -244,6 +249,7 @@ def generate_case(
     (``BULKY_SUVMAX_RANGE``), a hot heterogeneous rim around a cold necrotic core, free to bulge
     out of the neck; ``p_bulky=0`` draws exactly the cases of generator 1.0.
     """
+    _check_probability("p_bulky", p_bulky)
     rng = np.random.default_rng(int(seed))
     space = _Space(shape, spacing_mm)
     nk, nj, ni = space.shape
@@ -573,9 +579,9 @@ def generate_case(
         near_brain = ndimage.binary_dilation(brain_mask, iterations=n_brain)
         t_allowed = ~bone & ~aw_core & ~near_brain & (tis != CSF) & (tis != CORD)
         edge = max(1, int(math.ceil(4.0 / min(space.spacing_ijk))))
-        inner = np.zeros(space.shape, dtype=bool)
-        inner[edge:-edge, edge:-edge, edge:-edge] = True
-        t_allowed &= inner
+        inside_fov = np.zeros(space.shape, dtype=bool)
+        inside_fov[edge:-edge, edge:-edge, edge:-edge] = True
+        t_allowed &= inside_fov
     n_lobes = int(rng.integers(2, 6))
     lobes = []
     for n in range(n_lobes):
@@ -950,6 +956,9 @@ def generate_dataset(
     Case ids are ``<prefix>-000``, ``<prefix>-001``, ... Extra keyword arguments go to
     :func:`generate_case`. ``workers > 1`` generates in parallel processes (same output).
     """
+    for name in ("p_bulky", "p_brain"):
+        if name in kwargs:
+            _check_probability(name, kwargs[name])  # before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     params = {"shape": tuple(int(n) for n in shape), "spacing_mm": tuple(float(v) for v in spacing_mm),

@@ -150,6 +150,16 @@ def test_bulky_tumours_have_a_hot_rim_a_colder_core_and_stay_inside_the_fov():
     assert not any(_case(s).meta["bulky"] for s in SEEDS)
     shares = [phantoms.generate_case(s, shape=SMALL, p_bulky=0.5).meta["bulky"] for s in range(10)]
     assert 2 <= sum(shares) <= 8, shares
+    with pytest.raises(ValueError, match="p_bulky must be a probability"):
+        phantoms.generate_case(0, shape=SMALL, p_bulky=1.5)
+
+
+def test_a_bad_bulky_share_is_refused_before_anything_is_written(tmp_path, capsys):
+    from interactive_refine_training.cli import main
+
+    assert main(["phantoms", "--out", str(tmp_path / "ph"), "--n", "2", "--p-bulky", "-0.2"]) == 2
+    assert "p_bulky must be a probability in [0, 1], got -0.2" in capsys.readouterr().err
+    assert not (tmp_path / "ph").exists()
 
 
 def test_write_case_hecktor_2022_layout_round_trip(tmp_path):
