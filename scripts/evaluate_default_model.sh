@@ -22,15 +22,23 @@ PY=${PYTHON:-python3}
 TRAIN="$PY -m interactive_refine_training.cli"
 mkdir -p "$OUT_DIR"
 
-$TRAIN phantoms --out "$OUT_DIR/heldout_phantoms" --n "$N_HELDOUT" --seed 900000 --shape "$SHAPE" \
-  --spacing "$SPACING" --pet-spacing 4 --prefix HO
-$TRAIN evaluate --model "default=$MODEL" --data "$OUT_DIR/heldout_phantoms" --clicks 10 --seeds 3 \
-  "${EXTRA[@]}" --out "$OUT_DIR/phantoms"
+# evaluate DATA OUT: the card's protocol (0-10 clicks x 3 seeds)
+evaluate() {
+  $TRAIN evaluate --model "default=$MODEL" --data "$1" --clicks 10 --seeds 3 "${EXTRA[@]}" --out "$2"
+}
+# heldout OUT N SEED PREFIX [options]: phantoms never used in training
+heldout() {
+  local out=$1 n=$2 seed=$3 prefix=$4
+  shift 4
+  $TRAIN phantoms --out "$out" --n "$n" --seed "$seed" --shape "$SHAPE" --spacing "$SPACING" \
+    --pet-spacing 4 --prefix "$prefix" "$@"
+}
+
+heldout "$OUT_DIR/heldout_phantoms" "$N_HELDOUT" 900000 HO
+evaluate "$OUT_DIR/heldout_phantoms" "$OUT_DIR/phantoms"
 if [ "$N_HELDOUT_BULKY" -gt 0 ]; then
-  $TRAIN phantoms --out "$OUT_DIR/heldout_bulky_phantoms" --n "$N_HELDOUT_BULKY" --seed 910000 \
-    --shape "$SHAPE" --spacing "$SPACING" --pet-spacing 4 --prefix HB --p-bulky 1
-  $TRAIN evaluate --model "default=$MODEL" --data "$OUT_DIR/heldout_bulky_phantoms" --clicks 10 --seeds 3 \
-    "${EXTRA[@]}" --out "$OUT_DIR/bulky_phantoms"
+  heldout "$OUT_DIR/heldout_bulky_phantoms" "$N_HELDOUT_BULKY" 910000 HB --p-bulky 1
+  evaluate "$OUT_DIR/heldout_bulky_phantoms" "$OUT_DIR/bulky_phantoms"
 fi
 if [ -d "$DATA/hecktor2020_chgj015" ]; then
   cat > "$OUT_DIR/real_cases.csv" <<CSV
@@ -38,8 +46,7 @@ id,ct,pet,label
 CHGJ015,$DATA/hecktor2020_chgj015/CHGJ015_ct.nii.gz,$DATA/hecktor2020_chgj015/CHGJ015_pt.nii.gz,$DATA/hecktor2020_chgj015/CHGJ015_ct_gtvt.nii.gz
 STS_001,$DATA/sts_petct/hecktor_layout/STS_001/STS_001__CT.nii.gz,$DATA/sts_petct/hecktor_layout/STS_001/STS_001__PT.nii.gz,$DATA/sts_petct/hecktor_layout/STS_001/STS_001.nii.gz
 CSV
-  $TRAIN evaluate --model "default=$MODEL" --data "$OUT_DIR/real_cases.csv" --clicks 10 --seeds 3 \
-    "${EXTRA[@]}" --out "$OUT_DIR/real"
+  evaluate "$OUT_DIR/real_cases.csv" "$OUT_DIR/real"
 else
   echo "real cases not found under $DATA: set INTERACTIVE_REFINE_DATA" >&2
 fi

@@ -53,41 +53,44 @@ FT_REFINE2_LR=${FT_REFINE2_LR:-}
 PY=${PYTHON:-python3}
 TRAIN="$PY -m interactive_refine_training.cli"
 
-$TRAIN phantoms --out "$OUT_DIR/phantoms" --n "$N_PHANTOMS" --seed "$PHANTOM_SEED" --shape "$SHAPE" \
-  --spacing "$SPACING" --pet-spacing "$PET_SPACING" --workers "$WORKERS"
-$TRAIN train --stage initial --data "$OUT_DIR/phantoms" --out "$OUT_DIR/initial" --config "$CONFIG" \
-  --n-folds "$FOLDS" --max-minutes "$INITIAL_MINUTES" --workers "$WORKERS" \
-  ${INITIAL_EPOCHS:+--max-epochs "$INITIAL_EPOCHS"}
-$TRAIN train --stage refine --data "$OUT_DIR/phantoms" --out "$OUT_DIR/refine" --config "$CONFIG" \
-  --n-folds "$FOLDS" --initial "$OUT_DIR/initial" --max-minutes "$REFINE_MINUTES" --workers "$WORKERS" \
-  --iterations-per-epoch "$REFINE_ITERATIONS" ${REFINE_EPOCHS:+--max-epochs "$REFINE_EPOCHS"} \
-  ${REFINE_LR:+--lr "$REFINE_LR"}
+# phantoms OUT SEED [options]
+phantoms() {
+  local out=$1 seed=$2
+  shift 2
+  $TRAIN phantoms --out "$out" --n "$N_PHANTOMS" --seed "$seed" --shape "$SHAPE" --spacing "$SPACING" \
+    --pet-spacing "$PET_SPACING" --workers "$WORKERS" "$@"
+}
+# train STAGE DATA OUT MINUTES EPOCHS LR [options]  (empty EPOCHS / LR: the config's)
+train() {
+  local stage=$1 data=$2 out=$3 minutes=$4 epochs=$5 lr=$6
+  shift 6
+  $TRAIN train --stage "$stage" --data "$data" --out "$out" --config "$CONFIG" --n-folds "$FOLDS" \
+    --max-minutes "$minutes" --workers "$WORKERS" ${epochs:+--max-epochs "$epochs"} ${lr:+--lr "$lr"} "$@"
+}
+REFINE_OPTS=(--iterations-per-epoch "$REFINE_ITERATIONS")
+
+phantoms "$OUT_DIR/phantoms" "$PHANTOM_SEED"
+train initial "$OUT_DIR/phantoms" "$OUT_DIR/initial" "$INITIAL_MINUTES" "$INITIAL_EPOCHS" ""
+INITIAL="$OUT_DIR/initial"
+train refine "$OUT_DIR/phantoms" "$OUT_DIR/refine" "$REFINE_MINUTES" "$REFINE_EPOCHS" "$REFINE_LR" \
+  --initial "$INITIAL" "${REFINE_OPTS[@]}"
 REFINED="$OUT_DIR/refine"
 if [ -n "$REFINE2_MINUTES" ]; then
-  $TRAIN train --stage refine --data "$OUT_DIR/phantoms" --out "$OUT_DIR/refine2" --config "$CONFIG" \
-    --n-folds "$FOLDS" --initial "$OUT_DIR/initial" --init-weights "$OUT_DIR/refine" \
-    --max-minutes "$REFINE2_MINUTES" --workers "$WORKERS" --iterations-per-epoch "$REFINE_ITERATIONS" \
-    ${REFINE2_EPOCHS:+--max-epochs "$REFINE2_EPOCHS"} ${REFINE2_LR:+--lr "$REFINE2_LR"}
+  train refine "$OUT_DIR/phantoms" "$OUT_DIR/refine2" "$REFINE2_MINUTES" "$REFINE2_EPOCHS" "$REFINE2_LR" \
+    --initial "$INITIAL" --init-weights "$REFINED" "${REFINE_OPTS[@]}"
   REFINED="$OUT_DIR/refine2"
 fi
-INITIAL="$OUT_DIR/initial"
 if [ -n "$FT_P_BULKY" ]; then
-  $TRAIN phantoms --out "$OUT_DIR/phantoms_ft" --n "$N_PHANTOMS" --seed "$FT_PHANTOM_SEED" --shape "$SHAPE" \
-    --spacing "$SPACING" --pet-spacing "$PET_SPACING" --workers "$WORKERS" --p-bulky "$FT_P_BULKY"
-  $TRAIN train --stage initial --data "$OUT_DIR/phantoms_ft" --out "$OUT_DIR/initial_ft" --config "$CONFIG" \
-    --n-folds "$FOLDS" --init-weights "$INITIAL" --max-minutes "$FT_INITIAL_MINUTES" --workers "$WORKERS" \
-    ${FT_INITIAL_EPOCHS:+--max-epochs "$FT_INITIAL_EPOCHS"} ${FT_INITIAL_LR:+--lr "$FT_INITIAL_LR"}
-  $TRAIN train --stage refine --data "$OUT_DIR/phantoms_ft" --out "$OUT_DIR/refine_ft" --config "$CONFIG" \
-    --n-folds "$FOLDS" --initial "$OUT_DIR/initial_ft" --init-weights "$REFINED" \
-    --max-minutes "$FT_REFINE_MINUTES" --workers "$WORKERS" --iterations-per-epoch "$REFINE_ITERATIONS" \
-    ${FT_REFINE_EPOCHS:+--max-epochs "$FT_REFINE_EPOCHS"} ${FT_REFINE_LR:+--lr "$FT_REFINE_LR"}
+  phantoms "$OUT_DIR/phantoms_ft" "$FT_PHANTOM_SEED" --p-bulky "$FT_P_BULKY"
+  train initial "$OUT_DIR/phantoms_ft" "$OUT_DIR/initial_ft" "$FT_INITIAL_MINUTES" "$FT_INITIAL_EPOCHS" \
+    "$FT_INITIAL_LR" --init-weights "$INITIAL"
   INITIAL="$OUT_DIR/initial_ft"
+  train refine "$OUT_DIR/phantoms_ft" "$OUT_DIR/refine_ft" "$FT_REFINE_MINUTES" "$FT_REFINE_EPOCHS" \
+    "$FT_REFINE_LR" --initial "$INITIAL" --init-weights "$REFINED" "${REFINE_OPTS[@]}"
   REFINED="$OUT_DIR/refine_ft"
   if [ -n "$FT_REFINE2_MINUTES" ]; then
-    $TRAIN train --stage refine --data "$OUT_DIR/phantoms_ft" --out "$OUT_DIR/refine_ft2" --config "$CONFIG" \
-      --n-folds "$FOLDS" --initial "$INITIAL" --init-weights "$REFINED" \
-      --max-minutes "$FT_REFINE2_MINUTES" --workers "$WORKERS" --iterations-per-epoch "$REFINE_ITERATIONS" \
-      ${FT_REFINE2_EPOCHS:+--max-epochs "$FT_REFINE2_EPOCHS"} ${FT_REFINE2_LR:+--lr "$FT_REFINE2_LR"}
+    train refine "$OUT_DIR/phantoms_ft" "$OUT_DIR/refine_ft2" "$FT_REFINE2_MINUTES" "$FT_REFINE2_EPOCHS" \
+      "$FT_REFINE2_LR" --initial "$INITIAL" --init-weights "$REFINED" "${REFINE_OPTS[@]}"
     REFINED="$OUT_DIR/refine_ft2"
   fi
 fi
