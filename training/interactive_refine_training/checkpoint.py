@@ -18,6 +18,9 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+#: Working geometry: may differ between a fine-tuning run and the weights it starts from.
+GEOMETRY_KEYS = ("roi_size_vox", "spacing_mm")
+
 LATEST = "checkpoint_latest.pt"
 BEST = "checkpoint_best.pt"
 
@@ -96,13 +99,17 @@ def load_initial_networks(source: str | os.PathLike, config: dict, device) -> li
 def load_stage_weights(source: str | os.PathLike, trainer: str, stage: str, config: dict) -> dict:
     """The float32 ``state_dict`` a run of ``trainer`` (network layout ``stage``) starts from:
     a run folder or checkpoint of the same trainer, or a model package (its first ``stage``
-    member). Network and preprocessing must match ``config``."""
+    member). Network, image channels and intensity preset must match ``config``; the working
+    geometry may differ (the networks are fully convolutional: fine-tuning a 2 mm, 72^3 model at
+    1 mm, 144^3 is a choice, logged as a warning)."""
     from InteractiveRefineLib.model_package import CARD_NAME, load_model_package
 
     source = Path(source)
     if (source / CARD_NAME).is_file():
         package = load_model_package(source)
-        _check_package_matches(package.card, config, source)
+        pre = package.card["preprocessing"]
+        _check_same(pre, config["data"], source, ("image_channels", "intensity_preset"))
+        _warn_geometry(pre, config["data"], source)
         card_network = {k: v for k, v in package.card["network"].items() if k != "architecture"}
         wanted = {k: config["network"][k] for k in card_network if k in config["network"]}
         if {k: _normal(v) for k, v in wanted.items()} != {k: _normal(card_network[k]) for k in wanted}:
@@ -114,8 +121,8 @@ def load_stage_weights(source: str | os.PathLike, trainer: str, stage: str, conf
         run = load_run(source)
         if run.trainer != trainer:
             raise ValueError(f"{source} is a {run.trainer!r} run; this is a {trainer!r} run")
-        _check_same(run.config["data"], config["data"], source, ("roi_size_vox", "spacing_mm",
-                    "intensity_preset", "image_channels"))
+        _check_same(run.config["data"], config["data"], source, ("intensity_preset", "image_channels"))
+        _warn_geometry(run.config["data"], config["data"], source)
         state = run.state_dict
     return {k: v.detach().float().clone() if v.is_floating_point() else v.clone() for k, v in state.items()}
 
@@ -129,6 +136,13 @@ def _check_same(a: dict, b: dict, source, keys) -> None:
     for key in keys:
         if _normal(a[key]) != _normal(b[key]):
             raise ValueError(f"{source}: data.{key} is {a[key]!r} but this run uses {b[key]!r}")
+
+
+def _warn_geometry(source_data: dict, data: dict, source) -> None:
+    for key in GEOMETRY_KEYS:
+        if _normal(source_data[key]) != _normal(data[key]):
+            logger.warning("fine-tuning across geometry: %s has %s %s, this run %s", source, key,
+                           source_data[key], data[key])
 
 
 def _check_package_matches(card: dict, config: dict, source) -> None:

@@ -179,6 +179,31 @@ def test_fine_tuning_starts_from_a_packages_weights(package, tmp_path, capsys):
     assert "is a 'initial' run; this is a 'refine' run" in capsys.readouterr().err
 
 
+def test_fine_tuning_may_change_the_geometry_but_not_the_intensities(package, tmp_path, caplog, capsys):
+    """Fine-tuning a 48^3 package at 40^3 and 1.5 mm (the networks are fully convolutional) is a
+    choice the log warns about, and the weights still load exactly; a package made for another
+    intensity preset is refused before anything is written."""
+    out = tmp_path / "regrid"
+    with caplog.at_level("WARNING", logger="interactive_refine_training.checkpoint"):
+        train_cli("--stage", "initial", "--data", str(phantom_data()), "--out", str(out), "--roi", "40",
+                  "--set", "data.spacing_mm=[1.5,1.5,1.5]", "--init-weights", str(package),
+                  "--lr", "0", "--max-epochs", "1")
+    warnings = [r.getMessage() for r in caplog.records if "fine-tuning across geometry" in r.getMessage()]
+    assert any("roi_size_vox [48, 48, 48], this run [40, 40, 40]" in w for w in warnings), warnings
+    assert any("spacing_mm" in w for w in warnings), warnings
+    run = load_run(out)
+    expected = load_model_package(package).networks["initial"][0].state_dict()
+    for name, value in expected.items():
+        assert torch.equal(run.state_dict[name].float(), value.float()), name
+    bad = tmp_path / "bad_preset"
+    code = main(["-q", "train", "--config", str(TINY_CONFIG), "--cache-dir", str(cache_dir()),
+                 "--stage", "initial", "--data", str(phantom_data()), "--out", str(bad),
+                 "--set", "data.intensity_preset=clinical", "--init-weights", str(package)])
+    assert code == 2
+    assert "data.intensity_preset is '2sicr' but this run uses 'clinical'" in capsys.readouterr().err
+    assert not (bad / "checkpoint_latest.pt").exists()
+
+
 def test_export_keeps_a_packages_initial_model_and_replaces_its_refine_model(package, refine_run, tmp_path):
     """``export --initial PACKAGE --refine RUN``: the initial member and its card record are the
     package's, bit for bit; the refine member is the run's."""
