@@ -22,7 +22,10 @@ Refinement modes (``refine_mode``; ``add_click(..., mode=...)`` overrides it per
   instance norm's statistics are kept exact for each click's full-ROI input (``fast_norm=
   "tracked"``), the deeper ones come from a full-ROI calibration pass that :meth:`initial` runs
   once; everything outside the window stays as it was, and only the CT voxels under the window
-  are re-mapped. ~0.5 s per click on 2 CPU cores for the paper's 144^3.
+  are re-mapped. ~0.5 s per click on 2 CPU cores for the paper's 144^3. Except on the first
+  click after the initial state: there the outside takes the calibration pass's output (the
+  refine network's prediction with no click), which is what a full-ROI pass gives far from the
+  click, since the refine network also corrects the initial model's mask where nobody clicked.
 - ``"auto"`` (default): fast on the CPU when the ROI has more than :data:`FAST_AUTO_MIN_VOXELS`
   voxels (the paper's 144^3: a full pass takes seconds there), full otherwise and on CUDA (the
   shipped 72^3 model refines its whole ROI in ~0.3 s on 2 CPU cores, exactly).
@@ -186,6 +189,8 @@ class RefinementSession:
         self._ct_box_grid: Grid | None = None
         self._history: list[_State] = []
         self._window_nets = None  # per refine member: the fast path's network copy
+        #: the calibration pass's probability (refine network, no click; float16 ROI), or None
+        self._far_field = None
 
     @property
     def refine_mode(self) -> str:
@@ -444,15 +449,17 @@ class RefinementSession:
         x = self._refine_input(self._history[0].probability, (), [], self._whole())
 
         def record(inputs):
-            recorded = []
+            recorded, total = [], None
             for net in self._networks["refine"]:
                 stats = {}
                 with fast_refine.record_norm_stats(net, stats):
-                    net(inputs)
+                    prob = torch_sigmoid(net(inputs))
+                total = prob if total is None else total + prob
                 recorded.append(stats)
-            return recorded
+            mean = (total / len(recorded))[0, 0]
+            return recorded, mean.float().cpu().numpy().astype(np.float16)
 
-        recorded = self._guarded(record, x)
+        recorded, self._far_field = self._guarded(record, x)
         # "tracked": the first norm stays a separate module whose statistics each click sets.
         unfolded = [(name,) if self.fast_norm == "tracked" else () for name, _ in self._first_norms()]
         self._window_nets = [
@@ -478,6 +485,7 @@ class RefinementSession:
         timings = {"model_s": t1 - t0, "backmap_s": t2 - t1, "total_s": t2 - t0}
         self._history = [_State((), (), probability, ct_mask, timings)]
         self._window_nets = None
+        self._far_field = None
         if self.device.type == "cuda" and self.refine_mode == "full":
             # One refine pass now (cuDNN tuning, kernel loading) so that the first click is as fast
             # as the others; its output is discarded.
@@ -578,19 +586,22 @@ class RefinementSession:
         window_probability = self._predict("refine", x, window=True)
         t2 = time.perf_counter()
         weights = fast_refine.blend_weights(box, self.grid.shape, self.fast_margin)
-        previous = state.probability[box].astype(np.float32)
-        probability = state.probability.copy()
-        probability[box] = weights * window_probability + (1.0 - weights) * previous
+        # The first click after the initial state: outside the window, the refine network's own
+        # no-click prediction (the calibration pass's output) replaces the initial model's.
+        far = self._far_field if state is self._history[0] else None
+        base = state.probability if far is None else far
+        probability = base.copy()
+        probability[box] = weights * window_probability + (1.0 - weights) * base[box].astype(np.float32)
         removed_box, removed = self._remove_rejected(probability, rejections, indices, positives, state)
-        changed = box
+        changed = box if far is None else self._whole()
         if removed_box is not None:  # a removed region may reach outside the window: it changed too
             changed = tuple(
-                slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(box, removed_box)
+                slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(changed, removed_box)
             )
         ct_mask = self._to_ct(probability, state, changed)
         t3 = time.perf_counter()
         moments = None
-        if self.fast_norm == "tracked":  # the new state's statistics: the probability changed in `changed`
+        if self.fast_norm == "tracked" and far is None:  # the probability changed in `changed` only
             moments = self._moments_after(
                 click_moments, state.probability, indices, positives, probability, indices, positives,
                 changed,
