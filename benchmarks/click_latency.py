@@ -246,7 +246,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--modes", default="full,fast", help="comma-separated: full, fast")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
-    p.add_argument("--window", type=int, default=None, help="fast window edge (default: the engine's)")
+    p.add_argument("--window", type=int, default=None,
+                   help="fast window edge (default: the model card's, else the engine's)")
     p.add_argument("--margin", type=int, default=None, help="fast blending margin (default: the engine's)")
     p.add_argument("--fast-norm", default="tracked", choices=["tracked", "frozen", "window"],
                    help="fast-path normalisation statistics (default: the engine's, tracked)")
@@ -287,7 +288,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     session = RefinementSession(
         package, device=args.device, refine_mode="fast" if "fast" in args.modes else "full",
-        fast_window=args.window or fast_refine.DEFAULT_WINDOW,
+        fast_window=args.window,
         fast_margin=fast_refine.DEFAULT_MARGIN if args.margin is None else args.margin,
         fast_norm=args.fast_norm, region_removal=args.region_removal, amp=args.amp,
         cudnn_benchmark=args.cudnn_benchmark,

@@ -35,6 +35,17 @@ def parse_triplet(text: str, what: str) -> tuple[float, float, float]:
     return values
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def parse_click(text: str) -> tuple[tuple[float, float, float], bool]:
     """``+R,A,S`` -> (ras, True); ``-R,A,S`` -> (ras, False)."""
     if not text or text[0] not in "+-":
@@ -68,7 +79,7 @@ def _session(args, ct_path, pet_path):
     if package.needs_pet and pet is None:
         raise InteractiveRefineError("this model needs --pet")
     session = RefinementSession(package, device=args.device, refine_mode=args.refine_mode,
-                                region_removal=not args.no_region_removal)
+                                fast_window=args.fast_window, region_removal=not args.no_region_removal)
     center = parse_triplet(args.roi_center, "--roi-center") if args.roi_center else None
     session.set_image(ct, pet, roi_center_ras=center)
     return session
@@ -156,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="auto: a window around the click on the CPU for ROIs above 96^3 (the paper's "
                             "144^3), else the whole ROI; "
                             "full: always the whole ROI (the paper's method)")
+        p.add_argument("--fast-window", type=positive_int, default=None, metavar="N",
+                       help="edge in voxels of the fast path's window (default: the model card's "
+                            "fast_path.window_vox, else 64)")
         p.add_argument("--no-region-removal", action="store_true", help=NO_REGION_REMOVAL_HELP)
 
     seg = sub.add_parser("segment", help="segment, apply clicks, write the mask on the CT grid")

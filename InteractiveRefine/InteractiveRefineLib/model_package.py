@@ -120,6 +120,9 @@ def validate_card(card: dict, source: str = CARD_NAME) -> None:
         raise ModelPackageError(
             f"{source}: image_channels must be ['ct'] or ['ct', 'pet'], got {pre['image_channels']}"
         )
+    window = card.get("fast_path", {}).get("window_vox")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+        raise ModelPackageError(f"{source}: fast_path.window_vox must be a positive integer, got {window!r}")
     for stage in STAGES:
         members = card["members"].get(stage)
         if not members:
@@ -152,6 +155,13 @@ class ModelPackage:
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
         return tuple(float(v) for v in self.card["preprocessing"]["spacing_mm"])
+
+    @property
+    def fast_window_vox(self) -> int | None:
+        """The CPU fast path's window edge the package's author chose for its network (optional
+        card field ``fast_path.window_vox``: the largest window whose pass stays interactive), or
+        None for the engine's default."""
+        return self.card.get("fast_path", {}).get("window_vox")
 
     @property
     def intensity_preset(self) -> str:

@@ -119,8 +119,9 @@ class RefinementSession:
         package: a loaded :class:`ModelPackage`, a package folder, or None for the default model.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
         refine_mode: ``"auto"`` (fast on the CPU for ROIs above 96^3, else full), ``"full"`` or ``"fast"``.
-        fast_window: edge (voxels) of the fast path's cubic window; 64 keeps a click under a
-            second on 2 CPU cores (module :mod:`.fast_refine` has the measurements).
+        fast_window: edge (voxels) of the fast path's cubic window; None (default): the model
+            card's ``fast_path.window_vox``, else 64, which keeps a click of the paper's network
+            under a second on 2 CPU cores (module :mod:`.fast_refine` has the measurements).
         fast_margin: voxels of linear blending on the window's faces inside the ROI.
         fast_norm: ``"tracked"`` (default: the first instance norm's statistics are kept exact
             for the current input, the deeper ones come from the full-ROI calibration pass),
@@ -138,7 +139,7 @@ class RefinementSession:
         package: ModelPackage | str | None = None,
         device: str = "auto",
         refine_mode: str = "auto",
-        fast_window: int = fast_refine.DEFAULT_WINDOW,
+        fast_window: int | None = None,
         fast_margin: int = fast_refine.DEFAULT_MARGIN,
         fast_norm: str = "tracked",
         region_removal: bool = True,
@@ -151,12 +152,14 @@ class RefinementSession:
             raise ValueError(f"refine_mode must be one of {REFINE_MODES}, got {refine_mode!r}")
         if fast_norm not in FAST_NORMS:
             raise ValueError(f"fast_norm must be one of {FAST_NORMS}, got {fast_norm!r}")
-        if int(fast_window) < 1 or int(fast_margin) < 0:
+        if (fast_window is not None and int(fast_window) < 1) or int(fast_margin) < 0:
             raise ValueError(
                 f"fast_window must be >= 1 and fast_margin >= 0, got {fast_window} and {fast_margin}"
             )
         if not isinstance(package, ModelPackage):
             package = load_model_package(package)
+        if fast_window is None:
+            fast_window = package.fast_window_vox or fast_refine.DEFAULT_WINDOW
         self.package = package
         self.device = resolve_device(device)
         self._refine_mode = refine_mode

@@ -59,6 +59,17 @@ def test_segment_bad_input_writes_nothing(tiny_package_dir, tmp_path, capsys, ex
     assert not out.exists()
 
 
+def test_a_fast_window_that_is_not_a_positive_integer_is_refused(tiny_package_dir, tmp_path, capsys):
+    ct, pet, _ = _sts_paths()
+    out = tmp_path / "mask.nii.gz"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["segment", "--ct", ct, "--pet", pet, "--model", str(tiny_package_dir), "--device", "cpu",
+              "--out", str(out), "--refine-mode", "fast", "--fast-window", "0"])
+    assert exit_info.value.code == 2
+    assert "--fast-window: expected a positive integer, got '0'" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_segment_missing_file_is_named(tiny_package_dir, tmp_path, capsys):
     rc = main(["segment", "--ct", str(tmp_path / "no_ct.nii.gz"), "--pet", str(tmp_path / "x.nii.gz"),
                "--model", str(tiny_package_dir), "--out", str(tmp_path / "m.nii.gz")])

@@ -89,6 +89,29 @@ def test_auto_mode_is_fast_on_the_cpu_for_large_rois_only(package64, image, tmp_
     assert RefinementSession(large, device="cpu", refine_mode="full").refine_mode == "full"
 
 
+def test_a_package_can_choose_its_fast_window_and_a_bad_choice_is_refused(package64, image, tmp_path):
+    """The card's ``fast_path.window_vox`` sets the window (an explicit ``fast_window`` wins);
+    a window that is not a positive integer is refused when the package loads."""
+    import json
+
+    from InteractiveRefineLib.errors import ModelPackageError
+    from InteractiveRefineLib.model_package import CARD_NAME, create_random_model_package, load_model_package
+
+    folder = create_random_model_package(tmp_path / "w48", network=TINY_NETWORK, roi_size_vox=ROI, seed=1)
+    card = json.loads((folder / CARD_NAME).read_text())
+    card["fast_path"] = {"window_vox": 48}
+    (folder / CARD_NAME).write_text(json.dumps(card))
+    session = _session(load_model_package(folder), image, refine_mode="fast", fast_window=None)
+    result = session.add_click(_ras(session, CLICKS[0][0]), True)
+    assert session.fast_window == 48 and all(b - a == 48 for a, b in result.window)
+    assert RefinementSession(load_model_package(folder), device="cpu", fast_window=32).fast_window == 32
+    for bad in (0, "64", 12.5):
+        card["fast_path"] = {"window_vox": bad}
+        (folder / CARD_NAME).write_text(json.dumps(card))
+        with pytest.raises(ModelPackageError, match="fast_path.window_vox must be a positive integer"):
+            load_model_package(folder)
+
+
 def test_modes_can_be_forced_per_session_and_per_click(package64, image):
     full = _session(package64, image, refine_mode="full")
     assert full.refine_mode == "full" and "calibrate_s" not in full.timings[0]

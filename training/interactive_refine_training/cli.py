@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from InteractiveRefineLib.cli import positive_int
 from InteractiveRefineLib.click_regions import NO_REGION_REMOVAL_HELP
 
 logger = logging.getLogger("interactive_refine_training")
@@ -148,6 +149,9 @@ def _add_commands(sub) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--name")
     p.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
+    p.add_argument("--fast-window", type=positive_int, metavar="N",
+                   help="the card's fast_path.window_vox: the CPU fast path's window edge for this "
+                        "network (default: the engine's, 64)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("metrics", help="Dice/HD95/ASSD/surface Dice and DSCagg of mask folders")
@@ -231,7 +235,8 @@ def cmd_export(args) -> dict:
     from .export import export_package
 
     split = lambda text: [p for p in text.split(",") if p]  # noqa: E731
-    path = export_package(split(args.initial), split(args.refine), args.out, name=args.name, half=args.half)
+    path = export_package(split(args.initial), split(args.refine), args.out, name=args.name, half=args.half,
+                          fast_window=args.fast_window)
     return {"model": str(path)}
 
 

@@ -180,13 +180,16 @@ def _phantom_record(runs: list[TrainedRun]):
 
 
 def export_package(initial_runs, refine_runs, out: str | os.PathLike, name: str | None = None,
-                   half: bool = False) -> Path:
+                   half: bool = False, fast_window: int | None = None) -> Path:
     """Write a model package from run folders (or checkpoints, or packages' members); returns
-    its folder.
+    its folder. ``fast_window``: the card's ``fast_path.window_vox`` (the CPU fast path's window
+    edge for this network), or None for the engine's default.
 
     ``initial_runs`` may be empty when every refine run is a DeepGrow/DeepEdit baseline: the
     baseline then serves as its own initial model.
     """
+    if fast_window is not None and int(fast_window) < 1:
+        raise ValueError(f"the fast window must be a positive number of voxels, got {fast_window}")
     refine = _load_runs(refine_runs, "refine")
     if not refine:
         raise ValueError("export needs at least one --refine run")
@@ -196,6 +199,8 @@ def export_package(initial_runs, refine_runs, out: str | os.PathLike, name: str 
             raise ValueError("--initial is required unless every --refine run is a deepgrow/deepedit run")
         initial = list(refine)
     card = _card(initial, refine, name or Path(out).name)
+    if fast_window is not None:
+        card["fast_path"] = {"window_vox": int(fast_window)}
     states = {
         "initial": [member_state(r, "initial") for r in initial],
         "refine": [member_state(r, "refine") for r in refine],

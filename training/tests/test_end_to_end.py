@@ -209,8 +209,9 @@ def test_export_keeps_a_packages_initial_model_and_replaces_its_refine_model(pac
     package's, bit for bit; the refine member is the run's."""
     out = tmp_path / "replaced"
     assert main(["-q", "export", "--initial", str(package), "--refine", str(refine_run),
-                 "--out", str(out), "--half"]) == 0
+                 "--out", str(out), "--half", "--fast-window", "40"]) == 0
     old, new = load_model_package(package), load_model_package(out)
+    assert new.fast_window_vox == 40 and old.fast_window_vox is None  # the card's fast_path.window_vox
     for name, value in old.networks["initial"][0].state_dict().items():
         assert torch.equal(new.networks["initial"][0].state_dict()[name], value), name
     assert new.card["training"]["initial"] == old.card["training"]["initial"]
