@@ -16,7 +16,9 @@ On 2 CPU cores the paper's refine network needs ~5-8 s for a 144^3 ROI, but ~0.3
    and the zero padding at the window's faces;
 4. blends the window's output into the previous probability with a linear ramp of ``margin``
    voxels on the window faces that lie inside the ROI (where zero padding replaced real context),
-   so nothing outside the window changes and there is no seam.
+   so nothing outside the window changes and there is no seam (the session makes one exception:
+   the first click after the initial state takes, outside the window, the calibration pass's
+   output, the refine network's prediction with no click).
 
 Everything here is deterministic: the same state and click give the same output.
 """
