@@ -23,7 +23,8 @@ Refinement modes (``refine_mode``; ``add_click(..., mode=...)`` overrides it per
   "tracked"``), the deeper ones come from a full-ROI calibration pass that :meth:`initial` runs
   once; everything outside the window stays as it was, and only the CT voxels under the window
   are re-mapped. ~0.5 s per click on 2 CPU cores for the paper's 144^3. Except on the first
-  click after the initial state: there the outside takes the calibration pass's output (the
+  click after the initial state (with tracked or frozen statistics, which need the calibration
+  pass): there the outside takes the calibration pass's output (the
   refine network's prediction with no click), which is what a full-ROI pass gives far from the
   click, since the refine network also corrects the initial model's mask where nobody clicked.
 - ``"auto"`` (default): fast on the CPU when the ROI has more than :data:`FAST_AUTO_MIN_VOXELS`
