@@ -248,6 +248,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--window", type=int, default=None,
                    help="fast window edge (default: the model card's, else the engine's)")
+    p.add_argument("--fast-grow", action="store_true",
+                   help="grow the window (x1.5, up to the whole ROI) while the change reaches its faces")
     p.add_argument("--margin", type=int, default=None, help="fast blending margin (default: the engine's)")
     p.add_argument("--fast-norm", default="tracked", choices=["tracked", "frozen", "window"],
                    help="fast-path normalisation statistics (default: the engine's, tracked)")
@@ -290,7 +292,8 @@ def main(argv=None) -> int:
         package, device=args.device, refine_mode="fast" if "fast" in args.modes else "full",
         fast_window=args.window,
         fast_margin=fast_refine.DEFAULT_MARGIN if args.margin is None else args.margin,
-        fast_norm=args.fast_norm, region_removal=args.region_removal, amp=args.amp,
+        fast_norm=args.fast_norm, fast_grow=args.fast_grow, region_removal=args.region_removal,
+        amp=args.amp,
         cudnn_benchmark=args.cudnn_benchmark,
     )
     one_time["session_s"] = time.perf_counter() - t0
@@ -349,7 +352,8 @@ def main(argv=None) -> int:
         "replay": replays,
         "peak_rss_mb": peak_rss_mb(),
         "one_time_s": one_time,
-        "fast": {"window": session.fast_window, "margin": session.fast_margin, "norm": session.fast_norm},
+        "fast": {"window": session.fast_window, "margin": session.fast_margin, "norm": session.fast_norm,
+                 "grow": session.fast_grow},
         "model": {"path": str(package_dir), "kind": model_kind, "name": package.card.get("name"),
                   "network": package.card.get("network")},
         "case": name,

@@ -61,6 +61,31 @@ def window_box(center_kji, roi_shape, size, align: int = 1) -> tuple:
     return tuple(box)
 
 
+#: A window "leaks" when its prediction changes the mask on more than this fraction of the voxels
+#: of an inner face layer (``margin`` voxels in from a face inside the ROI): the click's change
+#: then likely reaches past the window, and the session retries with a larger one.
+LEAK_FRACTION = 0.01
+#: Each retry multiplies the window edge by this (64 -> 96 -> 144, the paper's whole ROI).
+GROWTH = 1.5
+
+
+def leaks(box, roi_shape, margin: int, before: np.ndarray, after: np.ndarray,
+          fraction: float = LEAK_FRACTION) -> bool:
+    """True when the boolean masks ``before``/``after`` (window shape) differ on more than
+    ``fraction`` of an inner face layer's voxels, for a face of ``box`` that lies inside the ROI."""
+    for axis, (s, extent) in enumerate(zip(box, roi_shape)):
+        n = s.stop - s.start
+        depth = min(margin, n - 1)
+        for inside, layer in ((s.start > 0, depth), (s.stop < extent, n - 1 - depth)):
+            if not inside:
+                continue
+            a = np.take(before, layer, axis=axis)
+            b = np.take(after, layer, axis=axis)
+            if np.count_nonzero(a != b) > fraction * a.size:
+                return True
+    return False
+
+
 def covers(box, roi_shape) -> bool:
     """True when ``box`` is the whole ROI (the fast path would be a full pass)."""
     return all(s.start == 0 and s.stop == n for s, n in zip(box, roi_shape))

@@ -27,6 +27,9 @@ Refinement modes (``refine_mode``; ``add_click(..., mode=...)`` overrides it per
   pass): there the outside takes the calibration pass's output (the
   refine network's prediction with no click), which is what a full-ROI pass gives far from the
   click, since the refine network also corrects the initial model's mask where nobody clicked.
+  With ``fast_grow`` (off by default), a click whose change reaches the window's faces is
+  refined again in a 1.5 times larger window, up to the whole ROI: closer to full-ROI
+  refinement, but a click on a large tumour then costs more than a full pass.
 - ``"auto"`` (default): fast on the CPU when the ROI has more than :data:`FAST_AUTO_MIN_VOXELS`
   voxels (the paper's 144^3: a full pass takes seconds there), full otherwise and on CUDA (the
   shipped 72^3 model refines its whole ROI in ~0.3 s on 2 CPU cores, exactly).
@@ -124,6 +127,9 @@ class RefinementSession:
             card's ``fast_path.window_vox``, else 64, which keeps a click of the paper's network
             under a second on 2 CPU cores (module :mod:`.fast_refine` has the measurements).
         fast_margin: voxels of linear blending on the window's faces inside the ROI.
+        fast_grow: when a window's prediction changes the mask at its inner faces (the click's
+            change reaches past it), retry with a 1.5 times larger window, and refine the whole
+            ROI once a window would cover it (:func:`fast_refine.leaks`).
         fast_norm: ``"tracked"`` (default: the first instance norm's statistics are kept exact
             for the current input, the deeper ones come from the full-ROI calibration pass),
             ``"frozen"`` (all from the calibration pass) or ``"window"`` (the window's own
@@ -143,6 +149,7 @@ class RefinementSession:
         fast_window: int | None = None,
         fast_margin: int = fast_refine.DEFAULT_MARGIN,
         fast_norm: str = "tracked",
+        fast_grow: bool = False,
         region_removal: bool = True,
         amp: bool = False,
         cudnn_benchmark: bool = True,
@@ -168,6 +175,7 @@ class RefinementSession:
         self.fast_window = int(fast_window)
         self.fast_margin = int(fast_margin)
         self.fast_norm = fast_norm
+        self.fast_grow = bool(fast_grow)
         self.region_removal = bool(region_removal)
         self.amp = bool(amp)
         if self.device.type == "cuda" and cudnn_benchmark:
@@ -421,7 +429,7 @@ class RefinementSession:
         ):
             fast_refine.set_norm_stats(window_net, net, name, *fast_refine.moments_to_stats(m, count))
 
-    def _fast_box(self, index):
+    def _fast_box(self, index, edge: int | None = None):
         """The fast path's window for a click at working-grid ``index``, or None for a full pass.
 
         None when the window would be the whole ROI (nothing to save) or the ROI is larger than
@@ -429,7 +437,8 @@ class RefinementSession:
         """
         if tuple(self.grid.shape) != tuple(self.package.roi_size_vox):
             return None
-        edge = max(self._divisor, self.fast_window // self._divisor * self._divisor)
+        edge = self.fast_window if edge is None else int(edge)
+        edge = max(self._divisor, edge // self._divisor * self._divisor)
         box = fast_refine.window_box(index, self.grid.shape, edge, align=self._divisor)
         return None if fast_refine.covers(box, self.grid.shape) else box
 
@@ -507,7 +516,8 @@ class RefinementSession:
         """Add a click at ``ras`` (RAS mm) and refine; raises :class:`ClickError` outside the ROI.
 
         ``mode`` (``"fast"`` or ``"full"``) overrides the session's :attr:`refine_mode` for this
-        click. A fast click whose window would be the whole ROI is refined in full.
+        click. A fast click whose window would be the whole ROI is refined in full, and so is one
+        whose change keeps reaching the faces of ever larger windows (``fast_grow``).
         """
         if mode not in (None, "fast", "full"):
             raise ValueError(f"mode must be None, 'fast' or 'full', got {mode!r}")
@@ -524,15 +534,17 @@ class RefinementSession:
             if region is not None:
                 rejections = rejections + (region,)
         box = self._fast_box(index) if (mode or self.refine_mode) == "fast" else None
-        if box is None:
+        refined = None
+        if box is not None:
+            refined = self._refine_window(state, indices, positives, box, rejections, t0)
+        if refined is None:  # a full pass, or a window that grew to the whole ROI
+            box = None
             probability, ct_mask, timings, removed = self._refine_full(
                 state, indices, positives, rejections, t0
             )
             moments = None  # computed from the whole ROI if a fast click follows
         else:
-            probability, ct_mask, timings, removed, moments = self._refine_window(
-                state, indices, positives, box, rejections, t0
-            )
+            probability, ct_mask, timings, removed, moments, box = refined
         window = None if box is None else tuple((s.start, s.stop) for s in box)
         removed_ml = removed * float(np.prod(self.grid.spacing)) / 1000.0
         self._history.append(_State(
@@ -585,15 +597,29 @@ class RefinementSession:
             )
             self._set_tracked_stats(click_moments)
         norm_s = time.perf_counter() - t_norm
-        x = self._refine_input(state.probability, indices, positives, box)
-        t1 = time.perf_counter()
-        window_probability = self._predict("refine", x, window=True)
-        t2 = time.perf_counter()
-        weights = fast_refine.blend_weights(box, self.grid.shape, self.fast_margin)
         # The first click after the initial state: outside the window, the refine network's own
         # no-click prediction (the calibration pass's output) replaces the initial model's.
         far = self._far_field if state is self._history[0] else None
         base = state.probability if far is None else far
+        threshold = self.package.threshold
+        t1 = time.perf_counter()
+        edge = self.fast_window
+        while True:
+            x = self._refine_input(state.probability, indices, positives, box)
+            window_probability = self._predict("refine", x, window=True)
+            if not self.fast_grow or not fast_refine.leaks(
+                box, self.grid.shape, self.fast_margin, base[box] > threshold, window_probability > threshold
+            ):
+                break
+            # The click's change reaches the window's faces: retry with a larger window, and
+            # with the whole ROI (None) once a window would cover it.
+            edge = int(round(edge * fast_refine.GROWTH))
+            box = self._fast_box(indices[-1], edge)
+            if box is None:
+                return None
+        t2 = time.perf_counter()
+        weights = fast_refine.blend_weights(box, self.grid.shape, self.fast_margin)
+        window_edge = max(s.stop - s.start for s in box)
         probability = base.copy()
         probability[box] = weights * window_probability + (1.0 - weights) * base[box].astype(np.float32)
         removed_box, removed = self._remove_rejected(probability, rejections, indices, positives, state)
@@ -617,7 +643,8 @@ class RefinementSession:
         }
         if calibrate_s:
             timings["calibrate_s"] = calibrate_s
-        return probability, ct_mask, timings, removed, moments
+        timings["window_edge"] = window_edge
+        return probability, ct_mask, timings, removed, moments, box
 
     def undo(self) -> StepResult:
         """Remove the last click and restore the previous mask exactly."""

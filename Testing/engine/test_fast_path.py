@@ -112,6 +112,35 @@ def test_a_package_can_choose_its_fast_window_and_a_bad_choice_is_refused(packag
             load_model_package(folder)
 
 
+def test_a_window_leaks_when_the_change_reaches_an_inner_face_only():
+    roi = (64, 64, 64)
+    box = fast_refine.window_box((32, 32, 20), roi, 32)  # faces inside the ROI on every axis
+    before = np.zeros((32, 32, 32), dtype=bool)
+    before[10:20, 10:20, 10:20] = True
+    inside = before.copy()
+    inside[9:23, 9:23, 9:23] = True  # grows, but stays clear of the inner layers (8 and 23)
+    assert not fast_refine.leaks(box, roi, 8, before, inside)
+    reaching = before.copy()
+    reaching[10:20, 10:20, 0:20] = True  # reaches the low i face's inner layer
+    assert fast_refine.leaks(box, roi, 8, before, reaching)
+    on_border = fast_refine.window_box((32, 32, 0), roi, 32)  # the low i face is the ROI's border
+    assert on_border[2].start == 0
+    assert not fast_refine.leaks(on_border, roi, 8, before, reaching)
+
+
+def test_a_growing_window_ends_in_the_full_roi_result_when_the_change_keeps_leaking(package64, image):
+    """The tiny random network changes the mask everywhere, so every click's window leaks and
+    grows to the whole ROI: the result is exactly full-ROI refinement."""
+    grow = _session(package64, image, refine_mode="fast", fast_grow=True)
+    full = _session(package64, image, refine_mode="full")
+    for kji, positive in CLICKS:
+        result = grow.add_click(_ras(grow, kji), positive)
+        full.add_click(_ras(full, kji), positive)
+        assert result.mode == "full" and result.window is None
+        assert np.array_equal(grow.probability, full.probability)
+        assert np.array_equal(grow.mask_on_ct(), full.mask_on_ct())
+
+
 def test_modes_can_be_forced_per_session_and_per_click(package64, image):
     full = _session(package64, image, refine_mode="full")
     assert full.refine_mode == "full" and "calibrate_s" not in full.timings[0]
