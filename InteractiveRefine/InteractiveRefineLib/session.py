@@ -603,9 +603,11 @@ class RefinementSession:
         base = state.probability if far is None else far
         threshold = self.package.threshold
         t1 = time.perf_counter()
-        edge = self.fast_window
+        edge, input_s = self.fast_window, 0.0
         while True:
+            t_input = time.perf_counter()
             x = self._refine_input(state.probability, indices, positives, box)
+            input_s += time.perf_counter() - t_input
             window_probability = self._predict("refine", x, window=True)
             if not self.fast_grow or not fast_refine.leaks(
                 box, self.grid.shape, self.fast_margin, base[box] > threshold, window_probability > threshold
@@ -638,7 +640,8 @@ class RefinementSession:
             )
         t4 = time.perf_counter()
         timings = {
-            "map_s": t1 - t0 - calibrate_s - norm_s, "model_s": t2 - t1, "backmap_s": t3 - t2,
+            "map_s": t1 - t0 - calibrate_s - norm_s + input_s, "model_s": t2 - t1 - input_s,
+            "backmap_s": t3 - t2,
             "norm_s": norm_s + t4 - t3, "total_s": t4 - t0,
         }
         if calibrate_s:
