@@ -621,7 +621,6 @@ class RefinementSession:
                 return None
         t2 = time.perf_counter()
         weights = fast_refine.blend_weights(box, self.grid.shape, self.fast_margin)
-        window_edge = max(s.stop - s.start for s in box)
         probability = base.copy()
         probability[box] = weights * window_probability + (1.0 - weights) * base[box].astype(np.float32)
         removed_box, removed = self._remove_rejected(probability, rejections, indices, positives, state)
@@ -646,7 +645,6 @@ class RefinementSession:
         }
         if calibrate_s:
             timings["calibrate_s"] = calibrate_s
-        timings["window_edge"] = window_edge
         return probability, ct_mask, timings, removed, moments, box
 
     def undo(self) -> StepResult:

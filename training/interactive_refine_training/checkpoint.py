@@ -132,17 +132,19 @@ def _normal(value):
         value, (list, tuple)) else value
 
 
+def _differing(a: dict, b: dict, keys):
+    return [key for key in keys if _normal(a[key]) != _normal(b[key])]
+
+
 def _check_same(a: dict, b: dict, source, keys) -> None:
-    for key in keys:
-        if _normal(a[key]) != _normal(b[key]):
-            raise ValueError(f"{source}: data.{key} is {a[key]!r} but this run uses {b[key]!r}")
+    for key in _differing(a, b, keys):
+        raise ValueError(f"{source}: data.{key} is {a[key]!r} but this run uses {b[key]!r}")
 
 
 def _warn_geometry(source_data: dict, data: dict, source) -> None:
-    for key in GEOMETRY_KEYS:
-        if _normal(source_data[key]) != _normal(data[key]):
-            logger.warning("fine-tuning across geometry: %s has %s %s, this run %s", source, key,
-                           source_data[key], data[key])
+    for key in _differing(source_data, data, GEOMETRY_KEYS):
+        logger.warning("fine-tuning across geometry: %s has %s %s, this run %s", source, key,
+                       source_data[key], data[key])
 
 
 def _check_package_matches(card: dict, config: dict, source) -> None:
