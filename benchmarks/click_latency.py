@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Per-click latency, peak memory and accuracy of full-ROI and fast (windowed) refinement.
+"""Per-click latency, peak memory and accuracy of full-ROI, windowed and reduced-precision refinement.
 
-Loads a model package and a case, runs the initial segmentation once, then for every mode
-(``--modes full,fast``) a simulated-user loop of ``--clicks`` clicks from the same seed (each mode
-follows its own loop, as a user would: the next click depends on that mode's mask). It also
+Loads a model package and a case, runs the initial segmentation once per session (one per
+precision, one for ``auto``), then for every mode (``--modes full,fast``; ``+amp``: reduced
+precision, e.g. ``full+amp``; ``auto``: the engine's own choices) a simulated-user loop of
+``--clicks`` clicks from the same seed (each mode follows its own loop, as a user would: the next
+click depends on that mode's mask). It also
 replays the full loop's clicks in each other mode ("replay"): the same clicks, so the Dice
 against the full-ROI mask isolates the approximation. Per click: click mapping, model and
 back-mapping to the CT grid (the session's timings) plus the wall time around ``add_click``
@@ -13,6 +15,7 @@ JSON (DESIGN.md section 3; extend, never rename)::
     python benchmarks/click_latency.py --json out/latency.json                    # default model, CPU
     python benchmarks/click_latency.py --random-paper-model --json out/latency.json
     python benchmarks/click_latency.py --model DIR --device cuda --amp --json out.json
+    python benchmarks/click_latency.py --model DIR --modes full,full+amp,fast+amp --json out.json
 
 Runs under Python 3.9+ with or without psutil (peak RSS from ``resource`` then).
 """
@@ -244,7 +247,10 @@ def parse_args(argv=None):
                         "(HECKTOR names)")
     p.add_argument("--clicks", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--modes", default="full,fast", help="comma-separated: full, fast")
+    p.add_argument("--modes", default="full,fast",
+                   help="comma-separated: full, fast, full+amp, fast+amp (+amp: reduced precision, "
+                        "bfloat16 on the CPU, float16 on CUDA; the others run in float32), auto "
+                        "(the engine's defaults: its own choice of mode and precision)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--window", type=int, default=None,
                    help="fast window edge (default: the model card's, else the engine's)")
@@ -253,7 +259,7 @@ def parse_args(argv=None):
     p.add_argument("--margin", type=int, default=None, help="fast blending margin (default: the engine's)")
     p.add_argument("--fast-norm", default="tracked", choices=["tracked", "frozen", "window"],
                    help="fast-path normalisation statistics (default: the engine's, tracked)")
-    p.add_argument("--amp", action="store_true", help="CUDA: float16 autocast")
+    p.add_argument("--amp", action="store_true", help="every mode in reduced precision (adds +amp)")
     p.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
                    help="CUDA: keep cuDNN's default algorithms (the session tunes them by default)")
     p.add_argument("--no-replay", action="store_true", help="skip replaying the full loop's clicks")
@@ -262,10 +268,38 @@ def parse_args(argv=None):
     p.add_argument("--json", required=True, help="output JSON path")
     args = p.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes or set(modes) - {"full", "fast"}:
-        p.error(f"--modes must list full and/or fast, got {args.modes!r}")
+    if args.amp:
+        modes = [m if m.endswith(AMP) or m == "auto" else m + AMP for m in modes]
+    if not modes or set(modes) - set(MODES) or len(set(modes)) < len(modes):
+        p.error(f"--modes must list some of {', '.join(MODES)} once each, got {args.modes!r}")
     args.modes = modes
     return args
+
+
+#: Benchmark modes: the session's refine mode, in float32 or with ``+amp`` in reduced precision;
+#: ``auto``: the session's defaults (``refine_mode="auto"``, ``amp="auto"``).
+AMP = "+amp"
+MODES = ("full", "fast", "full" + AMP, "fast" + AMP, "auto")
+
+
+def refine_mode(mode: str) -> str | None:
+    """The per-click mode of a benchmark mode (``"fast+amp"`` -> ``"fast"``; ``"auto"`` -> None:
+    the session's choice)."""
+    if mode == "auto":
+        return None
+    return mode[: -len(AMP)] if mode.endswith(AMP) else mode
+
+
+def session_key(mode: str) -> str:
+    """Modes sharing a session: one per precision, and one for ``auto``."""
+    if mode == "auto":
+        return "auto"
+    return "reduced" if mode.endswith(AMP) else "float32"
+
+
+#: Session arguments per :func:`session_key`
+SESSION_SETTINGS = {"float32": {"amp": False}, "reduced": {"amp": True},
+                    "auto": {"amp": "auto", "refine_mode": "auto"}}
 
 
 def main(argv=None) -> int:
@@ -274,7 +308,7 @@ def main(argv=None) -> int:
     import torch
     from InteractiveRefineLib import fast_refine
     from InteractiveRefineLib.model_package import load_model_package
-    from InteractiveRefineLib.session import RefinementSession
+    from InteractiveRefineLib.session import RefinementSession, cpu_bfloat16_supported
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -287,28 +321,34 @@ def main(argv=None) -> int:
         one_time["model_load_s"] = time.perf_counter() - t0
         name, ct, pet, label = load_case(args.case, args.seed, package.roi_size_vox, package.spacing_mm)
 
-    t0 = time.perf_counter()
-    session = RefinementSession(
-        package, device=args.device, refine_mode="fast" if "fast" in args.modes else "full",
-        fast_window=args.window,
-        fast_margin=fast_refine.DEFAULT_MARGIN if args.margin is None else args.margin,
-        fast_norm=args.fast_norm, fast_grow=args.fast_grow, region_removal=args.region_removal,
-        amp=args.amp,
-        cudnn_benchmark=args.cudnn_benchmark,
-    )
-    one_time["session_s"] = time.perf_counter() - t0
+    # One session per precision (and one for "auto"); each runs the initial model once.
+    sessions, one_time_by_session = {}, {}
+    for key in dict.fromkeys(session_key(m) for m in args.modes):
+        own = [refine_mode(m) for m in args.modes if session_key(m) == key]
+        settings = dict({"refine_mode": "fast" if "fast" in own else "full"}, **SESSION_SETTINGS[key])
+        costs = dict(one_time)
+        t0 = time.perf_counter()
+        session = RefinementSession(
+            package, device=args.device, fast_window=args.window,
+            fast_margin=fast_refine.DEFAULT_MARGIN if args.margin is None else args.margin,
+            fast_norm=args.fast_norm, fast_grow=args.fast_grow, region_removal=args.region_removal,
+            cudnn_benchmark=args.cudnn_benchmark, **settings,
+        )
+        costs["session_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        session.set_image(ct, pet, roi_center_ras=_label_centre(label))
+        costs["set_image_s"] = time.perf_counter() - t0
+        synchronize(session.device)
+        t0 = time.perf_counter()
+        initial = session.initial()
+        synchronize(session.device)
+        costs["initial_s"] = time.perf_counter() - t0
+        costs["initial_model_s"] = initial.timings["model_s"]
+        costs["calibrate_s"] = initial.timings.get("calibrate_s", 0.0)
+        costs["warmup_s"] = {}
+        costs["refine_mode"], costs["amp"] = session.refine_mode, session.amp
+        sessions[key], one_time_by_session[key] = session, costs
     cuda = session.device.type == "cuda"
-    centre = _label_centre(label)
-    t0 = time.perf_counter()
-    session.set_image(ct, pet, roi_center_ras=centre)
-    one_time["set_image_s"] = time.perf_counter() - t0
-    synchronize(session.device)
-    t0 = time.perf_counter()
-    initial = session.initial()
-    synchronize(session.device)
-    one_time["initial_s"] = time.perf_counter() - t0
-    one_time["initial_model_s"] = initial.timings["model_s"]
-    one_time["calibrate_s"] = initial.timings.get("calibrate_s", 0.0)
     truth_ct = truth_on_grid(label, ct.grid)
     truth_work = truth_on_grid(label, session.grid)
 
@@ -316,31 +356,34 @@ def main(argv=None) -> int:
     warm_click = next_click(
         SimulatedUser("2sicr", np.random.default_rng(args.seed)), session, truth_work, inside_ct(session)
     )
-    one_time["warmup_s"] = {}
     for mode in args.modes:
         if warm_click is None:
             break
-        ras = session.grid.index_to_ras(np.array(warm_click.index[::-1], dtype=float))
-        _, one_time["warmup_s"][mode] = timed_click(session, ras, warm_click.positive, mode)
-        session.undo()
+        own = sessions[session_key(mode)]
+        ras = own.grid.index_to_ras(np.array(warm_click.index[::-1], dtype=float))
+        _, seconds = timed_click(own, ras, warm_click.positive, refine_mode(mode))
+        one_time_by_session[session_key(mode)]["warmup_s"][mode] = seconds
+        own.undo()
 
     modes, loops = {}, {}
     for mode in args.modes:
+        own = sessions[session_key(mode)]
         if cuda:
-            torch.cuda.reset_peak_memory_stats(session.device)
-        loops[mode] = run_loop(session, mode, args.clicks, args.seed, truth_ct, truth_work)
+            torch.cuda.reset_peak_memory_stats(own.device)
+        loops[mode] = run_loop(own, refine_mode(mode), args.clicks, args.seed, truth_ct, truth_work)
         modes[mode] = summarise(loops[mode])
+        modes[mode]["amp"] = own.amp
         modes[mode]["rss_peak_so_far_mb"] = peak_rss_mb()
         if cuda:
-            modes[mode]["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated(session.device) / 2**20
+            modes[mode]["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated(own.device) / 2**20
 
     replays = {}
     if not args.no_replay and "full" in loops and len(args.modes) > 1:
         reference = loops["full"]["masks"]
         for mode in args.modes:
             if mode != "full":
-                replays[mode] = dict(replay(session, loops["full"]["clicks"], mode, truth_ct, reference),
-                                     clicks_from="full")
+                replays[mode] = dict(replay(sessions[session_key(mode)], loops["full"]["clicks"],
+                                            refine_mode(mode), truth_ct, reference), clicks_from="full")
 
     result = {
         "device": str(session.device),
@@ -351,7 +394,9 @@ def main(argv=None) -> int:
         "modes": modes,
         "replay": replays,
         "peak_rss_mb": peak_rss_mb(),
-        "one_time_s": one_time,
+        # the first session's (the float32 one when a float32 mode ran); every session's below
+        "one_time_s": next(iter(one_time_by_session.values())),
+        "one_time_s_by_session": one_time_by_session,
         "fast": {"window": session.fast_window, "margin": session.fast_margin, "norm": session.fast_norm,
                  "grow": session.fast_grow},
         "model": {"path": str(package_dir), "kind": model_kind, "name": package.card.get("name"),
@@ -360,7 +405,8 @@ def main(argv=None) -> int:
         "clicks_requested": args.clicks,
         "seed": args.seed,
         "region_removal": session.region_removal,
-        "amp": bool(args.amp and cuda),
+        "amp": {mode: m["amp"] for mode, m in modes.items()},
+        "cpu_bfloat16": cpu_bfloat16_supported(),
         "cudnn_benchmark": bool(args.cudnn_benchmark),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -422,13 +468,13 @@ def format_table(result: dict) -> str:
             f"replay of full's clicks in {mode}: mean Dice 1-10 {_fmt(r['mean_dice_1_10'])}, "
             f"Dice vs full mask per click {' '.join(f'{d:.3f}' for d in r['dice_vs_reference'][1:])}"
         )
-    one = result["one_time_s"]
-    lines.append(
-        f"one-time: model load {_fmt(one['model_load_s'])} s, set_image {_fmt(one['set_image_s'])} s, "
-        f"initial {_fmt(one['initial_s'])} s (model {_fmt(one['initial_model_s'])}, calibration "
-        f"{_fmt(one['calibrate_s'])}), warm-up "
-        + ", ".join(f"{k} {_fmt(v)} s" for k, v in one["warmup_s"].items())
-    )
+    for key, one in result["one_time_s_by_session"].items():
+        lines.append(
+            f"one-time ({key} session: {one['refine_mode']}, {'reduced' if one['amp'] else 'float32'}): model load {_fmt(one['model_load_s'])} s, set_image "
+            f"{_fmt(one['set_image_s'])} s, initial {_fmt(one['initial_s'])} s (model "
+            f"{_fmt(one['initial_model_s'])}, calibration {_fmt(one['calibrate_s'])}), warm-up "
+            + ", ".join(f"{k} {_fmt(v)} s" for k, v in one["warmup_s"].items())
+        )
     memory = f"peak RSS {_fmt(result['peak_rss_mb'], 0)} MB"
     if "peak_cuda_allocated_mb" in result:
         memory += f", peak CUDA allocated {_fmt(result['peak_cuda_allocated_mb'], 0)} MB"

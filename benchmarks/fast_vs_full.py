@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Accuracy of the fast (windowed) path against full-ROI refinement over several cases.
+"""Accuracy of the fast path (a window, or reduced precision) against full-ROI refinement over several cases.
 
 Runs ``click_latency.py`` once per case (held-out phantoms from seeds never used in training,
 and the real cases CHGJ015 and STS_001 when ``../shared/data`` or ``$INTERACTIVE_REFINE_DATA``
@@ -9,6 +9,7 @@ alone), of the fast path's own simulated loop, and the median seconds per click 
 
     python benchmarks/fast_vs_full.py --threads 1 --json out/fast_vs_full.json
     python benchmarks/fast_vs_full.py --window 32 --json out/fast_vs_full_w32.json
+    python benchmarks/fast_vs_full.py --fast full+amp --json out/bf16_vs_full.json   # precision alone
 
 Every option not listed here (``--model``, ``--window``, ``--threads``, ``--clicks``, ...) goes
 to ``click_latency.py`` unchanged; each case's full JSON is kept next to ``--json``.
@@ -35,6 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--cases", default=None,
                    help="comma-separated click_latency cases (default: 5 held-out phantoms, "
                         "CHGJ015 and STS_001 where present)")
+    p.add_argument("--fast", default="fast", choices=[m for m in click_latency.MODES if m != "full"],
+                   help="the mode compared with float32 full-ROI refinement (default: fast, the "
+                        "window in float32; full+amp: the whole ROI in reduced precision)")
     p.add_argument("--json", required=True, help="summary JSON; per-case JSONs go beside it")
     return p.parse_known_args(argv)
 
@@ -50,29 +54,33 @@ def default_cases() -> list[str]:
     return cases
 
 
-def summarise_case(result: dict) -> dict:
+def summarise_case(result: dict, fast: str = "fast") -> dict:
     modes = result["modes"]
     row = {
         "case": result["case"],
         "full_mean_dice_1_10": modes["full"]["mean_dice_1_10"],
-        "fast_mean_dice_1_10": modes["fast"]["mean_dice_1_10"],
-        "replay_mean_dice_1_10": result["replay"]["fast"]["mean_dice_1_10"],
+        "fast_mean_dice_1_10": modes[fast]["mean_dice_1_10"],
+        "replay_mean_dice_1_10": result["replay"][fast]["mean_dice_1_10"],
         "full_median_s": modes["full"]["median_s"],
-        "fast_median_s": modes["fast"]["median_s"],
+        "fast_median_s": modes[fast]["median_s"],
+        "fast_p90_s": modes[fast]["p90_s"],
         # clicks the fast loop really refined in a window (a window that would cover the whole
         # ROI is refined in full)
-        "fast_windowed_clicks": sum(c["mode"] == "fast" for c in modes["fast"]["per_click"]),
-        "fast_clicks": len(modes["fast"]["per_click"]),
+        "fast_windowed_clicks": sum(c["mode"] == "fast" for c in modes[fast]["per_click"]),
+        "fast_clicks": len(modes[fast]["per_click"]),
     }
     row["replay_minus_full"] = row["replay_mean_dice_1_10"] - row["full_mean_dice_1_10"]
     row["fast_minus_full"] = row["fast_mean_dice_1_10"] - row["full_mean_dice_1_10"]
     return row
 
 
-def format_markdown(rows: list[dict], window: int) -> str:
+def format_markdown(rows: list[dict], window: int, fast: str = "fast") -> str:
+    label = f"fast ({window}³)" if fast.startswith("fast") else fast
+    if fast.endswith(click_latency.AMP):
+        label += ", reduced precision"
     lines = [
-        f"| case | full: mean Dice 1-10 | fast ({window}³), full's clicks | difference | "
-        "fast, own loop | difference | full s/click | fast s/click | windowed clicks |",
+        f"| case | full: mean Dice 1-10 | {label}, full's clicks | difference | "
+        f"{fast}, own loop | difference | full s/click | {fast} s/click | windowed clicks |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -91,23 +99,24 @@ def format_markdown(rows: list[dict], window: int) -> str:
 
 def main(argv=None) -> int:
     args, passthrough = parse_args(argv)
-    if any(a in ("--case", "--modes") or a.startswith(("--case=", "--modes=")) for a in passthrough):
-        raise SystemExit("use --cases here; both modes always run")
+    if any(a in ("--case", "--modes", "--amp") or a.startswith(("--case=", "--modes=")) for a in passthrough):
+        raise SystemExit("use --cases and --fast here; float32 full-ROI refinement is the reference")
     cases = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else default_cases()
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, window = [], None
     for case in cases:
         case_json = out.with_name(f"{out.stem}_{case.replace(':', '_')}.json")
-        click_latency.main(passthrough + ["--case", case, "--modes", "full,fast", "--json", str(case_json)])
+        click_latency.main(passthrough + ["--case", case, "--modes", f"full,{args.fast}", "--json", str(case_json)])
         result = json.loads(case_json.read_text())
         window = result["fast"]["window"]
-        rows.append(summarise_case(result))
-    table = format_markdown(rows, window)
+        rows.append(summarise_case(result, args.fast))
+    table = format_markdown(rows, window, args.fast)
     print(table)
     summary = {
         "cases": rows,
         "window": window,
+        "compared": args.fast,
         "max_abs_replay_minus_full": float(np.max([abs(r["replay_minus_full"]) for r in rows])),
         "max_abs_fast_minus_full": float(np.max([abs(r["fast_minus_full"]) for r in rows])),
         "markdown": table,

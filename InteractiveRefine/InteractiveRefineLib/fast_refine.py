@@ -347,6 +347,23 @@ def onednn_network(network):
     return net.eval()
 
 
+def bfloat16_cpu_network(network):
+    """A copy of ``network`` for bfloat16 autocast on the CPU: channels-last-3d, and each instance
+    norm computed as batch normalisation with batch statistics (for a batch of one the same
+    per-channel statistics over the volume, hence the same function; PyTorch's CPU instance norm
+    copies channels-last activations to another layout and back, batch norm works on them in
+    place). The paper network's 144^3 refinement on 2 cores: 2.2 s float32, 1.5 s bfloat16,
+    0.9-1.0 s with the channels-last layout and these norms (README, "Performance")."""
+    import torch
+
+    net = copy.deepcopy(network)
+    for name, module in _instance_norms(net):
+        if type(module) is torch.nn.InstanceNorm3d and not module.track_running_stats:
+            _replace_module(net, name, _modules().BatchStatsInstanceNorm3d(module))
+    net.to(memory_format=torch.channels_last_3d)
+    return net.eval()
+
+
 def _cpu_layout(net) -> None:
     import torch
 
@@ -409,10 +426,29 @@ def _modules():
         def forward(self, x):
             c = self.conv
             if (x.device.type != "cpu" or x.dtype != torch.float32 or c.padding_mode != "zeros"
-                    or isinstance(c.padding, str)):
+                    or isinstance(c.padding, str) or torch.is_autocast_enabled("cpu")):
                 return c(x)
             return torch.ops.aten.mkldnn_convolution(
                 x, c.weight, c.bias, c.padding, c.stride, c.dilation, c.groups
             )
 
-    return SimpleNamespace(FrozenNorm=FrozenNorm, OneDnnConv3d=OneDnnConv3d)
+    class BatchStatsInstanceNorm3d(torch.nn.InstanceNorm3d):
+        """``InstanceNorm3d`` (same parameters, same function) that normalises a batch of one
+        through batch normalisation with batch statistics: per channel over the whole volume,
+        without changing the input's memory layout (:func:`bfloat16_cpu_network`)."""
+
+        def __init__(self, norm):
+            super().__init__(norm.num_features, eps=norm.eps, momentum=norm.momentum,
+                             affine=norm.affine, track_running_stats=False)
+            if norm.affine:
+                self.weight, self.bias = norm.weight, norm.bias
+
+        def forward(self, x):
+            if x.shape[0] != 1:
+                return super().forward(x)
+            return torch.nn.functional.batch_norm(
+                x, None, None, self.weight, self.bias, training=True, momentum=0.0, eps=self.eps
+            )
+
+    return SimpleNamespace(FrozenNorm=FrozenNorm, OneDnnConv3d=OneDnnConv3d,
+                           BatchStatsInstanceNorm3d=BatchStatsInstanceNorm3d)

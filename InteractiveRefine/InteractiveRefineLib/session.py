@@ -30,9 +30,12 @@ Refinement modes (``refine_mode``; ``add_click(..., mode=...)`` overrides it per
   With ``fast_grow`` (off by default), a click whose change reaches the window's faces is
   refined again in a 1.5 times larger window, up to the whole ROI: closer to full-ROI
   refinement, but a click on a large tumour then costs more than a full pass.
-- ``"auto"`` (default): fast on the CPU when the ROI has more than :data:`FAST_AUTO_MIN_VOXELS`
-  voxels (the paper's 144^3: a full pass takes seconds there), full otherwise and on CUDA (the
-  shipped 72^3 model refines its whole ROI in ~0.3 s on 2 CPU cores, exactly).
+- ``"auto"`` (default): full on CUDA and for ROIs of at most :data:`FAST_AUTO_MIN_VOXELS` voxels
+  (the shipped 72^3 model refines its whole ROI in ~0.3 s on 2 CPU cores, exactly). For larger
+  ROIs on the CPU (the paper's 144^3) :meth:`initial` decides from its own pass, which runs a
+  network of the same size on the same ROI: full when a whole-ROI pass takes at most
+  :data:`AUTO_FULL_SECONDS` on this machine (with ``amp``, bfloat16 where the CPU has it), fast
+  otherwise. The decision holds for the image; ``refine_mode`` and each step's ``mode`` say which.
 
 After the network, in both modes, regions that negative clicks rejected are removed once a
 positive click marks the tumour elsewhere (``region_removal``, :mod:`.click_regions`).
@@ -65,6 +68,10 @@ FAST_NORMS = ("tracked", "frozen", "window")
 #: ``refine_mode="auto"`` uses the fast path on the CPU only for ROIs larger than this (96^3):
 #: below it a full-ROI pass already takes about a second or less on 2 cores, and is exact.
 FAST_AUTO_MIN_VOXELS = 96**3
+#: ``refine_mode="auto"`` on the CPU refines larger ROIs in full when the initial model's pass
+#: (the refine network's size, same ROI, same precision) took at most this long, leaving room for
+#: building the input and mapping back within one second per click; else in a window.
+AUTO_FULL_SECONDS = 0.8
 
 
 def resolve_device(requested: str = "auto"):
@@ -122,7 +129,8 @@ class RefinementSession:
     Args:
         package: a loaded :class:`ModelPackage`, a package folder, or None for the default model.
         device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
-        refine_mode: ``"auto"`` (fast on the CPU for ROIs above 96^3, else full), ``"full"`` or ``"fast"``.
+        refine_mode: ``"auto"`` (full, except on the CPU for ROIs above 96^3 whose whole-ROI pass
+            takes over :data:`AUTO_FULL_SECONDS`: fast), ``"full"`` or ``"fast"``.
         fast_window: edge (voxels) of the fast path's cubic window; None (default): the model
             card's ``fast_path.window_vox``, else 64, which keeps a click of the paper's network
             under a second on 2 CPU cores (module :mod:`.fast_refine` has the measurements).
@@ -136,7 +144,11 @@ class RefinementSession:
             statistics; no calibration, least faithful).
         region_removal: a negative click on a separate region of the mask removes that whole
             region (:mod:`.click_regions`); False leaves every click to the network alone.
-        amp: on CUDA, run the networks under float16 autocast (no effect on the CPU).
+        amp: reduced-precision inference: ``True`` runs the networks under float16 autocast on
+            CUDA and bfloat16 autocast on the CPU; ``False`` keeps float32 (the reference);
+            ``"auto"`` (default) turns it on only on a CPU with native bfloat16 arithmetic
+            (AVX512-BF16 or AMX) and for ROIs above 96^3, where it nearly halves a full pass
+            (:func:`cpu_bfloat16_supported`; README "Performance" has the accuracy check).
         cudnn_benchmark: on CUDA, let cuDNN pick the fastest convolution algorithms for the
             session's fixed input shapes (a one-time tuning cost, paid in :meth:`initial`).
     """
@@ -151,7 +163,7 @@ class RefinementSession:
         fast_norm: str = "tracked",
         fast_grow: bool = False,
         region_removal: bool = True,
-        amp: bool = False,
+        amp: bool | str = "auto",
         cudnn_benchmark: bool = True,
     ):
         import torch
@@ -177,13 +189,17 @@ class RefinementSession:
         self.fast_norm = fast_norm
         self.fast_grow = bool(fast_grow)
         self.region_removal = bool(region_removal)
+        if amp not in (True, False, "auto"):
+            raise ValueError(f"amp must be True, False or 'auto', got {amp!r}")
+        if amp == "auto":
+            amp = self.device.type == "cpu" and self._large_roi and cpu_bfloat16_supported()
         self.amp = bool(amp)
         if self.device.type == "cuda" and cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
         self._divisor = _size_divisor(package.card["network"])
         self._first_norm_cache = None
         self._networks = {
-            stage: [net.to(self.device) for net in nets] for stage, nets in package.networks.items()
+            stage: [self._placed(net) for net in nets] for stage, nets in package.networks.items()
         }
         clicks_card = package.card["clicks"]
         self._kernel = gaussian_kernel(
@@ -201,6 +217,8 @@ class RefinementSession:
         self._ct_box_grid: Grid | None = None
         self._history: list[_State] = []
         self._window_nets = None  # per refine member: the fast path's network copy
+        self._whole_input = None  # the refine networks' whole-ROI input (_refine_input(reuse=True))
+        self._auto_full = False  # "auto" on a large ROI: initial() found a full pass fast enough
         #: the calibration pass's probability (refine network, no click; float16 ROI), or None
         self._far_field = None
 
@@ -208,7 +226,9 @@ class RefinementSession:
     def refine_mode(self) -> str:
         """The mode a click uses unless told otherwise: ``"fast"`` or ``"full"``."""
         if self._refine_mode == "auto":
-            return "fast" if self.device.type == "cpu" and self._large_roi else "full"
+            if self.device.type != "cpu" or not self._large_roi or self._auto_full:
+                return "full"
+            return "fast"
         return self._refine_mode
 
     def set_image(
@@ -270,7 +290,7 @@ class RefinementSession:
         return self._guarded(lambda inputs: self._members_mean(stage, inputs, window), x)
 
     def _guarded(self, run, x):
-        """``run(x)`` on the device in inference mode (and autocast with ``amp`` on CUDA); on GPU
+        """``run(x)`` on the device in inference mode (and autocast with ``amp``); on GPU
         out-of-memory, move the session to the CPU with a warning and run it there."""
         torch = self._torch
         try:
@@ -280,23 +300,33 @@ class RefinementSession:
             warnings.warn("GPU out of memory; falling back to the CPU for this session", stacklevel=3)
             torch.cuda.empty_cache()
             self.device = torch.device("cpu")
-            self._networks = {s: [n.cpu() for n in nets] for s, nets in self._networks.items()}
+            self.amp = self.amp and cpu_bfloat16_supported()  # float16 was for CUDA
+            self._networks = {s: [self._placed(n) for n in nets] for s, nets in self._networks.items()}
             if self._window_nets is not None:
                 self._window_nets = [n.cpu() for n in self._window_nets]
             self._image = self._image.cpu()
-            with torch.inference_mode():
+            with torch.inference_mode(), self._autocast():
                 return run(x.cpu())
 
     def _autocast(self):
-        if self.amp and self.device.type == "cuda":
+        if not self.amp:
+            return contextlib.nullcontext()
+        if self.device.type == "cuda":
             return self._torch.autocast("cuda", dtype=self._torch.float16)
-        return contextlib.nullcontext()
+        return self._torch.autocast("cpu", dtype=self._torch.bfloat16)
+
+    def _placed(self, net):
+        """``net`` on the session's device; on the CPU with ``amp``, a copy in the layout and with
+        the norms bfloat16 runs fastest with (:func:`fast_refine.bfloat16_cpu_network`)."""
+        if self.amp and self.device.type == "cpu":
+            return fast_refine.bfloat16_cpu_network(net.cpu())
+        return net.to(self.device)
 
     def _members_mean(self, stage: str, x, window: bool):
         from monai.inferers import sliding_window_inference
 
         roi = self.package.roi_size_vox
-        if window and x.device.type == "cpu":  # the window networks are channels-last on the CPU
+        if x.device.type == "cpu" and (window or self.amp):  # channels-last networks (_placed)
             x = x.contiguous(memory_format=self._torch.channels_last_3d)
         total = None
         for net in self._window_nets if window else self._networks[stage]:
@@ -306,26 +336,40 @@ class RefinementSession:
                 logits = sliding_window_inference(
                     x, roi, sw_batch_size=1, predictor=net, overlap=0.25, mode="gaussian"
                 )
-            prob = torch_sigmoid(logits)
+            prob = torch_sigmoid(logits.float())
             total = prob if total is None else total + prob
         mean = (total / len(self._networks[stage]))[0, 0]
         # On CUDA copy back float16 (what the history stores): half the device-to-host bytes.
         return (mean.half() if mean.is_cuda else mean.float()).cpu().numpy()
 
-    def _refine_input(self, probability: np.ndarray, indices, positives, box):
+    def _refine_input(self, probability: np.ndarray, indices, positives, box, reuse: bool = False):
         """The refine network's input ``[1, C + 3, ...]`` on ``box`` of the working grid.
 
         Channels: image, previous probability, positive and negative guidance. The guidance is
         built on the CPU only where some click's Gaussian reaches (exactly the full encoding
         there, zero elsewhere; :func:`fast_refine.guidance_in_box`), so neither mode moves or
         scales whole-ROI guidance arrays per click.
+
+        ``reuse`` (whole ROI only): fill the session's one whole-ROI input tensor, whose image
+        channels were copied once, in the networks' memory layout, instead of a new one; valid
+        until the next such call.
         """
         torch = self._torch
         inner = (slice(None), slice(None)) + tuple(box)
         image = self._image[inner]
         shape = tuple(s.stop - s.start for s in box)
-        x = torch.zeros((1, image.shape[1] + 3) + shape, dtype=image.dtype, device=self.device)
-        x[:, : image.shape[1]] = image
+        if reuse and shape == tuple(self.grid.shape):
+            if self._whole_input is None or self._whole_input.device != self.device:
+                layout = torch.channels_last_3d if self.amp and self.device.type == "cpu" else torch.contiguous_format
+                self._whole_input = torch.zeros(
+                    (1, image.shape[1] + 3) + shape, dtype=image.dtype, device=self.device
+                ).contiguous(memory_format=layout)
+                self._whole_input[:, : image.shape[1]] = image
+            x = self._whole_input
+            x[:, image.shape[1] + 1:] = 0
+        else:
+            x = torch.zeros((1, image.shape[1] + 3) + shape, dtype=image.dtype, device=self.device)
+            x[:, : image.shape[1]] = image
         previous = probability[box]
         x[0, image.shape[1]] = torch.from_numpy(previous).to(self.device).to(image.dtype)
         reach = fast_refine.intersect(box, fast_refine.support_box(indices, self.grid.shape, self._kernel))
@@ -459,14 +503,14 @@ class RefinementSession:
         if self.fast_norm == "window":
             self._window_nets = [fast_refine.onednn_network(net) for net in self._networks["refine"]]
             return time.perf_counter() - t0
-        x = self._refine_input(self._history[0].probability, (), [], self._whole())
+        x = self._refine_input(self._history[0].probability, (), [], self._whole(), reuse=True)
 
         def record(inputs):
             recorded, total = [], None
             for net in self._networks["refine"]:
                 stats = {}
                 with fast_refine.record_norm_stats(net, stats):
-                    prob = torch_sigmoid(net(inputs))
+                    prob = torch_sigmoid(net(inputs).float())
                 total = prob if total is None else total + prob
                 recorded.append(stats)
             mean = (total / len(recorded))[0, 0]
@@ -499,6 +543,16 @@ class RefinementSession:
         self._history = [_State((), (), probability, ct_mask, timings)]
         self._window_nets = None
         self._far_field = None
+        if self._refine_mode == "auto" and self.device.type == "cpu" and self._large_roi:
+            # The initial pass ran a network of the refine network's size on the same ROI.
+            members = len(self._networks["refine"]) / len(self._networks["initial"])
+            estimate = timings["model_s"] * members
+            self._auto_full = estimate <= AUTO_FULL_SECONDS
+            logger.info(
+                "a whole-ROI refinement takes about %.2f s here (%s): refining %s", estimate,
+                "bfloat16" if self.amp else "float32",
+                "the whole ROI" if self._auto_full else f"in a {self.fast_window}^3 window around each click",
+            )
         if self.device.type == "cuda" and self.refine_mode == "full":
             # One refine pass now (cuDNN tuning, kernel loading) so that the first click is as fast
             # as the others; its output is discarded.
@@ -573,7 +627,7 @@ class RefinementSession:
         return geometry.mask_box(changed), int(seen.sum())
 
     def _refine_full(self, state: _State, indices, positives, rejections, t0: float):
-        x = self._refine_input(state.probability, indices, positives, self._whole())
+        x = self._refine_input(state.probability, indices, positives, self._whole(), reuse=True)
         t1 = time.perf_counter()
         probability = self._predict("refine", x).astype(np.float16)
         t2 = time.perf_counter()
@@ -737,6 +791,18 @@ class RefinementSession:
         if not self._history:
             raise SessionStateError("no segmentation yet: run the initial segmentation first")
         return self._history[-1]
+
+
+def cpu_bfloat16_supported() -> bool:
+    """True when this CPU computes bfloat16 natively (AVX512-BF16 or AMX, through oneDNN); without
+    it bfloat16 autocast is emulated and slower than float32."""
+    import torch
+
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+                    and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()))
+    except (AttributeError, RuntimeError):  # an older or differently built torch: stay in float32
+        return False
 
 
 def torch_sigmoid(x):

@@ -40,6 +40,23 @@ def test_segment_writes_mask_with_exact_ct_geometry(tiny_package_dir, tmp_path, 
     values = np.unique(sitk.GetArrayFromImage(mask))
     assert set(values.tolist()) <= {0, 1}
     assert summary["voxels"] == int(sitk.GetArrayFromImage(mask).sum())
+    # A 48^3 ROI: auto refines the whole ROI in float32.
+    assert (summary["refine_mode"], summary["precision"]) == ("full", "float32")
+
+
+def test_segment_in_reduced_precision_and_a_bad_precision_is_refused(tiny_package_dir, tmp_path, capsys):
+    ct, pet, _ = _sts_paths()
+    out = tmp_path / "mask.nii.gz"
+    args = ["segment", "--ct", ct, "--pet", pet, "--model", str(tiny_package_dir), "--device", "cpu",
+            "--click", _ct_centre("+"), "--out", str(out)]
+    assert main(args + ["--precision", "reduced"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["precision"] == "bfloat16" and out.is_file()
+    out.unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        main(args + ["--precision", "half"])
+    assert exit_info.value.code == 2 and "invalid choice: 'half'" in capsys.readouterr().err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,9 @@ def _box(result):
     return tuple(slice(a, b) for a, b in result.window)
 
 
-def test_auto_mode_is_fast_on_the_cpu_for_large_rois_only(package64, image, tmp_path):
+def test_auto_mode_refines_large_rois_on_the_cpu_in_a_window_when_a_full_pass_is_slow(
+        package64, image, tmp_path, monkeypatch):
+    from InteractiveRefineLib import session as session_module
     from InteractiveRefineLib.model_package import create_random_model_package, load_model_package
     from InteractiveRefineLib.session import FAST_AUTO_MIN_VOXELS
 
@@ -75,17 +77,24 @@ def test_auto_mode_is_fast_on_the_cpu_for_large_rois_only(package64, image, tmp_
     small = _session(package64, image)
     assert small.refine_mode == "full" and "calibrate_s" not in small.timings[0]
     assert small.add_click(_ras(small, CLICKS[0][0]), True).mode == "full"
-    # Above 96^3 (the paper's 144^3): the windowed path, calibrated once at the initial state.
+    # Above 96^3 (the paper's 144^3) the initial pass decides: a window, calibrated once at the
+    # initial state, when a whole-ROI pass takes longer than AUTO_FULL_SECONDS here ...
     edge = 100
     assert edge**3 > FAST_AUTO_MIN_VOXELS
     large = load_model_package(create_random_model_package(
         tmp_path / "tiny100", network=TINY_NETWORK, roi_size_vox=(edge,) * 3, seed=1))
+    monkeypatch.setattr(session_module, "AUTO_FULL_SECONDS", 0.0)
     session = _session(large, image)
     assert session.refine_mode == "fast"
     result = session.add_click(_ras(session, CLICKS[0][0]), True)
     assert result.mode == "fast" and result.window is not None
     assert all(b - a == WINDOW and a % 4 == 0 for a, b in result.window)
     assert "calibrate_s" in session.timings[0]
+    # ... and the whole ROI, with no calibration, when a whole-ROI pass is fast enough.
+    monkeypatch.setattr(session_module, "AUTO_FULL_SECONDS", 1e9)
+    session = _session(large, image)
+    assert session.refine_mode == "full" and "calibrate_s" not in session.timings[0]
+    assert session.add_click(_ras(session, CLICKS[0][0]), True).mode == "full"
     assert RefinementSession(large, device="cpu", refine_mode="full").refine_mode == "full"
 
 
@@ -257,20 +266,25 @@ def test_latency_benchmark_writes_the_json_contract(tmp_path):
     out = tmp_path / "latency.json"
     completed = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "click_latency.py"), "--random-tiny-model",
-         "--case", "phantom", "--clicks", "2", "--window", "32", "--threads", "1", "--json", str(out)],
+         "--case", "phantom", "--clicks", "2", "--window", "32", "--threads", "1",
+         "--modes", "full,fast,full+amp", "--json", str(out)],
         capture_output=True, text=True, timeout=600, cwd=REPO,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["device"] == "cpu" and result["roi_voxels"] == 64**3
     assert result["peak_rss_mb"] > 0
-    for mode in ("full", "fast"):
+    for mode in ("full", "fast", "full+amp"):
         summary = result["modes"][mode]
         for key in ("median_s", "p90_s", "mean_dice_1_10"):
             assert isinstance(summary[key], float)
-        assert len(summary["dice"]) == 3 and summary["effective_modes"] == [mode]
-    assert len(result["replay"]["fast"]["dice_vs_reference"]) == 3
-    assert "median_s" in completed.stdout
+        assert len(summary["dice"]) == 3 and summary["effective_modes"] == [mode.split("+")[0]]
+    # "+amp" runs in its own reduced-precision session; the others in float32.
+    assert result["amp"] == {"full": False, "fast": False, "full+amp": True}
+    assert set(result["one_time_s_by_session"]) == {"float32", "reduced"}
+    for mode in ("fast", "full+amp"):
+        assert len(result["replay"][mode]["dice_vs_reference"]) == 3
+    assert "median_s" in completed.stdout and "full+amp" in completed.stdout
 
 
 def test_fast_vs_full_benchmark_tabulates_each_case(tmp_path):

@@ -1,0 +1,80 @@
+"""Reduced-precision inference (``amp``): bfloat16 on the CPU, float16 on CUDA."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from InteractiveRefineLib import fast_refine, geometry
+from InteractiveRefineLib.session import FAST_AUTO_MIN_VOXELS, RefinementSession, cpu_bfloat16_supported
+
+from conftest import TINY_NETWORK, data_path
+
+
+def test_auto_precision_is_reduced_only_for_large_rois_on_a_cpu_with_bfloat16(tiny_package, tmp_path):
+    from InteractiveRefineLib.model_package import create_random_model_package, load_model_package
+
+    assert RefinementSession(tiny_package, device="cpu").amp is False  # small ROI: float32
+    edge = 100
+    assert edge**3 > FAST_AUTO_MIN_VOXELS
+    large = load_model_package(create_random_model_package(
+        tmp_path / "tiny100", network=TINY_NETWORK, roi_size_vox=(edge,) * 3, seed=1))
+    assert RefinementSession(large, device="cpu").amp is cpu_bfloat16_supported()
+    assert RefinementSession(large, device="cpu", amp=False).amp is False
+    assert RefinementSession(tiny_package, device="cpu", amp=True).amp is True
+    with pytest.raises(ValueError, match="amp must be True, False or 'auto'"):
+        RefinementSession(tiny_package, device="cpu", amp="bfloat16")
+
+
+def test_the_bfloat16_network_computes_the_same_function_and_leaves_the_package_alone(tiny_package):
+    """The CPU bfloat16 copy normalises through batch statistics in channels-last layout; in
+    float32 it gives the network's own output, and the package's networks stay as they were
+    (another session may share them)."""
+    import torch
+
+    net = tiny_package.networks["refine"][0]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    copy = fast_refine.bfloat16_cpu_network(net)
+    norms = [m for _, m in fast_refine._instance_norms(copy)]
+    assert norms and all(type(m).__name__ == "BatchStatsInstanceNorm3d" for m in norms)
+    assert all(type(m) is torch.nn.InstanceNorm3d for _, m in fast_refine._instance_norms(net))
+    x = torch.randn((1, 5) + tuple(tiny_package.roi_size_vox), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = net(x)
+        got = copy(x.contiguous(memory_format=torch.channels_last_3d))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            reduced = copy(x.contiguous(memory_format=torch.channels_last_3d)).float()
+    assert torch.allclose(got, expected, atol=1e-3)
+    assert got.is_contiguous(memory_format=torch.channels_last_3d)
+    assert (reduced - expected).abs().max() < 0.05 * expected.abs().max()
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_bfloat16_refinement_follows_float32_on_the_real_case():
+    """The shipped model on CHGJ015: the clicks of a float32 full-ROI loop replayed with bfloat16
+    inference give nearly the same masks (Dice >= 0.97 per click) and the same accuracy."""
+    from InteractiveRefineLib.metrics import dice
+    from InteractiveRefineLib.model_package import load_model_package
+    from InteractiveRefineLib.simulation import label_centroid_ras, run_simulation
+
+    folder = data_path("hecktor2020_chgj015")
+    ct, pet, label = (geometry.read_volume(folder / f"CHGJ015_{s}.nii.gz") for s in ("ct", "pt", "ct_gtvt"))
+    package, centre = load_model_package(), label_centroid_ras(label)
+    truth = label.array > 0
+    sessions = {}
+    for amp in (False, True):
+        session = RefinementSession(package, device="cpu", refine_mode="full", amp=amp)
+        session.set_image(ct, pet, roi_center_ras=centre)
+        sessions[amp] = session
+    clicks = run_simulation(sessions[False], label, 6, seed=0, surface_metrics=False)["clicks"]
+    sessions[False].reset()
+    sessions[True].initial()
+    curves = {False: [], True: []}
+    for click in clicks:
+        masks = {}
+        for amp, session in sessions.items():
+            assert session.add_click(click["ras"], click["positive"]).mode == "full"
+            masks[amp] = session.mask_on_ct().astype(bool)
+            curves[amp].append(dice(masks[amp], truth))
+        assert dice(masks[True], masks[False]) >= 0.97
+    assert abs(np.mean(curves[True]) - np.mean(curves[False])) <= 0.01
+    assert np.mean(curves[False]) > 0.5  # the clicks found the tumour: the comparison means something
