@@ -770,10 +770,15 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     def _finishStep(self, result, action: str, seconds: float):
         self.lastResult = result
         pending = len(self._clickOrder()) - result.n_clicks
+        precision = ""
+        if self.session is not None and self.session.amp:
+            precision = f" ({self.session.precision})"
         status = (
-            f"{result.n_clicks} click(s), GTVp {result.volume_ml:.1f} mL, device {result.device}, "
-            f"{action} {seconds:.2f} s"
+            f"{result.n_clicks} click(s), GTVp {result.volume_ml:.1f} mL, device {result.device}"
+            f"{precision}, {action} {seconds:.2f} s"
         )
+        if result.window is not None:  # a fast click: refined in a window around it
+            status += " in a " + "x".join(str(b - a) for a, b in result.window) + " window"
         if result.removed_ml > 0:
             status += f", removed {result.removed_ml:.1f} mL marked not tumour"
         if pending > 0:

@@ -346,7 +346,7 @@ def main(argv=None) -> int:
         costs["initial_model_s"] = initial.timings["model_s"]
         costs["calibrate_s"] = initial.timings.get("calibrate_s", 0.0)
         costs["warmup_s"] = {}
-        costs["refine_mode"], costs["amp"] = session.refine_mode, session.amp
+        costs.update(refine_mode=session.refine_mode, amp=session.amp, precision=session.precision)
         sessions[key], one_time_by_session[key] = session, costs
     cuda = session.device.type == "cuda"
     truth_ct = truth_on_grid(label, ct.grid)
@@ -372,7 +372,7 @@ def main(argv=None) -> int:
             torch.cuda.reset_peak_memory_stats(own.device)
         loops[mode] = run_loop(own, refine_mode(mode), args.clicks, args.seed, truth_ct, truth_work)
         modes[mode] = summarise(loops[mode])
-        modes[mode]["amp"] = own.amp
+        modes[mode]["amp"], modes[mode]["precision"] = own.amp, own.precision
         modes[mode]["rss_peak_so_far_mb"] = peak_rss_mb()
         if cuda:
             modes[mode]["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated(own.device) / 2**20
@@ -405,7 +405,8 @@ def main(argv=None) -> int:
         "clicks_requested": args.clicks,
         "seed": args.seed,
         "region_removal": session.region_removal,
-        "amp": {mode: m["amp"] for mode, m in modes.items()},
+        "amp": any(m["amp"] for m in modes.values()),  # some mode ran in reduced precision
+        "amp_by_mode": {mode: m["amp"] for mode, m in modes.items()},
         "cpu_bfloat16": cpu_bfloat16_supported(),
         "cudnn_benchmark": bool(args.cudnn_benchmark),
         "threads": torch.get_num_threads(),
@@ -470,7 +471,8 @@ def format_table(result: dict) -> str:
         )
     for key, one in result["one_time_s_by_session"].items():
         lines.append(
-            f"one-time ({key} session: {one['refine_mode']}, {'reduced' if one['amp'] else 'float32'}): model load {_fmt(one['model_load_s'])} s, set_image "
+            f"one-time ({key} session: {one['refine_mode']}, {one['precision']}): "
+            f"model load {_fmt(one['model_load_s'])} s, set_image "
             f"{_fmt(one['set_image_s'])} s, initial {_fmt(one['initial_s'])} s (model "
             f"{_fmt(one['initial_model_s'])}, calibration {_fmt(one['calibrate_s'])}), warm-up "
             + ", ".join(f"{k} {_fmt(v)} s" for k, v in one["warmup_s"].items())

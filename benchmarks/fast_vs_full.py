@@ -107,7 +107,9 @@ def main(argv=None) -> int:
     rows, window = [], None
     for case in cases:
         case_json = out.with_name(f"{out.stem}_{case.replace(':', '_')}.json")
-        click_latency.main(passthrough + ["--case", case, "--modes", f"full,{args.fast}", "--json", str(case_json)])
+        click_latency.main(
+            passthrough + ["--case", case, "--modes", f"full,{args.fast}", "--json", str(case_json)]
+        )
         result = json.loads(case_json.read_text())
         window = result["fast"]["window"]
         rows.append(summarise_case(result, args.fast))

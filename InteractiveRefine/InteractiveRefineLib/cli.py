@@ -104,17 +104,11 @@ def cmd_segment(args) -> dict:
     return {
         "out": str(args.out), "voxels": last.voxels, "volume_ml": round(last.volume_ml, 3),
         "clicks": len(clicks), "device": last.device,
-        "refine_mode": session.refine_mode, "precision": _precision(session),
+        "refine_mode": session.refine_mode, "precision": session.precision,
         "timings_s": {"preprocess": round(session.preprocess_seconds, 4),
                       "initial": round(results[0].timings["total_s"], 4),
                       "per_click": [round(r.timings["total_s"], 4) for r in results[1:]]},
     }
-
-
-def _precision(session) -> str:
-    if not session.amp:
-        return "float32"
-    return "float16" if session.device.type == "cuda" else "bfloat16"
 
 
 def cmd_simulate(args) -> dict:
@@ -134,7 +128,7 @@ def cmd_simulate(args) -> dict:
     result["device"] = str(session.device)
     result["model"] = session.package.card.get("name")
     result["refine_mode"] = session.refine_mode
-    result["precision"] = _precision(session)
+    result["precision"] = session.precision
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

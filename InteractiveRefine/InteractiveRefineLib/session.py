@@ -231,6 +231,14 @@ class RefinementSession:
             return "fast"
         return self._refine_mode
 
+    @property
+    def precision(self) -> str:
+        """What the networks compute in: ``"float32"``, or with ``amp`` ``"bfloat16"`` (CPU) or
+        ``"float16"`` (CUDA)."""
+        if not self.amp:
+            return "float32"
+        return "float16" if self.device.type == "cuda" else "bfloat16"
+
     def set_image(
         self,
         ct: Volume,
@@ -360,7 +368,8 @@ class RefinementSession:
         shape = tuple(s.stop - s.start for s in box)
         if reuse and shape == tuple(self.grid.shape):
             if self._whole_input is None or self._whole_input.device != self.device:
-                layout = torch.channels_last_3d if self.amp and self.device.type == "cpu" else torch.contiguous_format
+                cpu_amp = self.amp and self.device.type == "cpu"
+                layout = torch.channels_last_3d if cpu_amp else torch.contiguous_format
                 self._whole_input = torch.zeros(
                     (1, image.shape[1] + 3) + shape, dtype=image.dtype, device=self.device
                 ).contiguous(memory_format=layout)
@@ -550,7 +559,7 @@ class RefinementSession:
             self._auto_full = estimate <= AUTO_FULL_SECONDS
             logger.info(
                 "a whole-ROI refinement takes about %.2f s here (%s): refining %s", estimate,
-                "bfloat16" if self.amp else "float32",
+                self.precision,
                 "the whole ROI" if self._auto_full else f"in a {self.fast_window}^3 window around each click",
             )
         if self.device.type == "cuda" and self.refine_mode == "full":

@@ -280,7 +280,7 @@ def test_latency_benchmark_writes_the_json_contract(tmp_path):
             assert isinstance(summary[key], float)
         assert len(summary["dice"]) == 3 and summary["effective_modes"] == [mode.split("+")[0]]
     # "+amp" runs in its own reduced-precision session; the others in float32.
-    assert result["amp"] == {"full": False, "fast": False, "full+amp": True}
+    assert result["amp_by_mode"] == {"full": False, "fast": False, "full+amp": True}
     assert set(result["one_time_s_by_session"]) == {"float32", "reduced"}
     for mode in ("fast", "full+amp"):
         assert len(result["replay"][mode]["dice_vs_reference"]) == 3
