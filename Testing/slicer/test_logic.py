@@ -404,3 +404,27 @@ def test_roi_not_placed(logic, sts_nodes, tiny_package_dir, scene):
     with pytest.raises(ValueError, match="not placed yet"):
         logic.segment(ct, pet, None, roi, modelPath=str(tiny_package_dir), device="cpu")
     assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+
+
+def test_the_status_names_a_windowed_click_and_reduced_precision(
+        logic, module, sts_nodes, tmp_path, monkeypatch):
+    """A model with a ROI above 96^3 on the CPU: with a whole-ROI pass too slow for a click (here
+    forced), the module's session refines in a window, in bfloat16 where the CPU has it, and the
+    status line says both."""
+    from InteractiveRefineLib import session as session_module
+    from InteractiveRefineLib.model_package import create_random_model_package
+
+    from conftest import TINY_NETWORK
+
+    package = create_random_model_package(tmp_path / "tiny100", network=TINY_NETWORK,
+                                          roi_size_vox=(100, 100, 100), seed=0)
+    monkeypatch.setattr(session_module, "AUTO_FULL_SECONDS", 0.0)
+    segment_sts(logic, sts_nodes, package)
+    assert logic.session.refine_mode == "fast"
+    positive_ras, _ = pick_clicks(module, logic, sts_nodes)
+    logic.addClick(positive_ras, positive=True)
+    assert logic.lastResult.window is not None
+    assert "window" in logic.lastStatus and "1 click(s)" in logic.lastStatus
+    bfloat16 = session_module.cpu_bfloat16_supported()
+    assert logic.session.amp is bfloat16 and ("(bfloat16)" in logic.lastStatus) is bfloat16
+    np.testing.assert_array_equal(logic.segmentMask(), logic.session.mask_on_ct())
