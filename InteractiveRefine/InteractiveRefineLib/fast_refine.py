@@ -352,8 +352,9 @@ def bfloat16_cpu_network(network):
     norm computed as batch normalisation with batch statistics (for a batch of one the same
     per-channel statistics over the volume, hence the same function; PyTorch's CPU instance norm
     copies channels-last activations to another layout and back, batch norm works on them in
-    place). The paper network's 144^3 refinement on 2 cores: 2.2 s float32, 1.5 s bfloat16,
-    0.9-1.0 s with the channels-last layout and these norms (README, "Performance")."""
+    place). The default network (channels 8-64) on a 144^3 ROI, 2 cores, forward pass alone:
+    2.2 s float32, 1.5 s bfloat16 autocast, 0.96 s also channels-last, 0.75 s also with these
+    norms (measured with benchmarks' micro-runs, 2026-12; README, "Performance")."""
     import torch
 
     net = copy.deepcopy(network)

@@ -69,9 +69,10 @@ FAST_NORMS = ("tracked", "frozen", "window")
 #: below it a full-ROI pass already takes about a second or less on 2 cores, and is exact.
 FAST_AUTO_MIN_VOXELS = 96**3
 #: ``refine_mode="auto"`` on the CPU refines larger ROIs in full when the initial model's pass
-#: (the refine network's size, same ROI, same precision) took at most this long, leaving room for
-#: building the input and mapping back within one second per click; else in a window.
-AUTO_FULL_SECONDS = 0.8
+#: (the refine network's size, same ROI, same precision) took at most this long: an exact click in
+#: about a second is worth more than a windowed approximation in a fifth of it, since a window
+#: misses what the network changes beyond it (README, "Performance"); slower, in a window.
+AUTO_FULL_SECONDS = 1.0
 
 
 def resolve_device(requested: str = "auto"):
