@@ -158,6 +158,7 @@ def cmd_demo(args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .session import AUTO_FULL_SECONDS
     parser = argparse.ArgumentParser(
         prog="interactive-refine",
         description="Interactive PET/CT tumour segmentation (2S-ICR). Coordinates are RAS mm.",
@@ -173,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         p.add_argument("--refine-mode", default="auto", choices=["auto", "full", "fast"],
                        help="auto: the whole ROI, except on the CPU for ROIs above 96^3 (the paper's "
-                            "144^3) whose whole-ROI pass takes over 0.8 s there: a window around the "
-                            "click; full: always the whole ROI (the paper's method); fast: always a window")
+                            f"144^3) whose whole-ROI pass takes over {AUTO_FULL_SECONDS:g} s there: a "
+                            "window around the click; full: always the whole ROI (the paper's method); "
+                            "fast: always a window")
         p.add_argument("--precision", default="auto", choices=sorted(PRECISIONS),
                        help="auto: bfloat16 on a CPU that computes it natively, for ROIs above 96^3, "
                             "else float32; reduced: bfloat16 on the CPU, float16 on CUDA; float32")

@@ -353,8 +353,9 @@ def bfloat16_cpu_network(network):
     per-channel statistics over the volume, hence the same function; PyTorch's CPU instance norm
     copies channels-last activations to another layout and back, batch norm works on them in
     place). The default network (channels 8-64) on a 144^3 ROI, 2 cores, forward pass alone:
-    2.2 s float32, 1.5 s bfloat16 autocast, 0.96 s also channels-last, 0.75 s also with these
-    norms (measured with benchmarks' micro-runs, 2026-12; README, "Performance")."""
+    2.2 s float32, 1.5 s bfloat16 autocast, 0.96 s also channels-last, 0.65-0.75 s also with
+    these norms (throwaway timing runs of the forward pass alone; README, "Performance", has the
+    per-click figures of ``benchmarks/click_latency.py``)."""
     import torch
 
     net = copy.deepcopy(network)
