@@ -146,12 +146,37 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def minor_page_faults() -> int | None:
+    """Minor page faults of this process so far (None where ``resource`` is missing: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def huge_pages() -> dict:
+    """Whether PyTorch's CPU allocator asks for transparent huge pages (the engine sets
+    ``THP_MEM_ALLOC_ENABLE=1`` unless the environment says otherwise) and the kernel's policy
+    (``madvise`` or ``always``: granted; ``never``: ignored)."""
+    policy = None
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+        policy = text[text.index("[") + 1: text.index("]")]
+    except (OSError, ValueError):
+        pass
+    return {"THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"), "kernel_policy": policy}
+
+
 def timed_click(session, ras, positive, mode):
+    """``(result, wall seconds, minor page faults)`` of one ``add_click``."""
     synchronize(session.device)
+    faults = minor_page_faults()
     t0 = time.perf_counter()
     result = session.add_click(ras, positive, mode=mode)
     synchronize(session.device)
-    return result, time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    return result, wall, None if faults is None else minor_page_faults() - faults
 
 
 def percentile(values, q) -> float | None:
@@ -195,8 +220,9 @@ def run_loop(session, mode, n_clicks, seed, truth_ct, truth_work) -> dict:
         if click is None:
             break
         ras = session.grid.index_to_ras(np.array(click.index[::-1], dtype=float))
-        result, wall = timed_click(session, ras, click.positive, mode)
-        per_click.append(dict(result.timings, wall_s=wall, mode=result.mode, window=result.window))
+        result, wall, faults = timed_click(session, ras, click.positive, mode)
+        per_click.append(dict(result.timings, wall_s=wall, page_faults=faults, mode=result.mode,
+                              window=result.window))
         clicks.append({"ras": [float(v) for v in ras], "positive": click.positive})
         curve.append(dice(session.mask_on_ct(), truth_ct))
         masks.append(session.mask_in_box().copy())
@@ -230,6 +256,8 @@ def summarise(loop: dict) -> dict:
     }
     for part in ("map_s", "norm_s", "model_s", "backmap_s", "total_s"):
         out["median_" + part] = percentile([c.get(part, 0.0) for c in per_click], 50)
+    faults = [c["page_faults"] for c in per_click if c.get("page_faults") is not None]
+    out["median_page_faults"] = percentile(faults, 50)
     return out
 
 
@@ -361,7 +389,7 @@ def main(argv=None) -> int:
             break
         own = sessions[session_key(mode)]
         ras = own.grid.index_to_ras(np.array(warm_click.index[::-1], dtype=float))
-        _, seconds = timed_click(own, ras, warm_click.positive, refine_mode(mode))
+        _, seconds, _ = timed_click(own, ras, warm_click.positive, refine_mode(mode))
         one_time_by_session[session_key(mode)]["warmup_s"][mode] = seconds
         own.undo()
 
@@ -409,6 +437,7 @@ def main(argv=None) -> int:
         "amp_by_mode": {mode: m["amp"] for mode, m in modes.items()},
         "cpu_bfloat16": cpu_bfloat16_supported(),
         "cudnn_benchmark": bool(args.cudnn_benchmark),
+        "huge_pages": huge_pages(),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "load_average_before": list(load_before) if load_before else None,
@@ -453,7 +482,7 @@ def format_table(result: dict) -> str:
         f"model {result['model']['kind']} {result['model']['name']!r}, case {result['case']}, "
         f"load average {_fmt((result['load_average_before'] or [None])[0], 2)}",
         f"{'mode':<6} {'median_s':>9} {'p90_s':>7} {'map_s':>7} {'norm_s':>7} {'model_s':>8} "
-        f"{'backmap_s':>9} "
+        f"{'backmap_s':>9} {'faults':>7} "
         f"{'meanDice1-10':>12}  Dice per click",
     ]
     for mode, m in result["modes"].items():
@@ -462,6 +491,7 @@ def format_table(result: dict) -> str:
             f"{mode:<6} {_fmt(m['median_s']):>9} {_fmt(m['p90_s']):>7} {_fmt(m['median_map_s']):>7} "
             f"{_fmt(m['median_norm_s']):>7} "
             f"{_fmt(m['median_model_s']):>8} {_fmt(m['median_backmap_s']):>9} "
+            f"{_fmt(m['median_page_faults'], 0):>7} "
             f"{_fmt(m['mean_dice_1_10']):>12}  {curve}"
         )
     for mode, r in result["replay"].items():
@@ -477,7 +507,10 @@ def format_table(result: dict) -> str:
             f"{_fmt(one['initial_model_s'])}, calibration {_fmt(one['calibrate_s'])}), warm-up "
             + ", ".join(f"{k} {_fmt(v)} s" for k, v in one["warmup_s"].items())
         )
-    memory = f"peak RSS {_fmt(result['peak_rss_mb'], 0)} MB"
+    pages = result.get("huge_pages") or {}
+    memory = (f"peak RSS {_fmt(result['peak_rss_mb'], 0)} MB; faults: median minor page faults "
+              f"per click; THP_MEM_ALLOC_ENABLE={pages.get('THP_MEM_ALLOC_ENABLE')}, "
+              f"kernel transparent huge pages: {pages.get('kernel_policy')}")
     if "peak_cuda_allocated_mb" in result:
         memory += f", peak CUDA allocated {_fmt(result['peak_cuda_allocated_mb'], 0)} MB"
     lines.append(memory)

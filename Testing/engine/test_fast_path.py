@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -269,6 +270,7 @@ def test_latency_benchmark_writes_the_json_contract(tmp_path):
          "--case", "phantom", "--clicks", "2", "--window", "32", "--threads", "1",
          "--modes", "full,fast,full+amp", "--json", str(out)],
         capture_output=True, text=True, timeout=600, cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"},
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     result = json.loads(out.read_text())
@@ -285,6 +287,13 @@ def test_latency_benchmark_writes_the_json_contract(tmp_path):
     for mode in ("fast", "full+amp"):
         assert len(result["replay"][mode]["dice_vs_reference"]) == 3
     assert "median_s" in completed.stdout and "full+amp" in completed.stdout
+    # The engine asked for huge-page allocations although the environment did not; every click
+    # reports the page faults it caused (Linux).
+    assert result["huge_pages"]["THP_MEM_ALLOC_ENABLE"] == "1"
+    if sys.platform.startswith("linux"):
+        faults = [c["page_faults"] for c in result["modes"]["full"]["per_click"]]
+        assert len(faults) == 2 and all(isinstance(f, int) and f >= 0 for f in faults)
+        assert "THP_MEM_ALLOC_ENABLE=1" in completed.stdout
 
 
 def test_fast_vs_full_benchmark_tabulates_each_case(tmp_path):

@@ -6,4 +6,6 @@ unchanged. Command line: ``interactive-refine-train`` (see ``cli.py``).
 """
 from __future__ import annotations
 
+import InteractiveRefineLib  # noqa: F401  (first: it sets the allocator option torch reads once)
+
 __version__ = "0.1.0"
