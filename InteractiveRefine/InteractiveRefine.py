@@ -11,7 +11,9 @@ Four classes, one role each (DESIGN.md section 2):
 - :class:`InteractiveRefineTest`: the self-test; runs in Slicer and under pytest (slicer-core).
 
 torch and MONAI are imported only inside functions (through the engine, InteractiveRefineLib),
-so Slicer starts without them; the Widget offers to install them on first use.
+so Slicer starts without them; the Widget offers to install them on first use. The engine's
+package itself is imported here, at Slicer's start: it imports nothing, and it sets PyTorch's
+allocator option for huge pages before anything in Slicer can import torch.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import InteractiveRefineLib  # noqa: F401  (sets THP_MEM_ALLOC_ENABLE; see its docstring)
 import numpy as np
 import qt
 import slicer

@@ -381,7 +381,7 @@ class RefinementSession:
             x = torch.zeros((1, image.shape[1] + 3) + shape, dtype=image.dtype, device=self.device)
             x[:, : image.shape[1]] = image
         previous = probability[box]
-        x[0, image.shape[1]] = torch.from_numpy(previous).to(self.device).to(image.dtype)
+        x[0, image.shape[1]].copy_(torch.from_numpy(previous))  # converts and moves in one pass
         reach = fast_refine.intersect(box, fast_refine.support_box(indices, self.grid.shape, self._kernel))
         if reach is not None:
             guidance = fast_refine.guidance_in_box(self.grid.shape, indices, positives, self._kernel, reach)
