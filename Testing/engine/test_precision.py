@@ -88,7 +88,7 @@ def test_bfloat16_refinement_follows_float32_on_the_real_case():
 
 
 _FAULTS_SCRIPT = """
-import resource, sys
+import resource
 import InteractiveRefineLib, torch, os
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
