@@ -121,3 +121,21 @@ def test_importing_the_engine_gives_torch_huge_page_allocations_unless_turned_of
     # Eight 48 MB activations: ~12,000 4 KB page faults each without, a few dozen 2 MB ones with.
     assert faults_off > 8 * 10000
     assert faults_on < faults_off / 10
+
+
+def test_stored_probabilities_are_numpys_float16_of_the_float32_ones(tiny_package):
+    """The session converts each probability map to float16 in torch (numpy's conversion is slow
+    on subnormal values, which a probability map is full of): bit for bit what numpy gives."""
+    import torch
+
+    logits = torch.linspace(-110.0, 40.0, 200_001)  # sigmoid spans subnormal to 1
+    probability = torch.sigmoid(logits)
+    assert (probability.numpy() < 6.1e-5).any() and (probability.numpy() > 0).any()
+    assert np.array_equal(probability.half().numpy().view(np.uint16),
+                          probability.numpy().astype(np.float16).view(np.uint16))
+    session = RefinementSession(tiny_package, device="cpu", amp=False, refine_mode="full")
+    volume = geometry.Volume.from_array(
+        np.random.default_rng(0).normal(size=(40, 40, 40)).astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    session.set_image(volume, volume, roi_center_ras=(40.0, 40.0, 40.0))
+    session.initial()
+    assert session._history[0].probability.dtype == np.float16
