@@ -19,11 +19,8 @@ import os as _os
 #: variable is set before its first allocation (Linux; PyTorch's CPU performance tuning guide).
 #: A click allocates and frees dozens of whole-ROI activations (a 144^3 x 8 bfloat16 one is
 #: 48 MB); with 4 KB pages the kernel faults and zeroes every one of them again on each click,
-#: 2 MB pages cut that work. A whole-ROI bfloat16 click of the default network on a 144^3 ROI:
-#: median 0.92 s without, 0.83 s with it on 2 threads, before the session converted to float16
-#: in torch (page faults per click ~170,000 -> ~8,000;
-#: README, "Performance"). The engine is imported
-#: before torch everywhere in the project (the Slicer module, both command lines, the training
-#: package), so setting it here takes effect; a value already in the environment (``0`` turns it
-#: off) is kept. Elsewhere than Linux PyTorch ignores it.
+#: 2 MB pages cut that work (README, "Performance": ~170,000 -> ~8,000 page faults per click).
+#: The engine is imported before torch everywhere in the project (the Slicer module, both
+#: command lines, the training package), so setting it here takes effect; a value already in
+#: the environment (``0`` turns it off) is kept. Elsewhere than Linux PyTorch ignores it.
 _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")

@@ -349,10 +349,8 @@ class RefinementSession:
             prob = torch_sigmoid(logits.float())
             total = prob if total is None else total + prob
         mean = (total / len(self._networks[stage]))[0, 0]
-        # float16 (what the history stores) converted by torch: on CUDA half the device-to-host
-        # bytes; on the CPU numpy's float32 -> float16 conversion crawls through the subnormal
-        # values of a probability map (0.16 s for 144^3 against under 1 ms here, same bits).
-        return (mean.half() if mean.is_cuda or not window else mean.float()).cpu().numpy()
+        # On CUDA copy back float16 either way: half the device-to-host bytes.
+        return to_float16(mean) if mean.is_cuda or not window else mean.float().cpu().numpy()
 
     def _refine_input(self, probability: np.ndarray, indices, positives, box, reuse: bool = False):
         """The refine network's input ``[1, C + 3, ...]`` on ``box`` of the working grid.
@@ -527,7 +525,7 @@ class RefinementSession:
                 total = prob if total is None else total + prob
                 recorded.append(stats)
             mean = (total / len(recorded))[0, 0]
-            return recorded, mean.half().cpu().numpy()  # float16 by torch (see _members_mean)
+            return recorded, to_float16(mean)
 
         recorded, self._far_field = self._guarded(record, x)
         # "tracked": the first norm stays a separate module whose statistics each click sets.
@@ -689,7 +687,8 @@ class RefinementSession:
         t2 = time.perf_counter()
         weights = fast_refine.blend_weights(box, self.grid.shape, self.fast_margin)
         probability = base.copy()
-        probability[box] = weights * window_probability + (1.0 - weights) * base[box].astype(np.float32)
+        probability[box] = to_float16(
+            weights * window_probability + (1.0 - weights) * base[box].astype(np.float32))
         removed_box, removed = self._remove_rejected(probability, rejections, indices, positives, state)
         changed = box if far is None else self._whole()
         if removed_box is not None:  # a removed region may reach outside the window: it changed too
@@ -804,6 +803,18 @@ class RefinementSession:
         if not self._history:
             raise SessionStateError("no segmentation yet: run the initial segmentation first")
         return self._history[-1]
+
+
+def to_float16(values) -> np.ndarray:
+    """``values`` (a torch tensor or numpy array) as the float16 numpy array the history stores,
+    converted by torch: numpy's float32 -> float16 conversion takes a slow path for subnormal
+    values, which a probability map is full of (0.16 s for a 144^3 map against under 1 ms in
+    torch, the same bits)."""
+    import torch
+
+    if isinstance(values, np.ndarray):
+        values = torch.from_numpy(np.ascontiguousarray(values))
+    return values.half().cpu().numpy()
 
 
 def cpu_bfloat16_supported() -> bool:
