@@ -57,6 +57,7 @@ MODEL_PATH_PARAM = "ModelPath"
 DEVICE_PARAM = "Device"
 AUTO_REFINE_PARAM = "AutoRefine"
 REGION_REMOVAL_PARAM = "RegionRemoval"
+EXACT_FOLLOW_UP_PARAM = "ExactFollowUp"
 SEGMENT_ID_PARAM = "SegmentID"
 #: Placement order of the clicks: "+<point id>;-<point id>;..." (+ positive node, - negative node).
 CLICK_ORDER_PARAM = "ClickOrder"
@@ -134,7 +135,15 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     Callbacks the Widget may attach (all optional):
     ``logCallback(message)``, ``progressCallback(message, percent)``,
-    ``errorCallback(message)``, ``resultCallback(stepResult)``, and ``scheduler(function)``.
+    ``errorCallback(message)``, ``resultCallback(stepResult)``, ``scheduler(function)``, and
+    ``confirmStartedCallback()``.
+
+    Exact follow-up (on by default, :meth:`setExactFollowUp`): where the engine shows a click
+    first as a preview (bfloat16, or a window around the click, on a CPU), the exact float32
+    whole-ROI mask is computed next and replaces the preview in the segment. With a
+    :attr:`scheduler` (the Widget) it runs in a background thread that the next click cancels,
+    and :meth:`applyConfirmed` (the Widget's timer calls it) writes it; without one (tests,
+    batch) it runs at once.
 
     One Logic per scene should be active: Logic instances share the module's parameter node
     (``clear()`` an instance before handing the scene to another).
@@ -153,6 +162,9 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         #: ``scheduler(function)`` runs refinements triggered by markups events later (the Widget
         #: passes a zero-delay Qt timer); None runs them at once (tests, batch).
         self.scheduler = None
+        #: ``confirmStartedCallback()``: a background exact pass started; poll :meth:`applyConfirmed`.
+        self.confirmStartedCallback = None
+        self._confirmThread = None
         self.session = None
         self.lastResult = None
         #: One status line for the last step: clicks, GTVp volume, device, action and its seconds.
@@ -167,7 +179,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     def setDefaultParameters(self, parameterNode) -> None:
         defaults = {
             MODEL_PATH_PARAM: "", DEVICE_PARAM: "auto", AUTO_REFINE_PARAM: "true",
-            REGION_REMOVAL_PARAM: "true",
+            REGION_REMOVAL_PARAM: "true", EXACT_FOLLOW_UP_PARAM: "true",
         }
         for name, value in defaults.items():
             if not parameterNode.GetParameter(name):
@@ -193,6 +205,59 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         self._parameterNode().SetParameter(REGION_REMOVAL_PARAM, "true" if enabled else "false")
         if self.session is not None:
             self.session.region_removal = bool(enabled)
+
+    def exactFollowUp(self) -> bool:
+        """Whether a preview mask is followed by the exact one (see the class docstring)."""
+        return self._parameterNode().GetParameter(EXACT_FOLLOW_UP_PARAM) != "false"
+
+    def setExactFollowUp(self, enabled: bool) -> None:
+        """Turn the exact follow-up on (the current preview is confirmed now) or off (a running
+        background pass is cancelled; the preview stays)."""
+        self._parameterNode().SetParameter(EXACT_FOLLOW_UP_PARAM, "true" if enabled else "false")
+        if self.session is None:
+            return
+        if enabled:
+            self._startConfirm()
+        else:
+            self.session.cancel_confirm()
+            self._confirmThread = None
+
+    def _startConfirm(self) -> None:
+        """After a step that left a preview: the exact mask, in the background with a scheduler
+        (the Widget), else at once."""
+        if self.session is None or not self.session.needs_confirm or not self.exactFollowUp():
+            return
+        if self.confirmRunning:  # already on its way
+            return
+        if self.scheduler is None:
+            t0 = time.perf_counter()
+            result = self.session.confirm()
+            self._finishStep(result, "exact mask", time.perf_counter() - t0 + self._writeMask())
+            return
+        self._confirmThread = self.session.confirm_in_background()
+        if self._confirmThread is not None:
+            self._log("Computing the exact mask in the background (the next click cancels it)")
+            if self.confirmStartedCallback:
+                self.confirmStartedCallback()
+
+    @property
+    def confirmRunning(self) -> bool:
+        """True while a background exact pass runs."""
+        return self._confirmThread is not None and self._confirmThread.is_alive()
+
+    def applyConfirmed(self) -> bool:
+        """Main thread: once the background exact pass has finished, write its mask into the
+        segment (True); False while it runs or when there is nothing to write."""
+        thread = self._confirmThread
+        if thread is None or thread.is_alive():
+            return False
+        self._confirmThread = None
+        if self.session is None or self.session.needs_confirm:  # cancelled, or it failed (logged)
+            return False
+        result = self.session.confirm()  # already exact: the current result at once
+        seconds = result.timings.get("confirm_total_s", 0.0)
+        self._finishStep(result, "exact mask", seconds + self._writeMask())
+        return True
 
     def _log(self, message: str) -> None:
         logger.info("%s", message)
@@ -648,7 +713,9 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         self._clearClickPoints()
         self._writeMask(full=True)
         self._progress("Done", 100)
-        return self._finishStep(result, "initial model", time.perf_counter() - t0)
+        self._finishStep(result, "initial model", time.perf_counter() - t0)
+        self._startConfirm()
+        return self.lastResult
 
     def addClick(self, ras, positive: bool):
         """Place a click point at world ``ras`` (mm) in the positive or negative list and refine.
@@ -687,7 +754,9 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         self._clearClickPoints()
         result = self.session.reset()
         self._writeMask()
-        return self._finishStep(result, "reset", time.perf_counter() - t0)
+        self._finishStep(result, "reset", time.perf_counter() - t0)
+        self._startConfirm()
+        return self.lastResult
 
     def replayClicks(self):
         """Rebuild the session from the parameter node (e.g. a reloaded scene) and replay the clicks.
@@ -714,7 +783,9 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         self._observeClickNodes()
         self._writeMask(full=True)
         self._finishStep(result, "initial model", result.timings.get("total_s", 0.0))
-        return self._sync(applyPending=True, action="replay")
+        self._sync(applyPending=True, action="replay")
+        self._startConfirm()
+        return self.lastResult
 
     def _sync(self, applyPending: bool, action: str = "click"):
         """Bring the session in step with the markups: undo to the common prefix, then add the rest.
@@ -766,6 +837,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             self.clickTimings.extend(timings)
             seconds = timings[-1]["total_s"] if timings and action == "click" else time.perf_counter() - t0
             self._finishStep(result, action, seconds)
+            self._startConfirm()
         if errors:
             raise ValueError("Click ignored and removed: " + "; ".join(errors))
         return self.lastResult
@@ -774,7 +846,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         self.lastResult = result
         pending = len(self._clickOrder()) - result.n_clicks
         precision = ""
-        if self.session is not None and self.session.amp:
+        if self.session is not None and self.session.amp and not result.exact:
             precision = f" ({self.session.precision})"
         status = (
             f"{result.n_clicks} click(s), GTVp {result.volume_ml:.1f} mL, device {result.device}"
@@ -782,6 +854,8 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         )
         if result.window is not None:  # a fast click: refined in a window around it
             status += " in a " + "x".join(str(b - a) for a, b in result.window) + " window"
+        if not result.exact:
+            status += ", preview" + (": exact mask follows" if self.exactFollowUp() else "")
         if result.removed_ml > 0:
             status += f", removed {result.removed_ml:.1f} mL marked not tumour"
         if pending > 0:
@@ -803,6 +877,9 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     def clear(self) -> None:
         """Forget the session and stop observing (scene closed); the scene keeps its nodes."""
+        if self.session is not None:
+            self.session.cancel_confirm()
+        self._confirmThread = None
         self.removeObservers()
         self.session = None
         self.lastResult = None
@@ -861,6 +938,11 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.logic.resultCallback = self.onLogicResult
         # Refine after the markups widget has finished handling the click, not inside its event.
         self.logic.scheduler = lambda function: qt.QTimer.singleShot(0, function)
+        # While an exact mask is computed in the background, look for it five times a second.
+        self._confirmTimer = qt.QTimer()
+        self._confirmTimer.setInterval(200)
+        self._confirmTimer.connect("timeout()", self.onConfirmTimer)
+        self.logic.confirmStartedCallback = self._confirmTimer.start
 
         self.ui.deviceComboBox.clear()
         self.ui.deviceComboBox.addItems(list(DEVICES))
@@ -885,6 +967,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
         self.ui.autoRefineCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
         self.ui.regionRemovalCheckBox.connect("toggled(bool)", self.onRegionRemovalToggled)
+        self.ui.exactFollowUpCheckBox.connect("toggled(bool)", self.onExactFollowUpToggled)
         self.ui.segmentButton.connect("clicked(bool)", self.onSegmentButton)
         self.ui.refineButton.connect("clicked(bool)", self.onRefineButton)
         self.ui.undoButton.connect("clicked(bool)", self.onUndoButton)
@@ -894,6 +977,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.initializeParameterNode()
 
     def cleanup(self):
+        self._confirmTimer.stop()
         self.removeObservers()
         self._removeShortcuts()
         if self.logic:
@@ -954,6 +1038,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.deviceComboBox.currentText = node.GetParameter(DEVICE_PARAM) or "auto"
             self.ui.autoRefineCheckBox.checked = node.GetParameter(AUTO_REFINE_PARAM) != "false"
             self.ui.regionRemovalCheckBox.checked = node.GetParameter(REGION_REMOVAL_PARAM) != "false"
+            self.ui.exactFollowUpCheckBox.checked = node.GetParameter(EXACT_FOLLOW_UP_PARAM) != "false"
             positiveNode, negativeNode = (
                 node.GetNodeReference(POSITIVE_ROLE),
                 node.GetNodeReference(NEGATIVE_ROLE),
@@ -981,6 +1066,20 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def onRegionRemovalToggled(self, checked):
         if not self._updatingGUIFromParameterNode:
             self.logic.setRegionRemoval(checked)
+
+    def onExactFollowUpToggled(self, checked):
+        if not self._updatingGUIFromParameterNode:
+            self.logic.setExactFollowUp(checked)
+
+    def onConfirmTimer(self):
+        """Write the background exact mask once it is there; stop polling when nothing runs."""
+        try:
+            self.logic.applyConfirmed()
+        except Exception as exc:  # noqa: BLE001 - a timer must not die silently
+            logger.exception("writing the exact mask failed")
+            self.onLogicError(f"Writing the exact mask failed: {exc}")
+        if not self.logic.confirmRunning:
+            self._confirmTimer.stop()
 
     def updateParameterNodeFromGUI(self, *args):
         node = self._parameterNode

@@ -208,12 +208,29 @@ def next_click(user, session, truth_work, inside):
     return user.next_click(session.mask_on_working_grid().astype(bool) & inside, truth_work)
 
 
-def run_loop(session, mode, n_clicks, seed, truth_ct, truth_work) -> dict:
-    """``session.reset()`` then ``n_clicks`` simulated clicks refined in ``mode``."""
+def timed_confirm(session) -> float:
+    """Seconds of ``session.confirm()`` (the exact float32 follow-up of a preview)."""
+    synchronize(session.device)
+    t0 = time.perf_counter()
+    session.confirm()
+    synchronize(session.device)
+    return time.perf_counter() - t0
+
+
+def run_loop(session, mode, n_clicks, seed, truth_ct, truth_work, confirm=False) -> dict:
+    """``session.reset()`` then ``n_clicks`` simulated clicks refined in ``mode``.
+
+    ``confirm``: after each click, what the user first sees (the preview) is scored, then
+    ``session.confirm()`` computes the exact mask, which is scored and on which the next click
+    is chosen (a user who waits for it).
+    """
     session.reset()
+    if confirm:  # a reduced-precision initial state too
+        session.confirm()
     user = SimulatedUser("2sicr", np.random.default_rng(seed))
     inside = inside_ct(session)
     curve = [dice(session.mask_on_ct(), truth_ct)]
+    preview = list(curve)
     clicks, per_click, masks = [], [], [session.mask_in_box().copy()]
     for _ in range(n_clicks):
         click = next_click(user, session, truth_work, inside)
@@ -221,24 +238,44 @@ def run_loop(session, mode, n_clicks, seed, truth_ct, truth_work) -> dict:
             break
         ras = session.grid.index_to_ras(np.array(click.index[::-1], dtype=float))
         result, wall, faults = timed_click(session, ras, click.positive, mode)
-        per_click.append(dict(result.timings, wall_s=wall, page_faults=faults, mode=result.mode,
-                              window=result.window))
+        timings = dict(result.timings, wall_s=wall, page_faults=faults, mode=result.mode,
+                       window=result.window, exact=result.exact)
+        if confirm:
+            preview.append(dice(session.mask_on_ct(), truth_ct))
+            timings["confirm_wall_s"] = timed_confirm(session)
+            timings["exact_wall_s"] = wall + timings["confirm_wall_s"]
+        per_click.append(timings)
         clicks.append({"ras": [float(v) for v in ras], "positive": click.positive})
         curve.append(dice(session.mask_on_ct(), truth_ct))
         masks.append(session.mask_in_box().copy())
-    return {"clicks": clicks, "per_click": per_click, "dice": curve, "masks": masks}
+    loop = {"clicks": clicks, "per_click": per_click, "dice": curve, "masks": masks}
+    if confirm:
+        loop["preview_dice"] = preview
+    return loop
 
 
-def replay(session, clicks, mode, truth_ct, reference_masks) -> dict:
+def replay(session, clicks, mode, truth_ct, reference_masks, confirm=False) -> dict:
     """The given clicks in ``mode``: Dice against the truth and against ``reference_masks``
-    (the CT-box masks after each click of the loop that chose the clicks)."""
+    (the CT-box masks after each click of the loop that chose the clicks). ``confirm``: each
+    click's preview is scored, then confirmed (the next click starts from the exact mask)."""
     session.reset()
+    if confirm:
+        session.confirm()
     curve, agreement = [dice(session.mask_on_ct(), truth_ct)], [1.0]
+    preview, preview_agreement = list(curve), [1.0]
     for t, click in enumerate(clicks, start=1):
         session.add_click(click["ras"], click["positive"], mode=mode)
+        if confirm:
+            preview.append(dice(session.mask_on_ct(), truth_ct))
+            preview_agreement.append(dice(session.mask_in_box(), reference_masks[t]))
+            session.confirm()
         curve.append(dice(session.mask_on_ct(), truth_ct))
         agreement.append(dice(session.mask_in_box(), reference_masks[t]))
-    return {"dice": curve, "dice_vs_reference": agreement, "mean_dice_1_10": mean_dice_1_10(curve)}
+    out = {"dice": curve, "dice_vs_reference": agreement, "mean_dice_1_10": mean_dice_1_10(curve)}
+    if confirm:
+        out.update(preview_dice=preview, preview_dice_vs_reference=preview_agreement,
+                   mean_preview_dice_1_10=mean_dice_1_10(preview))
+    return out
 
 
 def summarise(loop: dict) -> dict:
@@ -256,6 +293,12 @@ def summarise(loop: dict) -> dict:
     }
     for part in ("map_s", "norm_s", "model_s", "backmap_s", "total_s"):
         out["median_" + part] = percentile([c.get(part, 0.0) for c in per_click], 50)
+    if "preview_dice" in loop:  # a confirm mode: the preview, then the exact mask
+        out["preview_dice"] = loop["preview_dice"]
+        out["mean_preview_dice_1_10"] = mean_dice_1_10(loop["preview_dice"])
+        for part in ("confirm_wall_s", "exact_wall_s"):
+            out["median_" + part] = percentile([c[part] for c in per_click], 50)
+        out["p90_exact_wall_s"] = percentile([c["exact_wall_s"] for c in per_click], 90)
     faults = [c["page_faults"] for c in per_click if c.get("page_faults") is not None]
     out["median_page_faults"] = percentile(faults, 50)
     return out
@@ -278,7 +321,9 @@ def parse_args(argv=None):
     p.add_argument("--modes", default="full,fast",
                    help="comma-separated: full, fast, full+amp, fast+amp (+amp: reduced precision, "
                         "bfloat16 on the CPU, float16 on CUDA; the others run in float32), auto "
-                        "(the engine's defaults: its own choice of mode and precision)")
+                        "(the engine's defaults: its own choice of mode and precision), "
+                        "+confirm after any but full (e.g. auto+confirm: each click's preview "
+                        "followed by the exact float32 mask, session.confirm())")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--window", type=int, default=None,
                    help="fast window edge (default: the model card's, else the engine's)")
@@ -297,7 +342,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if args.amp:
-        modes = [m if m.endswith(AMP) or m == "auto" else m + AMP for m in modes]
+        modes = [m if AMP in m or m.startswith("auto") else m.replace(CONFIRM, "") + AMP
+                 + (CONFIRM if confirms(m) else "") for m in modes]
     if not modes or set(modes) - set(MODES) or len(set(modes)) < len(modes):
         p.error(f"--modes must list some of {', '.join(MODES)} once each, got {args.modes!r}")
     args.modes = modes
@@ -305,24 +351,38 @@ def parse_args(argv=None):
 
 
 #: Benchmark modes: the session's refine mode, in float32 or with ``+amp`` in reduced precision;
-#: ``auto``: the session's defaults (``refine_mode="auto"``, ``amp="auto"``).
+#: ``auto``: the session's defaults (``refine_mode="auto"``, ``amp="auto"``); ``+confirm`` (any
+#: mode but ``full``): each click's preview followed by ``session.confirm()``, in a session of
+#: its own.
 AMP = "+amp"
-MODES = ("full", "fast", "full" + AMP, "fast" + AMP, "auto")
+CONFIRM = "+confirm"
+BASE_MODES = ("full", "fast", "full" + AMP, "fast" + AMP, "auto")
+MODES = BASE_MODES + tuple(m + CONFIRM for m in BASE_MODES if m != "full")
+
+
+def confirms(mode: str) -> bool:
+    return mode.endswith(CONFIRM)
+
+
+def _base(mode: str) -> str:
+    return mode[: -len(CONFIRM)] if confirms(mode) else mode
 
 
 def refine_mode(mode: str) -> str | None:
     """The per-click mode of a benchmark mode (``"fast+amp"`` -> ``"fast"``; ``"auto"`` -> None:
     the session's choice)."""
+    mode = _base(mode)
     if mode == "auto":
         return None
     return mode[: -len(AMP)] if mode.endswith(AMP) else mode
 
 
 def session_key(mode: str) -> str:
-    """Modes sharing a session: one per precision, and one for ``auto``."""
-    if mode == "auto":
-        return "auto"
-    return "reduced" if mode.endswith(AMP) else "float32"
+    """Modes sharing a session: one per precision, one for ``auto``, and one per ``+confirm`` mode
+    (confirm replaces its session's states with exact ones)."""
+    base = _base(mode)
+    key = "auto" if base == "auto" else "reduced" if base.endswith(AMP) else "float32"
+    return key + CONFIRM if confirms(mode) else key
 
 
 #: Session arguments per :func:`session_key`
@@ -353,7 +413,8 @@ def main(argv=None) -> int:
     sessions, one_time_by_session = {}, {}
     for key in dict.fromkeys(session_key(m) for m in args.modes):
         own = [refine_mode(m) for m in args.modes if session_key(m) == key]
-        settings = dict({"refine_mode": "fast" if "fast" in own else "full"}, **SESSION_SETTINGS[key])
+        settings = dict({"refine_mode": "fast" if "fast" in own else "full"},
+                        **SESSION_SETTINGS[key.replace(CONFIRM, "")])
         costs = dict(one_time)
         t0 = time.perf_counter()
         session = RefinementSession(
@@ -390,6 +451,8 @@ def main(argv=None) -> int:
         own = sessions[session_key(mode)]
         ras = own.grid.index_to_ras(np.array(warm_click.index[::-1], dtype=float))
         _, seconds, _ = timed_click(own, ras, warm_click.positive, refine_mode(mode))
+        if confirms(mode):
+            seconds += timed_confirm(own)
         one_time_by_session[session_key(mode)]["warmup_s"][mode] = seconds
         own.undo()
 
@@ -398,7 +461,8 @@ def main(argv=None) -> int:
         own = sessions[session_key(mode)]
         if cuda:
             torch.cuda.reset_peak_memory_stats(own.device)
-        loops[mode] = run_loop(own, refine_mode(mode), args.clicks, args.seed, truth_ct, truth_work)
+        loops[mode] = run_loop(own, refine_mode(mode), args.clicks, args.seed, truth_ct, truth_work,
+                               confirm=confirms(mode))
         modes[mode] = summarise(loops[mode])
         modes[mode]["amp"], modes[mode]["precision"] = own.amp, own.precision
         modes[mode]["rss_peak_so_far_mb"] = peak_rss_mb()
@@ -411,7 +475,8 @@ def main(argv=None) -> int:
         for mode in args.modes:
             if mode != "full":
                 replays[mode] = dict(replay(sessions[session_key(mode)], loops["full"]["clicks"],
-                                            refine_mode(mode), truth_ct, reference), clicks_from="full")
+                                            refine_mode(mode), truth_ct, reference, confirm=confirms(mode)),
+                                     clicks_from="full")
 
     result = {
         "device": str(session.device),
@@ -476,25 +541,40 @@ def _fmt(value, digits=3) -> str:
 
 
 def format_table(result: dict) -> str:
+    width = max([6] + [len(mode) for mode in result["modes"]])
     lines = [
         f"device {result['device']} ({result['device_name']}), threads {result['threads']}, "
         f"ROI {'x'.join(str(s) for s in result['roi_shape'])} ({result['roi_voxels']} voxels), "
         f"model {result['model']['kind']} {result['model']['name']!r}, case {result['case']}, "
         f"load average {_fmt((result['load_average_before'] or [None])[0], 2)}",
-        f"{'mode':<6} {'median_s':>9} {'p90_s':>7} {'map_s':>7} {'norm_s':>7} {'model_s':>8} "
+        f"{'mode':<{width}} {'median_s':>9} {'p90_s':>7} {'map_s':>7} {'norm_s':>7} {'model_s':>8} "
         f"{'backmap_s':>9} {'faults':>7} "
         f"{'meanDice1-10':>12}  Dice per click",
     ]
     for mode, m in result["modes"].items():
         curve = " ".join(f"{d:.3f}" for d in m["dice"])
         lines.append(
-            f"{mode:<6} {_fmt(m['median_s']):>9} {_fmt(m['p90_s']):>7} {_fmt(m['median_map_s']):>7} "
+            f"{mode:<{width}} {_fmt(m['median_s']):>9} {_fmt(m['p90_s']):>7} {_fmt(m['median_map_s']):>7} "
             f"{_fmt(m['median_norm_s']):>7} "
             f"{_fmt(m['median_model_s']):>8} {_fmt(m['median_backmap_s']):>9} "
             f"{_fmt(m['median_page_faults'], 0):>7} "
             f"{_fmt(m['mean_dice_1_10']):>12}  {curve}"
         )
+    for mode, m in result["modes"].items():
+        if "mean_preview_dice_1_10" in m:
+            lines.append(
+                f"{mode}: preview median {_fmt(m['median_s'])} s after the click, exact mask median "
+                f"{_fmt(m['median_exact_wall_s'])} s (p90 {_fmt(m['p90_exact_wall_s'])}; confirm "
+                f"{_fmt(m['median_confirm_wall_s'])} s); mean Dice 1-10 of the previews "
+                f"{_fmt(m['mean_preview_dice_1_10'])}, of the exact masks {_fmt(m['mean_dice_1_10'])}"
+            )
     for mode, r in result["replay"].items():
+        if "mean_preview_dice_1_10" in r:
+            lines.append(
+                f"replay of full's clicks in {mode}: previews mean Dice 1-10 "
+                f"{_fmt(r['mean_preview_dice_1_10'])}, preview vs full mask per click "
+                f"{' '.join(f'{d:.3f}' for d in r['preview_dice_vs_reference'][1:])}"
+            )
         lines.append(
             f"replay of full's clicks in {mode}: mean Dice 1-10 {_fmt(r['mean_dice_1_10'])}, "
             f"Dice vs full mask per click {' '.join(f'{d:.3f}' for d in r['dice_vs_reference'][1:])}"

@@ -71,10 +71,19 @@ def summarise_case(result: dict, fast: str = "fast") -> dict:
     }
     row["replay_minus_full"] = row["replay_mean_dice_1_10"] - row["full_mean_dice_1_10"]
     row["fast_minus_full"] = row["fast_mean_dice_1_10"] - row["full_mean_dice_1_10"]
+    if click_latency.confirms(fast):  # previews, each followed by the exact mask
+        replayed = result["replay"][fast]
+        row["replay_preview_mean_dice_1_10"] = replayed["mean_preview_dice_1_10"]
+        row["replay_preview_minus_full"] = row["replay_preview_mean_dice_1_10"] - row["full_mean_dice_1_10"]
+        row["replay_preview_min_dice_vs_full"] = min(replayed["preview_dice_vs_reference"][1:])
+        row["fast_exact_median_s"] = modes[fast]["median_exact_wall_s"]
+        row["fast_exact_p90_s"] = modes[fast]["p90_exact_wall_s"]
     return row
 
 
 def format_markdown(rows: list[dict], window: int, fast: str = "fast") -> str:
+    if click_latency.confirms(fast):
+        return _format_confirm(rows, fast)
     label = f"fast ({window}³)" if fast.startswith("fast") else fast
     if fast.endswith(click_latency.AMP):
         label += ", reduced precision"
@@ -94,6 +103,30 @@ def format_markdown(rows: list[dict], window: int, fast: str = "fast") -> str:
     worst_own = max(abs(r["fast_minus_full"]) for r in rows)
     lines.append("")
     lines.append(f"largest |difference|: same clicks {worst:.3f}, own loops {worst_own:.3f}")
+    return "\n".join(lines)
+
+
+def _format_confirm(rows: list[dict], fast: str) -> str:
+    """The table for a ``+confirm`` mode: what the user sees first (the preview, from the exact
+    previous mask) and then (the exact mask), against float32 full-ROI refinement."""
+    lines = [
+        f"| case | full: mean Dice 1-10 | {fast} previews, full's clicks | difference | "
+        "preview vs full mask, lowest per click | exact masks, own loop | difference | full s/click | "
+        "preview s/click (p90) | exact mask s after the click (p90) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['case']} | {r['full_mean_dice_1_10']:.3f} | {r['replay_preview_mean_dice_1_10']:.3f} | "
+            f"{r['replay_preview_minus_full']:+.3f} | {r['replay_preview_min_dice_vs_full']:.3f} | "
+            f"{r['fast_mean_dice_1_10']:.3f} | {r['fast_minus_full']:+.3f} | {r['full_median_s']:.2f} | "
+            f"{r['fast_median_s']:.2f} ({r['fast_p90_s']:.2f}) | "
+            f"{r['fast_exact_median_s']:.2f} ({r['fast_exact_p90_s']:.2f}) |"
+        )
+    worst = max(abs(r["replay_preview_minus_full"]) for r in rows)
+    worst_exact = max(abs(r["fast_minus_full"]) for r in rows)
+    lines.append("")
+    lines.append(f"largest |difference|: previews {worst:.3f}, exact masks {worst_exact:.3f}")
     return "\n".join(lines)
 
 

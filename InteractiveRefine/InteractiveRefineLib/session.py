@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -71,7 +72,8 @@ FAST_AUTO_MIN_VOXELS = 96**3
 #: ``refine_mode="auto"`` on the CPU refines larger ROIs in full when the initial model's pass
 #: (the refine network's size, same ROI, same precision) took at most this long: an exact click in
 #: about a second is worth more than a windowed approximation in a fifth of it, since a window
-#: misses what the network changes beyond it (README, "Performance"); slower, in a window.
+#: misses what the network changes beyond it (README, "Performance"); slower, in a window. A first
+#: pass of up to twice this is timed once more (the process's first pass also builds kernels).
 AUTO_FULL_SECONDS = 1.0
 
 
@@ -105,6 +107,10 @@ class StepResult:
     window: tuple | None = None
     #: mL of the mask this click removed as regions marked "not tumour" (:mod:`.click_regions`)
     removed_ml: float = 0.0
+    #: the mask is the float32 whole-ROI result of these clicks (what ``amp=False``,
+    #: ``refine_mode="full"`` gives); False for a preview in reduced precision or from a window,
+    #: which :meth:`RefinementSession.confirm` turns into the exact one
+    exact: bool = True
 
 
 @dataclass
@@ -122,6 +128,8 @@ class _State:
     #: per refine member, ``(sum, sum of squares)`` of the first instance norm's input over the
     #: ROI for this state's next-click input without the click (``"tracked"`` fast path), or None
     moments: list | None = None
+    #: computed in float32 over the whole ROI from an exact state (see ``StepResult.exact``)
+    exact: bool = True
 
 
 class RefinementSession:
@@ -199,6 +207,8 @@ class RefinementSession:
             torch.backends.cudnn.benchmark = True
         self._divisor = _size_divisor(package.card["network"])
         self._first_norm_cache = None
+        self._exact_cache = None  # float32 networks for confirm() when the session runs in amp
+        self._confirm_job = None  # (thread, cancel event) of confirm_in_background()
         self._networks = {
             stage: [self._placed(net) for net in nets] for stage, nets in package.networks.items()
         }
@@ -211,6 +221,7 @@ class RefinementSession:
 
     # ------------------------------------------------------------------ image
     def _clear(self) -> None:
+        self.cancel_confirm()
         self.ct: Volume | None = None
         self.grid: Grid | None = None
         self._image = None  # torch [1, C, k, j, i] on device
@@ -291,20 +302,22 @@ class RefinementSession:
         self.preprocess_seconds = time.perf_counter() - t0
 
     # -------------------------------------------------------------- inference
-    def _predict(self, stage: str, x, window: bool = False):
+    def _predict(self, stage: str, x, window: bool = False, exact: bool = False):
         """Mean sigmoid probability of the stage's members, ``[k, j, i]`` numpy: float16 (what
         the history stores) for the ROI, float32 for a window on the CPU (it is blended).
 
         ``window``: run the fast path's network copies (``x`` is a window, not the ROI).
+        ``exact``: the float32 networks without autocast, whatever ``amp`` says (:meth:`confirm`).
         """
-        return self._guarded(lambda inputs: self._members_mean(stage, inputs, window), x)
+        return self._guarded(lambda inputs: self._members_mean(stage, inputs, window, exact), x, exact)
 
-    def _guarded(self, run, x):
-        """``run(x)`` on the device in inference mode (and autocast with ``amp``); on GPU
-        out-of-memory, move the session to the CPU with a warning and run it there."""
+    def _guarded(self, run, x, exact: bool = False):
+        """``run(x)`` on the device in inference mode (and autocast with ``amp`` unless
+        ``exact``); on GPU out-of-memory, move the session to the CPU with a warning and run it
+        there."""
         torch = self._torch
         try:
-            with torch.inference_mode(), self._autocast():
+            with torch.inference_mode(), self._autocast(exact):
                 return run(x.to(self.device))
         except torch.cuda.OutOfMemoryError:
             warnings.warn("GPU out of memory; falling back to the CPU for this session", stacklevel=3)
@@ -312,14 +325,15 @@ class RefinementSession:
             self.device = torch.device("cpu")
             self.amp = self.amp and cpu_bfloat16_supported()  # float16 was for CUDA
             self._networks = {s: [self._placed(n) for n in nets] for s, nets in self._networks.items()}
+            self._exact_cache = None
             if self._window_nets is not None:
                 self._window_nets = [n.cpu() for n in self._window_nets]
             self._image = self._image.cpu()
-            with torch.inference_mode(), self._autocast():
+            with torch.inference_mode(), self._autocast(exact):
                 return run(x.cpu())
 
-    def _autocast(self):
-        if not self.amp:
+    def _autocast(self, exact: bool = False):
+        if not self.amp or exact:
             return contextlib.nullcontext()
         if self.device.type == "cuda":
             return self._torch.autocast("cuda", dtype=self._torch.float16)
@@ -332,14 +346,29 @@ class RefinementSession:
             return fast_refine.bfloat16_cpu_network(net.cpu())
         return net.to(self.device)
 
-    def _members_mean(self, stage: str, x, window: bool):
+    def _exact_networks(self, stage: str) -> list:
+        """The stage's float32 networks on the device: those of a session without ``amp``
+        (the package's own modules; no copy unless ``amp`` made CPU copies)."""
+        if not self.amp:
+            return self._networks[stage]
+        if self._exact_cache is None:
+            self._exact_cache = {
+                s: [net.to(self.device) for net in nets] for s, nets in self.package.networks.items()
+            }
+        return self._exact_cache[stage]
+
+    def _members_mean(self, stage: str, x, window: bool, exact: bool = False):
         from monai.inferers import sliding_window_inference
 
         roi = self.package.roi_size_vox
-        if x.device.type == "cpu" and (window or self.amp):  # channels-last networks (_placed)
+        if x.device.type == "cpu" and (window or (self.amp and not exact)):  # channels-last (_placed)
             x = x.contiguous(memory_format=self._torch.channels_last_3d)
+        if window:
+            networks = self._window_nets
+        else:
+            networks = self._exact_networks(stage) if exact else self._networks[stage]
         total = None
-        for net in self._window_nets if window else self._networks[stage]:
+        for net in networks:
             if window or tuple(x.shape[2:]) == tuple(roi):
                 logits = net(x)
             else:
@@ -542,22 +571,37 @@ class RefinementSession:
         return time.perf_counter() - t0
 
     # ------------------------------------------------------------ interaction
-    def initial(self) -> StepResult:
-        """Run the initial model (t = 0); clears any clicks."""
-        self._require_image()
+    def _initial_state(self, exact: bool) -> _State:
+        """The initial model's state; ``exact``: in float32 whatever ``amp`` says."""
         t0 = time.perf_counter()
-        probability = self._predict("initial", self._image)
+        probability = self._predict("initial", self._image, exact=exact)
         t1 = time.perf_counter()
         ct_mask = self._to_ct(probability)
         t2 = time.perf_counter()
         timings = {"model_s": t1 - t0, "backmap_s": t2 - t1, "total_s": t2 - t0}
-        self._history = [_State((), (), probability, ct_mask, timings)]
+        return _State((), (), probability, ct_mask, timings, exact=exact or not self.amp)
+
+    def initial(self) -> StepResult:
+        """Run the initial model (t = 0); clears any clicks."""
+        self._require_image()
+        self.cancel_confirm()
+        t0 = time.perf_counter()
+        self._history = [self._initial_state(exact=False)]
+        timings = self._history[0].timings
         self._window_nets = None
         self._far_field = None
         if self._refine_mode == "auto" and self.device.type == "cpu" and self._large_roi:
             # The initial pass ran a network of the refine network's size on the same ROI.
             members = len(self._networks["refine"]) / len(self._networks["initial"])
-            estimate = timings["model_s"] * members
+            seconds = timings["model_s"]
+            if AUTO_FULL_SECONDS < seconds * members <= 2 * AUTO_FULL_SECONDS:
+                # Close: the process's first pass also builds the kernels (oneDNN); time another.
+                t3 = time.perf_counter()
+                self._predict("initial", self._image)
+                timings["auto_retime_s"] = time.perf_counter() - t3
+                seconds = min(seconds, timings["auto_retime_s"])
+                timings["total_s"] = time.perf_counter() - t0
+            estimate = seconds * members
             self._auto_full = estimate <= AUTO_FULL_SECONDS
             logger.info(
                 "a whole-ROI refinement takes about %.2f s here (%s): refining %s", estimate,
@@ -586,10 +630,17 @@ class RefinementSession:
         """
         if mode not in (None, "fast", "full"):
             raise ValueError(f"mode must be None, 'fast' or 'full', got {mode!r}")
+        self.cancel_confirm()
         state = self._require_state()
         t0 = time.perf_counter()
         index = self.click_index(ras)
         click = Click(tuple(float(v) for v in ras), bool(positive))
+        self._history.append(self._advance(state, click, index, mode or self.refine_mode, False, t0))
+        return self._result()
+
+    def _advance(self, state: _State, click: Click, index, mode: str, exact: bool, t0: float) -> _State:
+        """The state after ``click`` (at working-grid ``index``) from ``state``, refined in
+        ``mode``; ``exact``: the whole ROI in float32 whatever ``mode`` and ``amp`` say."""
         indices = state.click_indices + (index,)
         clicks = state.clicks + (click,)
         positives = [c.positive for c in clicks]
@@ -598,25 +649,25 @@ class RefinementSession:
             region = click_regions.rejected_region(state.probability > self.package.threshold, index)
             if region is not None:
                 rejections = rejections + (region,)
-        box = self._fast_box(index) if (mode or self.refine_mode) == "fast" else None
+        box = self._fast_box(index) if mode == "fast" and not exact else None
         refined = None
         if box is not None:
             refined = self._refine_window(state, indices, positives, box, rejections, t0)
         if refined is None:  # a full pass, or a window that grew to the whole ROI
             box = None
             probability, ct_mask, timings, removed = self._refine_full(
-                state, indices, positives, rejections, t0
+                state, indices, positives, rejections, t0, exact
             )
             moments = None  # computed from the whole ROI if a fast click follows
         else:
             probability, ct_mask, timings, removed, moments, box = refined
         window = None if box is None else tuple((s.start, s.stop) for s in box)
         removed_ml = removed * float(np.prod(self.grid.spacing)) / 1000.0
-        self._history.append(_State(
+        return _State(
             clicks, indices, probability, ct_mask, timings, "full" if box is None else "fast", window,
             rejections, removed_ml, moments,
-        ))
-        return self._result()
+            exact=state.exact and box is None and (exact or not self.amp),
+        )
 
     def _remove_rejected(self, probability: np.ndarray, rejections, indices, positives, previous: _State):
         """Zero the rejected regions that the clicks now allow removing (:mod:`.click_regions`),
@@ -637,10 +688,12 @@ class RefinementSession:
         seen = suppress & foreground & (previous.probability > self.package.threshold)
         return geometry.mask_box(changed), int(seen.sum())
 
-    def _refine_full(self, state: _State, indices, positives, rejections, t0: float):
-        x = self._refine_input(state.probability, indices, positives, self._whole(), reuse=True)
+    def _refine_full(self, state: _State, indices, positives, rejections, t0: float, exact: bool = False):
+        # An exact pass in an amp session builds a float32 input in the float32 networks' layout.
+        reuse = not (exact and self.amp)
+        x = self._refine_input(state.probability, indices, positives, self._whole(), reuse=reuse)
         t1 = time.perf_counter()
-        probability = self._predict("refine", x)
+        probability = self._predict("refine", x, exact=exact)
         t2 = time.perf_counter()
         _, removed = self._remove_rejected(probability, rejections, indices, positives, state)
         ct_mask = self._to_ct(probability, state)
@@ -716,6 +769,7 @@ class RefinementSession:
     def undo(self) -> StepResult:
         """Remove the last click and restore the previous mask exactly."""
         self._require_state()
+        self.cancel_confirm()
         if len(self._history) < 2:
             raise ClickError("there is no click to undo")
         self._history.pop()
@@ -724,8 +778,117 @@ class RefinementSession:
     def reset(self) -> StepResult:
         """Drop every click and return to the initial model's mask."""
         self._require_state()
+        self.cancel_confirm()
         del self._history[1:]
         return self._result()
+
+    # ------------------------------------------------------- exact follow-up
+    @property
+    def needs_confirm(self) -> bool:
+        """True when the current mask is a preview (reduced precision, or a window) that
+        :meth:`confirm` would replace with the exact float32 whole-ROI result."""
+        return bool(self._history) and not self._history[-1].exact
+
+    def confirm(self, cancel: threading.Event | None = None) -> StepResult | None:
+        """Replace every preview state with the exact one: the initial model and each click
+        since the last exact state, recomputed over the whole ROI in float32, in order (a click
+        refined from a preview is itself a preview). Afterwards the history equals, bit for bit,
+        what a float32 session with ``refine_mode="full"`` gives for the same clicks; undo and
+        the clicks are unchanged.
+
+        ``cancel``: a :class:`threading.Event`; once set, the work stops between two network
+        layers and the session is left as it was. Returns the current step's result, or None
+        when cancelled. Nothing to do (already exact): returns at once.
+        """
+        self._require_state()
+        history = list(self._history)
+        first = next((i for i, state in enumerate(history) if not state.exact), None)
+        if first is None:
+            return self._result()
+        t0 = time.perf_counter()
+        try:
+            with self._cancellable(cancel):
+                states = history[:first]
+                if first == 0:
+                    states.append(self._initial_state(exact=True))
+                for old in history[max(first, 1):]:
+                    states.append(self._advance(
+                        states[-1], old.clicks[-1], old.click_indices[-1], "full", True, time.perf_counter()
+                    ))
+        except _Cancelled:
+            return None
+        for state, old in zip(states[first:], history[first:]):
+            state.timings = dict(old.timings, confirm_s=state.timings["total_s"])
+        states[-1].timings["confirm_total_s"] = time.perf_counter() - t0
+        if len(self._history) != len(history) or any(a is not b for a, b in zip(self._history, history)):
+            return None  # the history changed meanwhile (only possible without cancel_confirm)
+        self._history[:] = states
+        return self._result()
+
+    def confirm_in_background(self, done=None) -> threading.Thread | None:
+        """Run :meth:`confirm` in a daemon thread and return it (None when the mask is already
+        exact). ``done(result)`` is called in that thread with confirm's result (None when
+        cancelled or failed). The next ``add_click``, ``undo``, ``reset``, ``initial`` or
+        ``set_image`` cancels it first (within one network layer), so clicks never wait for it
+        long. Torch releases the GIL while it computes: a GUI thread stays responsive.
+        """
+        self.cancel_confirm()
+        if not self.needs_confirm:
+            return None
+        cancel = threading.Event()
+
+        def work():
+            result = None
+            try:
+                result = self.confirm(cancel)
+            except Exception:  # noqa: BLE001 - a worker must not die silently
+                logger.exception("the exact follow-up pass failed; the preview mask stays")
+            if done is not None:
+                done(result)
+
+        thread = threading.Thread(target=work, name="InteractiveRefine-confirm", daemon=True)
+        self._confirm_job = (thread, cancel)
+        thread.start()
+        return thread
+
+    @property
+    def confirm_running(self) -> bool:
+        """True while :meth:`confirm_in_background`'s thread runs."""
+        job = self._confirm_job
+        return job is not None and job[0].is_alive()
+
+    def cancel_confirm(self) -> None:
+        """Cancel a background :meth:`confirm` and wait for its thread (it stops between two
+        layers); the preview stays. Every call that changes the history does this first."""
+        job, self._confirm_job = getattr(self, "_confirm_job", None), None
+        if job is not None and job[0] is not threading.current_thread():
+            job[1].set()
+            job[0].join()
+
+    @contextlib.contextmanager
+    def _cancellable(self, cancel: threading.Event | None):
+        """While inside, every layer of the float32 networks checks ``cancel`` before it runs."""
+        if cancel is None:
+            yield
+            return
+
+        def check(module, inputs):
+            if cancel.is_set():
+                raise _Cancelled()
+
+        if cancel.is_set():
+            raise _Cancelled()
+        handles = [
+            module.register_forward_pre_hook(check)
+            for stage in self.package.networks
+            for net in self._exact_networks(stage)
+            for module in net.modules()
+        ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     def click_index(self, ras) -> tuple[int, int, int]:
         """Working-grid voxel ``(k, j, i)`` of a RAS point; :class:`ClickError` if outside."""
@@ -791,7 +954,7 @@ class RefinementSession:
         return StepResult(
             step=self.step, n_clicks=len(state.clicks), timings=dict(state.timings),
             voxels=voxels, volume_ml=voxels * voxel_ml, device=str(self.device),
-            mode=state.mode, window=state.window, removed_ml=state.removed_ml,
+            mode=state.mode, window=state.window, removed_ml=state.removed_ml, exact=state.exact,
         )
 
     def _require_image(self) -> None:
@@ -803,6 +966,10 @@ class RefinementSession:
         if not self._history:
             raise SessionStateError("no segmentation yet: run the initial segmentation first")
         return self._history[-1]
+
+
+class _Cancelled(Exception):
+    """:meth:`RefinementSession.confirm` was cancelled."""
 
 
 def to_float16(values) -> np.ndarray:

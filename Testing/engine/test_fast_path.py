@@ -13,7 +13,7 @@ from InteractiveRefineLib import fast_refine, geometry
 from InteractiveRefineLib.clicks import encode_guidance, gaussian_kernel
 from InteractiveRefineLib.geometry import Volume
 from InteractiveRefineLib.session import RefinementSession
-from session_checks import assert_tracked_statistics_exact
+from session_checks import assert_ct_mask_is_the_back_mapping, assert_tracked_statistics_exact
 
 from conftest import TINY_NETWORK
 
@@ -365,3 +365,88 @@ def test_tracked_fast_path_follows_full_refinement_closer_than_frozen_statistics
     marked = next(n for n, click in enumerate(clicks) if click["positive"])
     assert min(agreement["tracked"][marked:]) >= 0.93, agreement
     assert np.mean(agreement["tracked"]) > np.mean(agreement["frozen"]) + 0.02, agreement
+
+
+# ------------------------------------------------------------- exact follow-up (confirm)
+def _history_arrays(session):
+    return [(s.probability.copy(), s.ct_mask.copy(), s.clicks) for s in session._history]
+
+
+@pytest.mark.parametrize("preview", [dict(refine_mode="fast"), dict(refine_mode="full", amp=True)],
+                         ids=["window", "bfloat16"])
+def test_confirm_turns_the_previews_into_the_float32_whole_roi_masks(package64, image, preview):
+    """A preview (a window, or bfloat16) becomes, after confirm(), bit for bit what a float32
+    full-ROI session gives for the same clicks, at every step of the history (undo included)."""
+    reference = _session(package64, image, refine_mode="full", amp=False)
+    session = _session(package64, image, **preview)
+    for kji, positive in CLICKS:
+        expected = reference.add_click(_ras(reference, kji), positive)
+        assert expected.exact
+        result = session.add_click(_ras(session, kji), positive)
+        assert not result.exact and session.needs_confirm
+    assert any(not np.array_equal(a[0], b[0])
+               for a, b in zip(_history_arrays(session)[1:], _history_arrays(reference)[1:]))
+    clicks = session.clicks
+    confirmed = session.confirm()
+    assert confirmed.exact and not session.needs_confirm
+    assert confirmed.n_clicks == 3 and session.clicks == clicks
+    assert confirmed.timings["confirm_s"] > 0 and "model_s" in confirmed.timings  # preview's kept
+    for (p, m, c), (p_ref, m_ref, c_ref) in zip(_history_arrays(session), _history_arrays(reference)):
+        assert c == c_ref
+        assert np.array_equal(p.view(np.uint16), p_ref.view(np.uint16))
+        assert np.array_equal(m, m_ref)
+    assert_ct_mask_is_the_back_mapping(session)
+    # Undo restores the confirmed previous mask; a new preview is confirmed on its own.
+    session.undo()
+    assert np.array_equal(session.mask_on_ct(), reference.undo() and reference.mask_on_ct())
+    kept = list(session._history)
+    session.add_click(_ras(session, CLICKS[2][0]), CLICKS[2][1])
+    assert session.needs_confirm
+    session.confirm()
+    assert session._history[:-1] == kept and all(a is b for a, b in zip(session._history, kept))
+    reference.add_click(_ras(reference, CLICKS[2][0]), CLICKS[2][1])
+    assert np.array_equal(session.mask_on_ct(), reference.mask_on_ct())
+    assert session.confirm().exact  # nothing left to do
+
+
+def test_a_cancelled_confirm_leaves_the_previews_and_the_clicks_as_they_were(package64, image):
+    import threading
+
+    session = _session(package64, image, refine_mode="fast")
+    for kji, positive in CLICKS[:2]:
+        session.add_click(_ras(session, kji), positive)
+    before = list(session._history)
+    arrays = _history_arrays(session)
+    cancel = threading.Event()
+    # Cancelled in the middle of the first float32 network pass (after its first layer).
+    first = next(iter(session._exact_networks("refine")[0].modules()))
+    handle = next(m for m in first.modules() if not list(m.children())).register_forward_hook(
+        lambda *args: cancel.set())
+    try:
+        assert session.confirm(cancel) is None
+    finally:
+        handle.remove()
+    assert all(a is b for a, b in zip(session._history, before)) and len(session._history) == 3
+    for (p, m, c), (p0, m0, c0) in zip(_history_arrays(session), arrays):
+        assert c == c0 and np.array_equal(p, p0) and np.array_equal(m, m0)
+    assert session.needs_confirm
+
+
+def test_a_click_cancels_the_background_confirm_and_the_next_one_catches_up(package64, image):
+    reference = _session(package64, image, refine_mode="full", amp=False)
+    session = _session(package64, image, refine_mode="fast")
+    assert session.confirm_in_background() is None  # the float32 initial state is exact already
+    for kji, positive in CLICKS[:2]:
+        session.add_click(_ras(session, kji), positive)
+        reference.add_click(_ras(reference, kji), positive)
+    thread = session.confirm_in_background()
+    assert thread is not None
+    result = session.add_click(_ras(session, CLICKS[2][0]), CLICKS[2][1])  # cancels or follows it
+    assert not thread.is_alive() and not session.confirm_running
+    assert result.n_clicks == 3 and not result.exact and len(session._history) == 4
+    reference.add_click(_ras(reference, CLICKS[2][0]), CLICKS[2][1])
+    done = []
+    session.confirm_in_background(done=done.append).join()
+    assert len(done) == 1 and done[0].exact and done[0].n_clicks == 3
+    assert np.array_equal(session.mask_on_ct(), reference.mask_on_ct())
+    assert np.array_equal(session.probability, reference.probability)

@@ -419,12 +419,66 @@ def test_the_status_names_a_windowed_click_and_reduced_precision(
     package = create_random_model_package(tmp_path / "tiny100", network=TINY_NETWORK,
                                           roi_size_vox=(100, 100, 100), seed=0)
     monkeypatch.setattr(session_module, "AUTO_FULL_SECONDS", 0.0)
+    logic.setExactFollowUp(False)  # the preview stays
     segment_sts(logic, sts_nodes, package)
     assert logic.session.refine_mode == "fast"
     positive_ras, _ = pick_clicks(module, logic, sts_nodes)
     logic.addClick(positive_ras, positive=True)
-    assert logic.lastResult.window is not None
+    assert logic.lastResult.window is not None and not logic.lastResult.exact
     assert "window" in logic.lastStatus and "1 click(s)" in logic.lastStatus
+    assert logic.lastStatus.endswith(", preview")
     bfloat16 = session_module.cpu_bfloat16_supported()
     assert logic.session.amp is bfloat16 and ("(bfloat16)" in logic.lastStatus) is bfloat16
     np.testing.assert_array_equal(logic.segmentMask(), logic.session.mask_on_ct())
+    # Turning the exact follow-up on replaces the preview with the float32 whole-ROI mask now
+    # (no scheduler: at once), in the segment too.
+    logic.setExactFollowUp(True)
+    assert logic.lastResult.exact and logic.lastResult.window is None and logic.lastResult.n_clicks == 1
+    assert "exact mask" in logic.lastStatus and "preview" not in logic.lastStatus
+    assert "(bfloat16)" not in logic.lastStatus
+    np.testing.assert_array_equal(logic.segmentMask(), logic.session.mask_on_ct())
+    assert len(logic.session.clicks) == 1 and logic.getClickNodes()[0].GetNumberOfControlPoints() == 1
+
+
+def test_the_exact_mask_replaces_the_preview_in_the_background(
+        logic, module, sts_nodes, tmp_path, monkeypatch):
+    """With the Widget's scheduler, a preview click starts the exact pass in a background thread;
+    the next click cancels it; applyConfirmed() writes the exact mask: the float32 whole-ROI
+    refinement of the same clicks."""
+    from InteractiveRefineLib import session as session_module
+    from InteractiveRefineLib.model_package import create_random_model_package, load_model_package
+
+    from conftest import TINY_NETWORK
+
+    package = create_random_model_package(tmp_path / "tiny100", network=TINY_NETWORK,
+                                          roi_size_vox=(100, 100, 100), seed=0)
+    monkeypatch.setattr(session_module, "AUTO_FULL_SECONDS", 0.0)  # windows: previews
+    segment_sts(logic, sts_nodes, package)
+    positive_ras, negative_ras = pick_clicks(module, logic, sts_nodes)
+    queued, started = [], []
+    logic.scheduler = queued.append
+    logic.confirmStartedCallback = lambda: started.append(logic.session.step)
+    positive_node, negative_node = logic.getClickNodes()
+    positive_node.AddControlPointWorld(*positive_ras)
+    queued.pop()()
+    assert started == [1] and not logic.lastResult.exact and "exact mask follows" in logic.lastStatus
+    negative_node.AddControlPointWorld(*negative_ras)  # while the first exact pass may still run
+    queued.pop()()
+    assert started == [1, 2] and len(logic.session.clicks) == 2
+    np.testing.assert_array_equal(logic.segmentMask(), logic.session.mask_on_ct())  # the preview
+    logic._confirmThread.join()
+    assert logic.applyConfirmed() and not logic.confirmRunning
+    assert logic.lastResult.exact and logic.lastResult.n_clicks == 2 and "exact mask" in logic.lastStatus
+    assert not logic.applyConfirmed()  # written once
+    reference = session_module.RefinementSession(load_model_package(package), device="cpu",
+                                                 refine_mode="full", amp=False)
+    ct, pet, _ = sts_nodes
+    reference.set_image(logic.volumeFromNode(ct), logic.volumeFromNode(pet, "PET"),
+                        roi_center_ras=logic.session.grid.center_ras(), roi_size_vox=logic.session.grid.shape)
+    reference.initial()
+    for click in logic.session.clicks:
+        reference.add_click(click.ras, click.positive)
+    np.testing.assert_array_equal(logic.segmentMask(), reference.mask_on_ct())
+    # Undo goes back to the exact state of one click; nothing more to compute.
+    logic.undo()
+    assert logic.lastResult.exact and not logic.confirmRunning
