@@ -347,14 +347,15 @@ def onednn_network(network):
     return net.eval()
 
 
-def bfloat16_cpu_network(network):
-    """A copy of ``network`` for bfloat16 autocast on the CPU: channels-last-3d, and each instance
-    norm computed as batch normalisation with batch statistics (for a batch of one the same
-    per-channel statistics over the volume, hence the same function; PyTorch's CPU instance norm
-    copies channels-last activations to another layout and back, batch norm works on them in
-    place). The default network (channels 8-64) on a 144^3 ROI, 2 cores, forward pass alone:
-    2.2 s float32, 1.5 s bfloat16 autocast, 0.96 s also channels-last, 0.65-0.75 s also with
-    these norms (throwaway timing runs of the forward pass alone; README, "Performance", has the
+def cpu_network(network):
+    """A copy of ``network`` for whole-ROI inference on the CPU, in float32 or under bfloat16
+    autocast: channels-last-3d, and each instance norm computed as batch normalisation with batch
+    statistics (for a batch of one the same per-channel statistics over the volume, hence the
+    same function; PyTorch's CPU instance norm copies channels-last activations to another layout
+    and back, batch norm works on them in place). The default network (channels 8-64) on a 144^3
+    ROI, 2 cores, forward pass alone: 2.2 s float32, 1.5 s bfloat16 autocast, 0.96 s also
+    channels-last, 0.65-0.75 s also with these norms; float32 with this copy 0.9-1.3 s against
+    2.0-2.5 s (throwaway timing runs of the forward pass alone; README, "Performance", has the
     per-click figures of ``benchmarks/click_latency.py``)."""
     import torch
 
@@ -437,7 +438,7 @@ def _modules():
     class BatchStatsInstanceNorm3d(torch.nn.InstanceNorm3d):
         """``InstanceNorm3d`` (same parameters, same function) that normalises a batch of one
         through batch normalisation with batch statistics: per channel over the whole volume,
-        without changing the input's memory layout (:func:`bfloat16_cpu_network`)."""
+        without changing the input's memory layout (:func:`cpu_network`)."""
 
         def __init__(self, norm):
             super().__init__(norm.num_features, eps=norm.eps, momentum=norm.momentum,

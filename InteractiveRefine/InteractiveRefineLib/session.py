@@ -40,6 +40,13 @@ Refinement modes (``refine_mode``; ``add_click(..., mode=...)`` overrides it per
 After the network, in both modes, regions that negative clicks rejected are removed once a
 positive click marks the tumour elsewhere (``region_removal``, :mod:`.click_regions`).
 
+A click refined in a window or in reduced precision (``amp``) is a *preview*
+(``StepResult.exact`` is False). :meth:`RefinementSession.confirm` recomputes every preview state
+over the whole ROI in float32, in order, so the history becomes exactly what ``amp=False``,
+``refine_mode="full"`` gives for the same clicks; :meth:`~RefinementSession.confirm_in_background`
+runs it in a thread that the next change to the history cancels. A user sees the preview in
+well under a second on 2 CPU cores and the exact mask once the float32 pass is done.
+
 The CT mask of every state is the back-mapping of that state's stored (float16) probability,
 so both modes, undo and replay agree on it.
 """
@@ -207,7 +214,6 @@ class RefinementSession:
             torch.backends.cudnn.benchmark = True
         self._divisor = _size_divisor(package.card["network"])
         self._first_norm_cache = None
-        self._exact_cache = None  # float32 networks for confirm() when the session runs in amp
         self._confirm_job = None  # (thread, cancel event) of confirm_in_background()
         self._networks = {
             stage: [self._placed(net) for net in nets] for stage, nets in package.networks.items()
@@ -309,7 +315,7 @@ class RefinementSession:
         ``window``: run the fast path's network copies (``x`` is a window, not the ROI).
         ``exact``: the float32 networks without autocast, whatever ``amp`` says (:meth:`confirm`).
         """
-        return self._guarded(lambda inputs: self._members_mean(stage, inputs, window, exact), x, exact)
+        return self._guarded(lambda inputs: self._members_mean(stage, inputs, window), x, exact)
 
     def _guarded(self, run, x, exact: bool = False):
         """``run(x)`` on the device in inference mode (and autocast with ``amp`` unless
@@ -325,7 +331,6 @@ class RefinementSession:
             self.device = torch.device("cpu")
             self.amp = self.amp and cpu_bfloat16_supported()  # float16 was for CUDA
             self._networks = {s: [self._placed(n) for n in nets] for s, nets in self._networks.items()}
-            self._exact_cache = None
             if self._window_nets is not None:
                 self._window_nets = [n.cpu() for n in self._window_nets]
             self._image = self._image.cpu()
@@ -340,35 +345,21 @@ class RefinementSession:
         return self._torch.autocast("cpu", dtype=self._torch.bfloat16)
 
     def _placed(self, net):
-        """``net`` on the session's device; on the CPU with ``amp``, a copy in the layout and with
-        the norms bfloat16 runs fastest with (:func:`fast_refine.bfloat16_cpu_network`)."""
-        if self.amp and self.device.type == "cpu":
-            return fast_refine.bfloat16_cpu_network(net.cpu())
+        """``net`` on the session's device; on the CPU a copy in the layout and with the norms
+        that both float32 and bfloat16 run fastest with (:func:`fast_refine.cpu_network`), so a
+        float32 pass of an ``amp`` session (:meth:`confirm`) is what a float32 session computes."""
+        if self.device.type == "cpu":
+            return fast_refine.cpu_network(net.cpu())
         return net.to(self.device)
 
-    def _exact_networks(self, stage: str) -> list:
-        """The stage's float32 networks on the device: those of a session without ``amp``
-        (the package's own modules; no copy unless ``amp`` made CPU copies)."""
-        if not self.amp:
-            return self._networks[stage]
-        if self._exact_cache is None:
-            self._exact_cache = {
-                s: [net.to(self.device) for net in nets] for s, nets in self.package.networks.items()
-            }
-        return self._exact_cache[stage]
-
-    def _members_mean(self, stage: str, x, window: bool, exact: bool = False):
+    def _members_mean(self, stage: str, x, window: bool):
         from monai.inferers import sliding_window_inference
 
         roi = self.package.roi_size_vox
-        if x.device.type == "cpu" and (window or (self.amp and not exact)):  # channels-last (_placed)
+        if x.device.type == "cpu":  # channels-last networks (_placed, and the window's)
             x = x.contiguous(memory_format=self._torch.channels_last_3d)
-        if window:
-            networks = self._window_nets
-        else:
-            networks = self._exact_networks(stage) if exact else self._networks[stage]
         total = None
-        for net in networks:
+        for net in self._window_nets if window else self._networks[stage]:
             if window or tuple(x.shape[2:]) == tuple(roi):
                 logits = net(x)
             else:
@@ -399,8 +390,7 @@ class RefinementSession:
         shape = tuple(s.stop - s.start for s in box)
         if reuse and shape == tuple(self.grid.shape):
             if self._whole_input is None or self._whole_input.device != self.device:
-                cpu_amp = self.amp and self.device.type == "cpu"
-                layout = torch.channels_last_3d if cpu_amp else torch.contiguous_format
+                layout = torch.channels_last_3d if self.device.type == "cpu" else torch.contiguous_format
                 self._whole_input = torch.zeros(
                     (1, image.shape[1] + 3) + shape, dtype=image.dtype, device=self.device
                 ).contiguous(memory_format=layout)
@@ -689,9 +679,7 @@ class RefinementSession:
         return geometry.mask_box(changed), int(seen.sum())
 
     def _refine_full(self, state: _State, indices, positives, rejections, t0: float, exact: bool = False):
-        # An exact pass in an amp session builds a float32 input in the float32 networks' layout.
-        reuse = not (exact and self.amp)
-        x = self._refine_input(state.probability, indices, positives, self._whole(), reuse=reuse)
+        x = self._refine_input(state.probability, indices, positives, self._whole(), reuse=True)
         t1 = time.perf_counter()
         probability = self._predict("refine", x, exact=exact)
         t2 = time.perf_counter()
@@ -881,7 +869,7 @@ class RefinementSession:
         handles = [
             module.register_forward_pre_hook(check)
             for stage in self.package.networks
-            for net in self._exact_networks(stage)
+            for net in self._networks[stage]
             for module in net.modules()
         ]
         try:

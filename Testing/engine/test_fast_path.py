@@ -316,6 +316,31 @@ def test_fast_vs_full_benchmark_tabulates_each_case(tmp_path):
     assert "| phantom-900000 |" in completed.stdout and "largest |difference|" in completed.stdout
 
 
+def test_fast_vs_full_with_confirm_scores_the_previews_and_the_exact_masks(tmp_path):
+    """``--fast fast+confirm``: each windowed preview is followed by the exact mask, which is
+    float32 full-ROI refinement itself (same Dice, same masks); the previews are scored apart."""
+    out = tmp_path / "confirm_vs_full.json"
+    completed = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "fast_vs_full.py"), "--random-tiny-model",
+         "--cases", "phantom:900000", "--clicks", "2", "--window", "32", "--threads", "1",
+         "--fast", "fast+confirm", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=REPO,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["cases"]
+    assert row["fast_minus_full"] == 0.0  # the exact masks' own loop is the float32 loop
+    assert row["replay_preview_minus_full"] == pytest.approx(
+        row["replay_preview_mean_dice_1_10"] - row["full_mean_dice_1_10"])
+    assert 0.0 < row["replay_preview_min_dice_vs_full"] <= 1.0
+    assert row["fast_exact_median_s"] > row["fast_median_s"] > 0
+    case = json.loads((tmp_path / "confirm_vs_full_phantom_900000.json").read_text())
+    mode = case["modes"]["fast+confirm"]
+    assert len(mode["preview_dice"]) == len(mode["dice"]) == 3
+    assert all(c["mode"] == "fast" and not c["exact"] for c in mode["per_click"])  # previews
+    assert case["replay"]["fast+confirm"]["dice_vs_reference"] == [1.0, 1.0, 1.0]
+    assert "previews" in completed.stdout and "exact mask s after the click" in completed.stdout
+
+
 def test_tracked_statistics_equal_those_of_a_full_pass_after_fast_clicks(package64, image):
     """The "tracked" fast path keeps the first instance norm's statistics exact: after several
     fast clicks (each updating them only where the input changed) they equal the statistics a
@@ -419,7 +444,7 @@ def test_a_cancelled_confirm_leaves_the_previews_and_the_clicks_as_they_were(pac
     arrays = _history_arrays(session)
     cancel = threading.Event()
     # Cancelled in the middle of the first float32 network pass (after its first layer).
-    first = next(iter(session._exact_networks("refine")[0].modules()))
+    first = next(iter(session._networks["refine"][0].modules()))
     handle = next(m for m in first.modules() if not list(m.children())).register_forward_hook(
         lambda *args: cancel.set())
     try:

@@ -37,7 +37,7 @@ def test_the_bfloat16_network_computes_the_same_function_and_leaves_the_package_
 
     net = tiny_package.networks["refine"][0]
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    copy = fast_refine.bfloat16_cpu_network(net)
+    copy = fast_refine.cpu_network(net)
     norms = [m for _, m in fast_refine._instance_norms(copy)]
     assert norms and all(type(m).__name__ == "BatchStatsInstanceNorm3d" for m in norms)
     assert all(type(m) is torch.nn.InstanceNorm3d for _, m in fast_refine._instance_norms(net))
