@@ -219,8 +219,15 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         if enabled:
             self._startConfirm()
         else:
+            self._stopConfirm()
+
+    def _stopConfirm(self) -> None:
+        """Cancel a background exact pass (the preview stays); one that finished first is
+        written, so that the segment always shows the session's current mask."""
+        if self.session is not None:
             self.session.cancel_confirm()
-            self._confirmThread = None
+        self.applyConfirmed()
+        self._confirmThread = None
 
     def _startConfirm(self) -> None:
         """After a step that left a preview: the exact mask, in the background with a scheduler
@@ -689,6 +696,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         device = device or pn.GetParameter(DEVICE_PARAM) or "auto"
         self._checkSegmentationTransform(segmentationNode, ctNode)
         geometry = self._geometryOf(ctNode, petNode)
+        self._stopConfirm()  # the previous session's background pass would compete for the CPU
         t0 = time.perf_counter()
         session = self._newSession(ctNode, petNode, roiNode, modelPath, device)
         self._progress("Running the initial model", 50)
@@ -751,6 +759,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         """Remove every click point and return to the initial model's mask."""
         self._requireSession()
         t0 = time.perf_counter()
+        self._stopConfirm()
         self._clearClickPoints()
         result = self.session.reset()
         self._writeMask()
@@ -770,6 +779,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         if ctNode is None or segmentationNode is None:
             raise ValueError("Nothing to replay: the scene has no InteractiveRefine CT and segmentation")
         geometry = self._geometryOf(ctNode, petNode)
+        self._stopConfirm()
         session = self._newSession(
             ctNode,
             petNode,
@@ -816,6 +826,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
             for click in desired[common:] if applyPending else []:
                 self._removePoint(click.node, click.pointId)  # keep markups and mask in step
             raise
+        self._stopConfirm()
         result = None
         while len(self.session.clicks) > common:
             result = self.session.undo()

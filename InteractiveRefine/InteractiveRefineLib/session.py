@@ -344,11 +344,18 @@ class RefinementSession:
             return self._torch.autocast("cuda", dtype=self._torch.float16)
         return self._torch.autocast("cpu", dtype=self._torch.bfloat16)
 
+    def _channels_last(self) -> bool:
+        """Whole-ROI passes use :func:`fast_refine.cpu_network` copies and channels-last inputs:
+        on the CPU for ROIs above :data:`FAST_AUTO_MIN_VOXELS`, in both precisions, so that a
+        float32 pass of an ``amp`` session (:meth:`confirm`) is what a float32 session computes.
+        Smaller ROIs keep the package's networks, whose float32 results the shipped model's card
+        records (a float32 pass there already takes a fraction of a second)."""
+        return self.device.type == "cpu" and self._large_roi
+
     def _placed(self, net):
-        """``net`` on the session's device; on the CPU a copy in the layout and with the norms
-        that both float32 and bfloat16 run fastest with (:func:`fast_refine.cpu_network`), so a
-        float32 pass of an ``amp`` session (:meth:`confirm`) is what a float32 session computes."""
-        if self.device.type == "cpu":
+        """``net`` on the session's device, as a :func:`fast_refine.cpu_network` copy where
+        :meth:`_channels_last` (float32 and bfloat16 both about twice as fast there)."""
+        if self._channels_last():
             return fast_refine.cpu_network(net.cpu())
         return net.to(self.device)
 
@@ -356,7 +363,7 @@ class RefinementSession:
         from monai.inferers import sliding_window_inference
 
         roi = self.package.roi_size_vox
-        if x.device.type == "cpu":  # channels-last networks (_placed, and the window's)
+        if x.device.type == "cpu" and (window or self._channels_last()):  # channels-last networks
             x = x.contiguous(memory_format=self._torch.channels_last_3d)
         total = None
         for net in self._window_nets if window else self._networks[stage]:
@@ -390,7 +397,7 @@ class RefinementSession:
         shape = tuple(s.stop - s.start for s in box)
         if reuse and shape == tuple(self.grid.shape):
             if self._whole_input is None or self._whole_input.device != self.device:
-                layout = torch.channels_last_3d if self.device.type == "cpu" else torch.contiguous_format
+                layout = torch.channels_last_3d if self._channels_last() else torch.contiguous_format
                 self._whole_input = torch.zeros(
                     (1, image.shape[1] + 3) + shape, dtype=image.dtype, device=self.device
                 ).contiguous(memory_format=layout)
@@ -848,7 +855,7 @@ class RefinementSession:
     def cancel_confirm(self) -> None:
         """Cancel a background :meth:`confirm` and wait for its thread (it stops between two
         layers); the preview stays. Every call that changes the history does this first."""
-        job, self._confirm_job = getattr(self, "_confirm_job", None), None
+        job, self._confirm_job = self._confirm_job, None
         if job is not None and job[0] is not threading.current_thread():
             job[1].set()
             job[0].join()
