@@ -810,6 +810,11 @@ class RefinementSession:
                     states.append(self._advance(
                         states[-1], old.clicks[-1], old.click_indices[-1], "full", True, time.perf_counter()
                     ))
+                if self.fast_norm == "tracked" and self._window_nets is not None:
+                    # The next windowed click needs the first norm's moments of this state over
+                    # the whole ROI (a fast click carries them forward, a full pass does not):
+                    # computed here, in the background, not in that click.
+                    self._state_moments(states[-1])
         except _Cancelled:
             return None
         for state, old in zip(states[first:], history[first:]):
