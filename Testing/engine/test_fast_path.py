@@ -296,15 +296,21 @@ def test_latency_benchmark_writes_the_json_contract(tmp_path):
         assert "THP_MEM_ALLOC_ENABLE=1" in completed.stdout
 
 
-def test_fast_vs_full_benchmark_tabulates_each_case(tmp_path):
-    out = tmp_path / "fast_vs_full.json"
+def _fast_vs_full(out, *options):
+    """``fast_vs_full.py`` on one held-out phantom, the tiny random network, 2 clicks, 32^3 window."""
     completed = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "fast_vs_full.py"), "--random-tiny-model",
          "--cases", "phantom:900000", "--clicks", "2", "--window", "32", "--threads", "1",
-         "--json", str(out)],
+         *options, "--json", str(out)],
         capture_output=True, text=True, timeout=600, cwd=REPO,
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
+    return completed
+
+
+def test_fast_vs_full_benchmark_tabulates_each_case(tmp_path):
+    out = tmp_path / "fast_vs_full.json"
+    completed = _fast_vs_full(out)
     summary = json.loads(out.read_text())
     (row,) = summary["cases"]
     assert row["case"] == "phantom-900000" and summary["window"] == 32
@@ -320,13 +326,7 @@ def test_fast_vs_full_with_confirm_scores_the_previews_and_the_exact_masks(tmp_p
     """``--fast fast+confirm``: each windowed preview is followed by the exact mask, which is
     float32 full-ROI refinement itself (same Dice, same masks); the previews are scored apart."""
     out = tmp_path / "confirm_vs_full.json"
-    completed = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "fast_vs_full.py"), "--random-tiny-model",
-         "--cases", "phantom:900000", "--clicks", "2", "--window", "32", "--threads", "1",
-         "--fast", "fast+confirm", "--json", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
-    )
-    assert completed.returncode == 0, completed.stderr[-2000:]
+    completed = _fast_vs_full(out, "--fast", "fast+confirm")
     (row,) = json.loads(out.read_text())["cases"]
     assert row["fast_minus_full"] == 0.0  # the exact masks' own loop is the float32 loop
     assert row["replay_preview_minus_full"] == pytest.approx(
