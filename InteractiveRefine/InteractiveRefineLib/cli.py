@@ -98,6 +98,9 @@ def cmd_segment(args) -> dict:
     results = [session.initial()]
     for ras, positive in clicks:
         results.append(session.add_click(ras, positive))
+    previews = session.needs_confirm
+    if previews and not args.keep_previews:
+        session.confirm()  # the exact float32 whole-ROI mask of the same clicks
     mask = Volume(session.mask_on_ct(), session.ct.grid)
     write_volume(mask, args.out, dtype=np.uint8)
     last = results[-1]
@@ -105,6 +108,7 @@ def cmd_segment(args) -> dict:
         "out": str(args.out), "voxels": last.voxels, "volume_ml": round(last.volume_ml, 3),
         "clicks": len(clicks), "device": last.device,
         "refine_mode": session.refine_mode, "precision": session.precision,
+        "exact": not (previews and args.keep_previews),
         "timings_s": {"preprocess": round(session.preprocess_seconds, 4),
                       "initial": round(results[0].timings["total_s"], 4),
                       "per_click": [round(r.timings["total_s"], 4) for r in results[1:]]},
@@ -123,7 +127,7 @@ def cmd_simulate(args) -> dict:
 
     result = run_simulation(
         session, label, args.clicks, seed=args.seed, preset=args.user, label_value=args.label_value,
-        on_step=progress,
+        on_step=progress, exact=not args.keep_previews,
     )
     result["device"] = str(session.device)
     result["model"] = session.package.card.get("name")
@@ -184,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="edge in voxels of the fast path's window (default: the model card's "
                             "fast_path.window_vox, else 64)")
         p.add_argument("--no-region-removal", action="store_true", help=NO_REGION_REMOVAL_HELP)
+        p.add_argument("--keep-previews", action="store_true",
+                       help="keep the fast previews (bfloat16 or a window: on a CPU, for ROIs above "
+                            "96^3) instead of recomputing them in float32 over the whole ROI "
+                            "(session.confirm()); faster, not exact")
 
     seg = sub.add_parser("segment", help="segment, apply clicks, write the mask on the CT grid")
     common(seg)

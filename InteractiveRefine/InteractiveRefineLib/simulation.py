@@ -43,6 +43,7 @@ def run_simulation(
     label_value: int = 1,
     surface_metrics: bool = True,
     on_step=None,
+    exact: bool = True,
 ) -> dict:
     """Initial segmentation plus ``n_clicks`` simulated clicks; metrics after every step.
 
@@ -51,6 +52,12 @@ def run_simulation(
     after t clicks), ``clicks`` (RAS + sign) and ``seconds_per_click``. Stops early when the
     prediction has no error left on the working grid (remaining entries repeat the last state).
     ``on_step(t, metrics)`` is called after each step (progress reporting).
+
+    ``exact`` (default): every preview (a step refined in reduced precision or in a window; only
+    on a CPU with a large ROI) is replaced by the exact float32 whole-ROI mask
+    (``session.confirm()``) before it is scored and the next click is chosen, so the results do
+    not depend on the CPU's bfloat16 support; ``seconds_per_click`` is the preview's time and
+    ``exact_seconds_per_click`` the time to the exact mask. False scores the previews.
     """
     ct_grid = session.ct.grid
     truth_ct = truth_on_grid(label, ct_grid, label_value)
@@ -63,6 +70,8 @@ def run_simulation(
     spacing = ct_grid.spacing
     out = {key: [] for key in ("dice", "hd95_mm", "assd_mm", "surface_dice_1mm", "changed_voxels")}
     out.update({"clicks": [], "seconds_per_click": [], "seed": seed, "preset": preset})
+    if exact:
+        out["exact_seconds_per_click"] = []
 
     def record(previous):
         mask = session.mask_on_ct().astype(bool)
@@ -77,7 +86,14 @@ def run_simulation(
             on_step(len(out["dice"]) - 1, values)
         return mask
 
+    def make_exact() -> float:
+        t0 = time.perf_counter()
+        if exact and session.needs_confirm:
+            session.confirm()
+        return time.perf_counter() - t0
+
     session.initial()
+    make_exact()
     mask = record(None)
     for _ in range(n_clicks):
         click = user.next_click(session.mask_on_working_grid().astype(bool) & inside, truth_work)
@@ -87,6 +103,8 @@ def run_simulation(
         t0 = time.perf_counter()
         session.add_click(ras, click.positive)
         out["seconds_per_click"].append(time.perf_counter() - t0)
+        if exact:
+            out["exact_seconds_per_click"].append(out["seconds_per_click"][-1] + make_exact())
         out["clicks"].append({"ras": [float(v) for v in ras], "positive": click.positive})
         mask = record(mask)
     while len(out["dice"]) < n_clicks + 1:  # no error left: the mask stays as it is

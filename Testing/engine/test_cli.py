@@ -52,6 +52,14 @@ def test_segment_in_reduced_precision_and_a_bad_precision_is_refused(tiny_packag
     assert main(args + ["--precision", "reduced"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["precision"] == "bfloat16" and out.is_file()
+    # The bfloat16 previews were recomputed in float32 before writing: the float32 run's mask.
+    assert summary["exact"] is True
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+    assert main(args + ["--precision", "float32"]) == 0
+    assert json.loads(capsys.readouterr().out)["exact"] is True
+    np.testing.assert_array_equal(written, sitk.GetArrayFromImage(sitk.ReadImage(str(out))))
+    assert main(args + ["--precision", "reduced", "--keep-previews"]) == 0
+    assert json.loads(capsys.readouterr().out)["exact"] is False
     out.unlink()
     with pytest.raises(SystemExit) as exit_info:
         main(args + ["--precision", "half"])
@@ -115,6 +123,12 @@ def test_simulate_json_contract(tiny_package_dir, tmp_path, capsys):
     main(["simulate", "--ct", ct, "--pet", pet, "--label", label, "--model", str(tiny_package_dir),
           "--clicks", "3", "--seed", "1", "--device", "cpu", "--json", str(rerun)])
     assert json.loads(rerun.read_text())["dice"] == result["dice"]
+    # In reduced precision every preview is made exact before it is scored: the same curve.
+    reduced = tmp_path / "reduced.json"
+    main(["simulate", "--ct", ct, "--pet", pet, "--label", label, "--model", str(tiny_package_dir),
+          "--clicks", "3", "--seed", "1", "--device", "cpu", "--precision", "reduced",
+          "--json", str(reduced)])
+    assert json.loads(reduced.read_text())["dice"] == result["dice"]
 
 
 def test_demo_writes_png_on_the_sample_case(tiny_package_dir, tmp_path):
