@@ -237,9 +237,7 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         if self.confirmRunning:  # already on its way
             return
         if self.scheduler is None:
-            t0 = time.perf_counter()
-            result = self.session.confirm()
-            self._finishStep(result, "exact mask", time.perf_counter() - t0 + self._writeMask())
+            self._showExact(self.session.confirm())
             return
         self._confirmThread = self.session.confirm_in_background()
         if self._confirmThread is not None:
@@ -261,10 +259,13 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         self._confirmThread = None
         if self.session is None or self.session.needs_confirm:  # cancelled, or it failed (logged)
             return False
-        result = self.session.confirm()  # already exact: the current result at once
+        self._showExact(self.session.confirm())  # already exact: the current result at once
+        return True
+
+    def _showExact(self, result) -> None:
+        """Write the session's (exact) mask and report the step with the seconds it took."""
         seconds = result.timings.get("confirm_total_s", 0.0)
         self._finishStep(result, "exact mask", seconds + self._writeMask())
-        return True
 
     def _log(self, message: str) -> None:
         logger.info("%s", message)

@@ -880,8 +880,8 @@ class RefinementSession:
             raise _Cancelled()
         handles = [
             module.register_forward_pre_hook(check)
-            for stage in self.package.networks
-            for net in self._networks[stage]
+            for nets in self._networks.values()
+            for net in nets
             for module in net.modules()
         ]
         try:
