@@ -283,3 +283,81 @@ def mask_box(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...] | None:
             return None
         box.append(slice(max(int(hits[0]) - pad, 0), min(int(hits[-1]) + pad + 1, mask.shape[axis])))
     return tuple(box)
+
+
+# ------------------------------------------------------------------ boxes
+# A box is a tuple of three slices ``(k, j, i)`` into a grid of shape ``roi_shape``.
+def window_box(center_kji, roi_shape, size, align: int = 1) -> tuple:
+    """``[k, j, i]`` slices of a window of edge ``size`` around ``center_kji`` inside the ROI.
+
+    The start is a multiple of ``align`` (the network's stride product, so the window's strided
+    grid matches the full ROI's) and the window is shifted to lie inside ``roi_shape``; an axis
+    shorter than ``size`` is taken whole.
+    """
+    sizes = size if np.ndim(size) else (size,) * 3
+    box = []
+    for centre, extent, edge in zip(center_kji, roi_shape, sizes):
+        edge = min(int(edge), int(extent))
+        start = int(round((int(centre) - edge / 2.0) / align)) * align
+        start = max(0, min(start, int(extent) - edge))
+        box.append(slice(start, start + edge))
+    return tuple(box)
+
+
+def covers(box, roi_shape) -> bool:
+    """True when ``box`` is the whole ROI (the fast path would be a full pass)."""
+    return all(s.start == 0 and s.stop == n for s, n in zip(box, roi_shape))
+
+
+def blend_weights(box, roi_shape, margin: int) -> np.ndarray:
+    """Weight of the window's output per window voxel (float32, window shape).
+
+    1 in the interior; on a face that lies inside the ROI the weight ramps linearly from
+    ``1 / (margin + 1)`` at the face to 1 at ``margin`` voxels in. Faces on the ROI's border keep
+    weight 1: there the full-ROI pass sees the same zero padding as the window.
+    """
+    ramps = []
+    for s, extent in zip(box, roi_shape):
+        n = s.stop - s.start
+        ramp = np.ones(n, dtype=np.float32)
+        if margin > 0:
+            up = np.minimum(1.0, (np.arange(n) + 1.0) / (margin + 1.0)).astype(np.float32)
+            if s.start > 0:
+                ramp = np.minimum(ramp, up)
+            if s.stop < extent:
+                ramp = np.minimum(ramp, up[::-1])
+        ramps.append(ramp)
+    return ramps[0][:, None, None] * ramps[1][None, :, None] * ramps[2][None, None, :]
+
+
+def expand_box(box, roi_shape, pad: int) -> tuple:
+    """``box`` grown by ``pad`` voxels per side, clipped to ``roi_shape``."""
+    return tuple(
+        slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(box, roi_shape)
+    )
+
+
+def intersect(a, b):
+    """The intersection of two boxes, or None when empty (or ``b`` is None)."""
+    if a is None or b is None:
+        return None
+    out = tuple(slice(max(x.start, y.start), min(x.stop, y.stop)) for x, y in zip(a, b))
+    return None if any(s.stop <= s.start for s in out) else out
+
+
+def support_box(indices, roi_shape, kernel: np.ndarray):
+    """Bounding box of every click's Gaussian support (where guidance is non-zero), or None."""
+    if not indices:
+        return None
+    radius = kernel.shape[0] // 2
+    points = np.asarray(indices)
+    low = np.maximum(points.min(axis=0) - radius, 0)
+    high = np.minimum(points.max(axis=0) + radius + 1, np.asarray(roi_shape))
+    return tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high))
+
+
+def union(a, b):
+    """The bounding box of two boxes (either may be None)."""
+    if a is None or b is None:
+        return b if a is None else a
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))

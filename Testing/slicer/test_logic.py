@@ -411,14 +411,15 @@ def test_the_status_names_a_windowed_click_and_reduced_precision(
     """A model with a ROI above 96^3 on the CPU: with a whole-ROI pass too slow for a click (here
     forced), the module's session refines in a window, in bfloat16 where the CPU has it, and the
     status line says both."""
-    from InteractiveRefineLib import session as session_module
+    from InteractiveRefineLib import policy
+    from InteractiveRefineLib.backend import cpu_bfloat16_supported
     from InteractiveRefineLib.model_package import create_random_model_package
 
     from conftest import TINY_NETWORK
 
     package = create_random_model_package(tmp_path / "tiny100", network=TINY_NETWORK,
                                           roi_size_vox=(100, 100, 100), seed=0)
-    monkeypatch.setattr(session_module, "AUTO_FULL_SECONDS", 0.0)
+    monkeypatch.setattr(policy, "AUTO_FULL_SECONDS", 0.0)
     logic.setExactFollowUp(False)  # the preview stays
     segment_sts(logic, sts_nodes, package)
     assert logic.session.refine_mode == "fast"
@@ -427,7 +428,7 @@ def test_the_status_names_a_windowed_click_and_reduced_precision(
     assert logic.lastResult.window is not None and not logic.lastResult.exact
     assert "window" in logic.lastStatus and "1 click(s)" in logic.lastStatus
     assert logic.lastStatus.endswith(", preview")
-    bfloat16 = session_module.cpu_bfloat16_supported()
+    bfloat16 = cpu_bfloat16_supported()
     assert logic.session.amp is bfloat16 and ("(bfloat16)" in logic.lastStatus) is bfloat16
     np.testing.assert_array_equal(logic.segmentMask(), logic.session.mask_on_ct())
     # Turning the exact follow-up on replaces the preview with the float32 whole-ROI mask now
@@ -445,6 +446,7 @@ def test_the_exact_mask_replaces_the_preview_in_the_background(
     """With the Widget's scheduler, a preview click starts the exact pass in a background thread;
     the next click cancels it; applyConfirmed() writes the exact mask: the float32 whole-ROI
     refinement of the same clicks."""
+    from InteractiveRefineLib import policy
     from InteractiveRefineLib import session as session_module
     from InteractiveRefineLib.model_package import create_random_model_package, load_model_package
 
@@ -452,7 +454,7 @@ def test_the_exact_mask_replaces_the_preview_in_the_background(
 
     package = create_random_model_package(tmp_path / "tiny100", network=TINY_NETWORK,
                                           roi_size_vox=(100, 100, 100), seed=0)
-    monkeypatch.setattr(session_module, "AUTO_FULL_SECONDS", 0.0)  # windows: previews
+    monkeypatch.setattr(policy, "AUTO_FULL_SECONDS", 0.0)  # windows: previews
     segment_sts(logic, sts_nodes, package)
     positive_ras, negative_ras = pick_clicks(module, logic, sts_nodes)
     queued, started = [], []
@@ -466,7 +468,7 @@ def test_the_exact_mask_replaces_the_preview_in_the_background(
     queued.pop()()
     assert started == [1, 2] and len(logic.session.clicks) == 2
     np.testing.assert_array_equal(logic.segmentMask(), logic.session.mask_on_ct())  # the preview
-    logic._confirmThread.join()
+    logic.waitForExactMask()
     assert logic.applyConfirmed() and not logic.confirmRunning
     assert logic.lastResult.exact and logic.lastResult.n_clicks == 2 and "exact mask" in logic.lastStatus
     assert not logic.applyConfirmed()  # written once

@@ -1,0 +1,115 @@
+"""The image inputs: validation and preprocessing of a PET/CT pair onto the working grid, once
+per image, and the ``ct`` / ``pet`` builders that copy the cached channels."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import geometry
+from ..errors import ImageError
+from ..geometry import Grid, Volume
+from ..intensity import channels_on_grid
+from . import register
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageCache:
+    """One image, preprocessed: the CT, the working ``grid``, the normalised channels
+    ``tensor`` ``[1, C, k, j, i]`` (the card's image channels, on the device), the CT voxels the
+    ROI covers (``ct_box``, slices of the CT grid) and their grid, and how long it took."""
+
+    ct: Volume
+    grid: Grid
+    tensor: object
+    channel_names: tuple
+    ct_box: tuple
+    ct_box_grid: Grid
+    seconds: float
+
+    def on(self, device) -> ImageCache:
+        """This cache with its tensor on ``device`` (itself when it is there already)."""
+        if self.tensor.device == device:
+            return self
+        from dataclasses import replace
+
+        return replace(self, tensor=self.tensor.to(device))
+
+
+def check_image(volume: Volume | None, name: str) -> None:
+    """Raise :class:`ImageError` for a missing, empty, NaN-containing or constant image."""
+    if volume is None:
+        raise ImageError(f"no {name} image was given")
+    array = volume.array
+    if array.size == 0 or min(array.shape) == 0:
+        raise ImageError(f"the {name} image is empty (shape {array.shape})")
+    finite = np.isfinite(array)
+    if not finite.all():
+        raise ImageError(f"the {name} image contains {int((~finite).sum())} NaN or infinite voxels")
+    if float(array.max()) == float(array.min()):
+        raise ImageError(f"the {name} image is empty: every voxel equals {float(array.max())}")
+
+
+def _roi_center(ct: Volume, roi_center_ras) -> np.ndarray:
+    center = ct.grid.center_ras() if roi_center_ras is None else np.asarray(roi_center_ras, float)
+    if center.shape != (3,) or not np.all(np.isfinite(center)):
+        raise ImageError(f"ROI centre must be three finite RAS numbers, got {roi_center_ras!r}")
+    if not ct.grid.contains_index(ct.grid.ras_to_index(center)):
+        raise ImageError(f"ROI centre RAS {np.round(center, 1).tolist()} lies outside the CT")
+    return center
+
+
+def _check_pet_coverage(pet: Volume, grid: Grid) -> None:
+    fraction = geometry.coverage(pet.grid, grid)
+    if fraction == 0.0:
+        raise ImageError(
+            "the PET does not overlap the CT region of interest: check that both images "
+            "belong to the same study and frame of reference"
+        )
+    if fraction < 0.5:
+        logger.warning("the PET covers only %.0f%% of the ROI", 100 * fraction)
+
+
+def prepare(card, ct: Volume, pet: Volume | None, roi_center_ras, roi_size_vox, device) -> ImageCache:
+    """Validate a PET/CT pair and cache its normalised channels on the working grid.
+
+    ``card``: the model's :class:`~..card.ModelCard`. ``roi_center_ras`` defaults to the CT's
+    centre; ``roi_size_vox`` ``(k, j, i)`` to the model's ROI (larger: sliding-window
+    inference). PET is resampled onto the working grid in physical space. Raises
+    :class:`ImageError` naming the problem.
+    """
+    import torch
+
+    t0 = time.perf_counter()
+    check_image(ct, "CT")
+    if card.needs_pet:
+        if pet is None:
+            raise ImageError("this model needs a PET image; none was given")
+        check_image(pet, "PET")
+    center = _roi_center(ct, roi_center_ras)
+    size = tuple(int(v) for v in (roi_size_vox or card.roi_size_vox))
+    card.check_roi_size(size)
+    grid = geometry.working_grid(ct.grid, center, size, card.spacing_mm)
+    if card.needs_pet:
+        _check_pet_coverage(pet, grid)
+    channels = channels_on_grid(ct, pet if card.needs_pet else None, grid, card.intensity_preset)
+    ct_box = geometry.bounding_box_in(ct.grid, grid)
+    tensor = torch.from_numpy(channels[None]).to(device)
+    return ImageCache(ct, grid, tensor, tuple(card.image_channels), ct_box,
+                      geometry.sub_grid(ct.grid, ct_box), time.perf_counter() - t0)
+
+
+class _ImageChannel:
+    static, local = True, False
+
+    def fill(self, out, spec, ctx, box) -> None:
+        index = ctx.image.channel_names.index(spec.name)
+        out.copy_(ctx.image.tensor[(0, slice(index, index + 1)) + tuple(box)])
+
+
+register("ct")(type("CtInput", (_ImageChannel,), {}))
+register("pet")(type("PetInput", (_ImageChannel,), {}))

@@ -1,0 +1,43 @@
+"""Refiners: how one click turns the previous state into a new probability.
+
+Every refiner answers the same protocol, so the session does not know which one it runs:
+
+- ``refine(state, clicks, *, exact, first) -> Proposal``: the new probability after ``clicks``
+  (a :class:`Clicks`) from ``state``; ``exact`` asks for the float32 whole-ROI result; ``first``
+  says that ``state`` is the initial segmentation;
+- ``settle(proposal, state, probability, changed) -> dict``: values the refiner keeps with the
+  new state (its ``memo``), once the constraints and the back-mapping are done;
+- ``prepare(initial) -> float``: one-time work after the initial segmentation (seconds);
+- ``settled(state)``: the state that :meth:`~..session.RefinementSession.confirm` left current.
+
+:mod:`.full` is the paper's method on the whole ROI (the exact reference); :mod:`.window`
+refines a window around the click.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Clicks:
+    """The clicks after the new one: working-grid indices and signs, newest last."""
+
+    indices: tuple
+    positives: tuple
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A refiner's result before the constraints: float16 ``probability`` (writable, ROI);
+    ``changed``: the box where it may differ from the previous state's (None: anywhere);
+    ``window``: the box the network ran on (None: the whole ROI); ``exact``: float32 whole ROI;
+    ``timings``: seconds; ``memo``: what :meth:`settle` needs."""
+
+    probability: np.ndarray
+    changed: tuple | None
+    window: tuple | None
+    exact: bool
+    timings: dict
+    memo: dict = field(default_factory=dict)
