@@ -1,20 +1,21 @@
 """Shared pytest fixtures: the real-data path setting and tiny model packages.
 
-Real data is read from ``$INTERACTIVE_REFINE_DATA`` (default: ``../shared/data`` beside the
-repository). Tests that need it skip with a message saying where it was looked for.
+Real data is read from the engine's data folder (``InteractiveRefineLib.cases.find_data_dir``:
+``$INTERACTIVE_REFINE_DATA``, default ``../shared/data`` beside the repository). Tests that need it
+skip with a message saying where it was looked for.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from InteractiveRefineLib.cases import find_data_dir
+from InteractiveRefineLib.networks import TINY_NETWORK
 
 REPO = Path(__file__).resolve().parent
-DATA_DIR = Path(os.environ.get("INTERACTIVE_REFINE_DATA", REPO.parent / "shared" / "data"))
+DATA_DIR = find_data_dir()
 
-#: A network small enough for tests on 2 CPU cores (same architecture family as the paper's).
-TINY_NETWORK = {"channels": [4, 8, 16, 32], "strides": [1, 2, 2], "num_res_units": 1, "norm": "INSTANCE"}
+#: ROI of the tests' tiny packages (``TINY_NETWORK``, the engine's, is re-exported for the tests).
 TINY_ROI = (48, 48, 48)
 
 

@@ -10,10 +10,10 @@ Four classes, one role each (DESIGN.md section 2):
   "GTVp" segment, turns markups control points into clicks, undo, reset and replay.
 - :class:`InteractiveRefineTest`: the self-test; runs in Slicer and under pytest (slicer-core).
 
-torch and MONAI are imported only inside functions (through the engine, InteractiveRefineLib),
-so Slicer starts without them; the Widget offers to install them on first use. The engine's
-package itself is imported here, at Slicer's start: it imports nothing, and it sets PyTorch's
-allocator option for huge pages before anything in Slicer can import torch.
+torch, MONAI and the engine (InteractiveRefineLib) are imported only inside functions, so Slicer
+starts without them; the Widget offers to install them on first use. The Logic applies the
+process-wide settings (``InteractiveRefineLib.runtime``) when it creates a session, not at
+Slicer's start.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import InteractiveRefineLib  # noqa: F401  (sets THP_MEM_ALLOC_ENABLE; see its docstring)
 import numpy as np
 import qt
 import slicer
@@ -68,10 +67,6 @@ DEVICES = ("auto", "cpu", "cuda")
 #: bundled and never reinstalled). torch comes through the PyTorch extension (PyTorchUtils).
 TORCH_REQUIREMENT = ">=2.1"
 PIP_REQUIREMENTS = ("monai>=1.3,<1.6", "safetensors>=0.4")
-
-
-def _moduleDir() -> str:
-    return os.path.dirname(os.path.abspath(__file__))
 
 
 #
@@ -164,7 +159,9 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         self.scheduler = None
         #: ``confirmStartedCallback()``: a background exact pass started; poll :meth:`applyConfirmed`.
         self.confirmStartedCallback = None
-        self._confirmThread = None
+        #: The one owner of background model work (the engine's ``worker.Worker``), made with the session.
+        self._worker = None
+        self._confirmJob = None
         self.session = None
         self.lastResult = None
         #: One status line for the last step: clicks, GTVp volume, device, action and its seconds.
@@ -224,10 +221,10 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
     def _stopConfirm(self) -> None:
         """Cancel a background exact pass (the preview stays); one that finished first is
         written, so that the segment always shows the session's current mask."""
-        if self.session is not None:
-            self.session.cancel_confirm()
+        if self._worker is not None:
+            self._worker.cancel()
         self.applyConfirmed()
-        self._confirmThread = None
+        self._confirmJob = None
 
     def _startConfirm(self) -> None:
         """After a step that left a preview: the exact mask, in the background with a scheduler
@@ -239,24 +236,33 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         if self.scheduler is None:
             self._showExact(self.session.confirm())
             return
-        self._confirmThread = self.session.confirm_in_background()
-        if self._confirmThread is not None:
-            self._log("Computing the exact mask in the background (the next click cancels it)")
-            if self.confirmStartedCallback:
-                self.confirmStartedCallback()
+        if self._worker is None:
+            from InteractiveRefineLib.worker import Worker
+
+            self._worker = Worker()
+        self._confirmJob = self._worker.background(self.session.confirm)
+        self._log("Computing the exact mask in the background (the next click cancels it)")
+        if self.confirmStartedCallback:
+            self.confirmStartedCallback()
 
     @property
     def confirmRunning(self) -> bool:
         """True while a background exact pass runs."""
-        return self._confirmThread is not None and self._confirmThread.is_alive()
+        return self._confirmJob is not None and self._confirmJob.running
+
+    def waitForExactMask(self, timeoutSeconds=None) -> None:
+        """Wait for a running background exact pass (scripts, tests); waiting releases the GIL."""
+        job = self._confirmJob
+        if job is not None:
+            job.join(timeoutSeconds)
 
     def applyConfirmed(self) -> bool:
         """Main thread: once the background exact pass has finished, write its mask into the
         segment (True); False while it runs or when there is nothing to write."""
-        thread = self._confirmThread
-        if thread is None or thread.is_alive():
+        job = self._confirmJob
+        if job is None or job.running:
             return False
-        self._confirmThread = None
+        self._confirmJob = None
         if self.session is None or self.session.needs_confirm:  # cancelled, or it failed (logged)
             return False
         self._showExact(self.session.confirm())  # already exact: the current result at once
@@ -316,23 +322,16 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
         """Working-grid size ``(k, j, i)`` in voxels covering the ROI box along the CT axes.
 
         At least the model's ROI and a multiple of the network's stride product (the engine's
-        requirements for sliding-window inference).
+        requirements for sliding-window inference: ``ModelCard.roi_size_for``).
         """
-        from InteractiveRefineLib.networks import size_divisor
-
         half = np.asarray(roiNode.GetSize(), dtype=float) / 2.0
         objectCorners = np.array([[x, y, z, 1.0] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)])
         objectCorners[:, :3] *= half
         objectToWorld = slicer.util.arrayFromVTKMatrix(roiNode.GetObjectToWorldMatrix())
         corners = (objectCorners @ objectToWorld.T)[:, :3]  # world RAS, parent transforms included
         extentIjk = np.ptp(corners @ ctGrid.direction, axis=0)  # mm along the CT's i, j, k axes
-        voxelsIjk = np.ceil(extentIjk / np.asarray(package.spacing_mm)).astype(int)
-        divisor = size_divisor(package.card["network"])
-        sizeKji = []
-        for voxels, minimum in zip(voxelsIjk[::-1], package.roi_size_vox):
-            voxels = max(int(voxels), int(minimum))
-            sizeKji.append(int(-(-voxels // divisor) * divisor))
-        return tuple(sizeKji)
+        voxelsIjk = np.ceil(extentIjk / np.asarray(package.spacing_mm))
+        return package.spec.roi_size_for(voxelsIjk[::-1])
 
     # ------------------------------------------------------------------- model
     def getModelPackage(self, modelPath: str | None = None, device: str = "auto"):
@@ -350,6 +349,9 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     def _newSession(self, ctNode, petNode, roiNode, modelPath, device):
         """A session with its image set (validates everything; touches no node)."""
+        from InteractiveRefineLib.runtime import apply_process_settings
+
+        apply_process_settings()  # before the model loads torch; warns when torch came earlier
         from InteractiveRefineLib.session import RefinementSession
 
         if device not in DEVICES:
@@ -889,9 +891,9 @@ class InteractiveRefineLogic(ScriptedLoadableModuleLogic, VTKObservationMixin):
 
     def clear(self) -> None:
         """Forget the session and stop observing (scene closed); the scene keeps its nodes."""
-        if self.session is not None:
-            self.session.cancel_confirm()
-        self._confirmThread = None
+        if self._worker is not None:
+            self._worker.cancel()
+        self._confirmJob = None
         self.removeObservers()
         self.session = None
         self.lastResult = None
@@ -1272,8 +1274,9 @@ def _installPackages(missing) -> None:
 class InteractiveRefineTest(ScriptedLoadableModuleTest):
     """Self-test: real PET/CT when available (else a phantom), the Logic end to end.
 
-    Data: ``$INTERACTIVE_REFINE_DATA`` or ``../../shared/data`` beside the module file
-    (``sts_petct/hecktor_layout/STS_001``). Model: ``$INTERACTIVE_REFINE_TEST_MODEL`` (a package
+    Data: the engine's data folder (``$INTERACTIVE_REFINE_DATA``, else ``shared/data`` beside the
+    repository: ``InteractiveRefineLib.cases.find_data_dir``), case ``sts_petct/hecktor_layout/STS_001``;
+    else the engine's phantom. Model: ``$INTERACTIVE_REFINE_TEST_MODEL`` (a package
     folder, or "tiny"), else the default model when installed, else a tiny random network made
     in a temporary folder (pipeline check only: its masks carry no meaning).
     """
@@ -1305,20 +1308,22 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
 
     def _modelPath(self) -> str:
         from InteractiveRefineLib.model_package import DEFAULT_MODEL_DIR, create_random_model_package
+        from InteractiveRefineLib.networks import TINY_NETWORK
+        from InteractiveRefineLib.runtime import apply_process_settings
 
+        apply_process_settings()  # as the Logic does, but before the tiny network below uses torch
         choice = os.environ.get("INTERACTIVE_REFINE_TEST_MODEL", "")
         if choice and choice != "tiny":
             return choice
         if not choice and os.path.isfile(os.path.join(str(DEFAULT_MODEL_DIR), "model.json")):
             return ""
-        network = {"channels": [4, 8, 16, 32], "strides": [1, 2, 2], "num_res_units": 1, "norm": "INSTANCE"}
-        return str(
-            create_random_model_package(self._tempDir(), network=network, roi_size_vox=(48, 48, 48), seed=0)
-        )
+        folder = self._tempDir()
+        return str(create_random_model_package(folder, network=TINY_NETWORK, roi_size_vox=(48,) * 3, seed=0))
 
     def _dataDir(self) -> str:
-        default = os.path.join(_moduleDir(), "..", "..", "shared", "data")
-        return os.path.abspath(os.environ.get("INTERACTIVE_REFINE_DATA", default))
+        from InteractiveRefineLib.cases import find_data_dir
+
+        return str(find_data_dir())
 
     def _loadInputs(self):
         """(CT node, PET node, tumour label array on the CT grid or None)."""
@@ -1337,25 +1342,14 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
 
     @staticmethod
     def _phantom():
-        """A 96x96x40 CT (2 mm slices) and a coarser PET (4 mm) with a hot sphere of 15 mm radius."""
-        k, j, i = np.mgrid[0:40, 0:96, 0:96].astype(np.float32)
-        ctMatrix = np.diag([-1.0, -1.0, 2.0, 1.0])
-        ctMatrix[:3, 3] = (40.0, 30.0, -60.0)
-        ras = np.stack([40.0 - i, 30.0 - j, -60.0 + 2.0 * k], axis=-1)
-        center = np.array([-8.0, -18.0, -20.0])
-        inside = np.linalg.norm(ras - center, axis=-1) <= 15.0
-        rng = np.random.default_rng(0)
-        ctArray = np.where(inside, 60.0, 20.0) + rng.normal(0, 10, inside.shape)
-        ct = slicer.util.addVolumeFromArray(ctArray.astype(np.float32), ijkToRAS=ctMatrix, name="Phantom CT")
-        kp, jp, ip = np.mgrid[0:20, 0:48, 0:48].astype(np.float32)
-        petRas = np.stack([40.0 - 2 * ip, 30.0 - 2 * jp, -60.0 + 4.0 * kp], axis=-1)
-        petArray = 1.0 + 9.0 * (np.linalg.norm(petRas - center, axis=-1) <= 15.0)
-        petMatrix = np.diag([-2.0, -2.0, 4.0, 1.0])
-        petMatrix[:3, 3] = (40.0, 30.0, -60.0)
-        pet = slicer.util.addVolumeFromArray(
-            petArray.astype(np.float32), ijkToRAS=petMatrix, name="Phantom PET"
-        )
-        return ct, pet, inside
+        """The engine's small phantom as CT and PET nodes (PET on a coarser grid), and its
+        tumour label array on the CT grid."""
+        from InteractiveRefineLib.phantom import make_phantom
+
+        ct, pet, label = make_phantom(0)
+        ctNode = slicer.util.addVolumeFromArray(ct.array, ijkToRAS=ct.ijk_to_ras, name="Phantom CT")
+        petNode = slicer.util.addVolumeFromArray(pet.array, ijkToRAS=pet.ijk_to_ras, name="Phantom PET")
+        return ctNode, petNode, label.array > 0
 
     @staticmethod
     def worldToCtIndex(ctNode, ras) -> np.ndarray:

@@ -11,8 +11,9 @@ With plain Python and slicer-core (from a clone: uses ``Testing/slicer/slicer_bo
 
 Cases are found by ``InteractiveRefineLib.cases.find_cases`` (HECKTOR 2021/2022 names or a CSV
 manifest). For each case the CT and PET are loaded as volume nodes, the Logic segments them, and
-with ``--clicks N`` and a label the simulated user (the 2S-ICR paper's, seeded) places N clicks as
-markups points, exactly like a user. Writes ``OUT/<id>.seg.nrrd`` (the GTVp segment on the CT
+with ``--clicks N`` and a label the simulated user (the 2S-ICR paper's, seeded; the engine's
+``simulation.click_loop``, clicking inside the CT only) places N clicks as markups points,
+exactly like a user. Writes ``OUT/<id>.seg.nrrd`` (the GTVp segment on the CT
 geometry after the last click) and ``OUT/metrics.csv`` with Dice and HD95 after 0..N clicks
 (empty without a label). Exit status 0 when every case worked, 1 otherwise.
 
@@ -56,6 +57,11 @@ class InteractiveRefineBatch(ScriptedLoadableModule):
 
 
 def parseArguments(argv):
+    moduleDir = str(Path(__file__).resolve().parent)  # the engine lies beside this file
+    if moduleDir not in sys.path:
+        sys.path.insert(0, moduleDir)
+    from InteractiveRefineLib.click_regions import NO_REGION_REMOVAL_HELP
+
     if "--" in argv:  # Slicer passes the script arguments after "--"
         argv = argv[argv.index("--") + 1 :]
     parser = argparse.ArgumentParser(
@@ -69,9 +75,7 @@ def parseArguments(argv):
     parser.add_argument("--preset", default="2sicr", help="simulated-user preset (2sicr, deepgrow, deepedit)")
     parser.add_argument("--label-value", type=int, default=1, help="label value of the GTVp (HECKTOR: 1)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--no-region-removal", action="store_true",
-                        help="leave every click to the network alone (by default a negative click on a "
-                             "separate region removes all of it once a positive click marks the tumour)")
+    parser.add_argument("--no-region-removal", action="store_true", help=NO_REGION_REMOVAL_HELP)
     args = parser.parse_args(argv)
     if args.clicks < 0:
         parser.error("--clicks must be 0 or more")
@@ -117,7 +121,7 @@ def processCase(module, case, args, writeRow) -> None:
     import slicer
     from InteractiveRefineLib.geometry import read_volume
     from InteractiveRefineLib.simulated_user import SimulatedUser
-    from InteractiveRefineLib.simulation import truth_on_grid
+    from InteractiveRefineLib.simulation import click_loop, truth_on_grid
 
     logic = module.InteractiveRefineLogic()
     logic.setAutoRefine(True)
@@ -154,14 +158,13 @@ def processCase(module, case, args, writeRow) -> None:
         elif args.clicks:
             user = SimulatedUser(args.preset, rng=np.random.default_rng(args.seed))
             truthWork = truth_on_grid(label, session.grid, args.label_value)
-            for step in range(1, args.clicks + 1):
-                click = user.next_click(session.mask_on_working_grid().astype(bool), truthWork)
-                if click is None:
-                    logger.info("%s: no error left after %d click(s)", case.case_id, step - 1)
-                    break
-                ras = session.grid.index_to_ras(np.array(click.index[::-1], dtype=float))
-                logic.addClick(ras, click.positive)
-                record(step, logic.clickTimings[-1]["total_s"])
+            done = 0
+            # The engine's click loop; each click goes through the Logic, as a markup would.
+            for step in click_loop(session, truthWork, args.clicks, user, apply=logic.addClick):
+                done = step.step
+                record(done, logic.clickTimings[-1]["total_s"])
+            if done < args.clicks:
+                logger.info("%s: no error left after %d click(s)", case.case_id, done)
         logic.saveSegmentation(segmentation, str(Path(args.output) / f"{case.case_id}.seg.nrrd"))
     finally:
         logic.clear()
@@ -172,6 +175,9 @@ def run(args) -> int:
     module = setUpSlicer()
     from InteractiveRefineLib.cases import find_cases
     from InteractiveRefineLib.errors import InteractiveRefineError
+    from InteractiveRefineLib.runtime import apply_process_settings
+
+    apply_process_settings()  # before any model loads torch
 
     try:
         cases = find_cases(args.input)

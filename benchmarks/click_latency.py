@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """Per-click latency, peak memory and accuracy of full-ROI, windowed and reduced-precision refinement.
 
-Loads a model package and a case, runs the initial segmentation once per session (one per
-precision, one for ``auto``), then for every mode (``--modes full,fast``; ``+amp``: reduced
-precision, e.g. ``full+amp``; ``auto``: the engine's own choices) a simulated-user loop of
-``--clicks`` clicks from the same seed (each mode follows its own loop, as a user would: the next
-click depends on that mode's mask). It also
-replays the full loop's clicks in each other mode ("replay"): the same clicks, so the Dice
-against the full-ROI mask isolates the approximation. Per click: click mapping, model and
-back-mapping to the CT grid (the session's timings) plus the wall time around ``add_click``
-(CUDA-synchronised); median and p90; one-time costs; peak memory. Prints a table and writes
-JSON (DESIGN.md section 3; extend, never rename)::
+Loads a model package and a case and opens one session per mode (``--modes full,fast``;
+``+amp``: reduced precision, e.g. ``full+amp``; ``auto``: the engine's own plan), each running the
+initial segmentation once. Then per mode a simulated-user loop of ``--clicks`` clicks from the
+same seed, through the engine's ``simulation.click_loop`` (each mode follows its own loop, as a
+user would: the next click depends on that mode's mask). It also replays the full loop's clicks
+in each other mode ("replay"): the same clicks, so the Dice against the full-ROI mask isolates
+the approximation. Per click: click mapping, model and back-mapping to the CT grid (the
+session's timings) plus the wall time around ``add_click`` (CUDA-synchronised); median and p90;
+one-time costs; peak memory; each session's plan. Prints a table and writes JSON (DESIGN.md
+section 3; extend, never rename)::
 
     python benchmarks/click_latency.py --json out/latency.json                    # default model, CPU
     python benchmarks/click_latency.py --random-paper-model --json out/latency.json
@@ -22,6 +22,7 @@ Runs under Python 3.9+ with or without psutil (peak RSS from ``resource`` then).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -39,16 +40,18 @@ try:
 except ImportError:  # not installed: use the checkout
     sys.path.insert(0, str(REPO / "InteractiveRefine"))
 
+from InteractiveRefineLib.cases import find_data_dir  # noqa: E402
 from InteractiveRefineLib.click_regions import NO_REGION_REMOVAL_HELP  # noqa: E402
-from InteractiveRefineLib.geometry import read_volume  # noqa: E402
+from InteractiveRefineLib.geometry import inside_mask, read_volume  # noqa: E402
 from InteractiveRefineLib.metrics import dice  # noqa: E402
+from InteractiveRefineLib.networks import TINY_NETWORK  # noqa: E402
+from InteractiveRefineLib.runtime import apply_process_settings  # noqa: E402
 from InteractiveRefineLib.simulated_user import SimulatedUser  # noqa: E402
-from InteractiveRefineLib.simulation import label_centroid_ras, truth_on_grid  # noqa: E402
+from InteractiveRefineLib.simulation import click_loop, label_centroid_ras, truth_on_grid  # noqa: E402
 
 logger = logging.getLogger("click_latency")
 
-#: The conftest's tiny network (tests), on a 64^3 ROI so that a 32^3 window is a real window.
-TINY_NETWORK = {"channels": [4, 8, 16, 32], "strides": [1, 2, 2], "num_res_units": 1, "norm": "INSTANCE"}
+#: The engine's tiny network (tests) on a 64^3 ROI, so that a 32^3 window is a real window.
 TINY_ROI = (64, 64, 64)
 CASES = {
     "CHGJ015": ("hecktor2020_chgj015", "CHGJ015_ct.nii.gz", "CHGJ015_pt.nii.gz", "CHGJ015_ct_gtvt.nii.gz"),
@@ -58,21 +61,19 @@ CASES = {
 
 
 # ------------------------------------------------------------------------------ inputs
-def data_dir() -> Path:
-    return Path(os.environ.get("INTERACTIVE_REFINE_DATA", REPO.parent / "shared" / "data"))
-
-
 def load_phantom(seed: int, roi_shape, spacing_mm=(1.0, 1.0, 1.0)):
     """The training package's phantom at the model's spacing (PET on a 4 mm grid, a field of
-    view 16 voxels beyond the ROI, as in training), else the engine's simple one."""
+    view 16 voxels beyond the ROI, as in training), else the engine's small one."""
+    shape = tuple(int(n) + 16 for n in roi_shape)
+    spacing_mm = tuple(float(s) for s in spacing_mm)
     try:
         from interactive_refine_training.phantoms import generate_case
     except ImportError:
-        from InteractiveRefineLib.demo import simple_phantom
+        from InteractiveRefineLib.phantom import make_phantom
 
-        return ("phantom-simple",) + tuple(simple_phantom(seed))
-    case = generate_case(seed, shape=tuple(int(n) + 16 for n in roi_shape),
-                         spacing_mm=tuple(float(s) for s in spacing_mm), pet_spacing_mm=(4.0, 4.0, 4.0))
+        return ("phantom-simple",) + make_phantom(seed, shape=shape, spacing_mm=spacing_mm,
+                                                  pet_spacing_mm=(4.0, 4.0, 4.0))
+    case = generate_case(seed, shape=shape, spacing_mm=spacing_mm, pet_spacing_mm=(4.0, 4.0, 4.0))
     return f"phantom-{seed}", case.ct, case.pet, case.label
 
 
@@ -83,10 +84,11 @@ def load_case(spec: str, seed: int, roi_shape=(144, 144, 144), spacing_mm=(1.0, 
         return load_phantom(int(spec.split(":", 1)[1]) if ":" in spec else seed, roi_shape, spacing_mm)
     if spec in CASES:
         folder, *names = CASES[spec]
-        paths = [data_dir() / folder / n for n in names]
+        data = find_data_dir(containing=f"{folder}/{names[0]}")
+        paths = [data / folder / n for n in names]
         if not paths[0].exists():
             raise SystemExit(
-                f"case {spec} not found under {data_dir()} (set INTERACTIVE_REFINE_DATA, or use "
+                f"case {spec} not found under {data} (set INTERACTIVE_REFINE_DATA, or use "
                 "--case phantom)"
             )
         return (spec,) + tuple(read_volume(p) for p in paths)
@@ -156,9 +158,9 @@ def minor_page_faults() -> int | None:
 
 
 def huge_pages() -> dict:
-    """Whether PyTorch's CPU allocator asks for transparent huge pages (the engine sets
-    ``THP_MEM_ALLOC_ENABLE=1`` unless the environment says otherwise) and the kernel's policy
-    (``madvise`` or ``always``: granted; ``never``: ignored)."""
+    """Whether PyTorch's CPU allocator asks for transparent huge pages (``main`` applies the
+    engine's process settings: ``THP_MEM_ALLOC_ENABLE=1`` unless the environment says otherwise)
+    and the kernel's policy (``madvise`` or ``always``: granted; ``never``: ignored)."""
     policy = None
     try:
         text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
@@ -168,15 +170,20 @@ def huge_pages() -> dict:
     return {"THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"), "kernel_policy": policy}
 
 
-def timed_click(session, ras, positive, mode):
-    """``(result, wall seconds, minor page faults)`` of one ``add_click``."""
-    synchronize(session.device)
-    faults = minor_page_faults()
-    t0 = time.perf_counter()
-    result = session.add_click(ras, positive, mode=mode)
-    synchronize(session.device)
-    wall = time.perf_counter() - t0
-    return result, wall, None if faults is None else minor_page_faults() - faults
+def timed_click(session):
+    """The ``apply`` of :func:`click_loop`: ``session.add_click``, returning ``(result, wall
+    seconds, minor page faults)`` (CUDA-synchronised)."""
+
+    def click(ras, positive):
+        synchronize(session.device)
+        faults = minor_page_faults()
+        t0 = time.perf_counter()
+        result = session.add_click(ras, positive)
+        synchronize(session.device)
+        wall = time.perf_counter() - t0
+        return result, wall, None if faults is None else minor_page_faults() - faults
+
+    return click
 
 
 def percentile(values, q) -> float | None:
@@ -189,25 +196,6 @@ def mean_dice_1_10(curve) -> float | None:
 
 
 # ------------------------------------------------------------------------------ the loops
-def inside_ct(session) -> np.ndarray:
-    """Working-grid voxels whose centre lies in the CT (``Grid.contains_index``, as the session
-    checks a click), ``[k, j, i]`` boolean: the ROI may reach beyond the CT's field of view."""
-    shape = session.grid.shape
-    mapping = session.ct.grid.ras_to_ijk @ session.grid.ijk_to_ras  # working (i, j, k) -> CT (i, j, k)
-    k, j, i = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij", sparse=True)
-    inside = np.ones(shape, dtype=bool)
-    for axis, extent in enumerate(session.ct.shape[::-1]):
-        row = mapping[axis]
-        coordinate = row[0] * i + row[1] * j + row[2] * k + row[3]
-        inside &= (coordinate >= -0.5) & (coordinate <= extent - 0.5)
-    return inside
-
-
-def next_click(user, session, truth_work, inside):
-    """The simulated user's click on what it sees: the mask inside the CT field."""
-    return user.next_click(session.mask_on_working_grid().astype(bool) & inside, truth_work)
-
-
 def timed_confirm(session) -> float:
     """Seconds of ``session.confirm()`` (the exact float32 follow-up of a preview)."""
     synchronize(session.device)
@@ -217,65 +205,89 @@ def timed_confirm(session) -> float:
     return time.perf_counter() - t0
 
 
-def run_loop(session, mode, n_clicks, seed, truth_ct, truth_work, confirm=False) -> dict:
-    """``session.reset()`` then ``n_clicks`` simulated clicks refined in ``mode``.
+class Replay:
+    """A user who repeats given clicks (:class:`SimulatedClick`, working-grid indices) in order,
+    whatever the mask: every mode's session has the same working grid."""
+
+    def __init__(self, clicks):
+        self._clicks = iter(list(clicks))
+
+    def next_click(self, prediction, truth):
+        return next(self._clicks, None)
+
+
+def run_loop(session, user, n_clicks, truth_ct, truth_work, inside, confirm=False,
+             reference=None) -> dict:
+    """``session.reset()`` then up to ``n_clicks`` clicks of ``user`` through the engine's
+    :func:`click_loop`, each timed; Dice against the truth after each click (``dice``).
 
     ``confirm``: after each click, what the user first sees (the preview) is scored, then
     ``session.confirm()`` computes the exact mask, which is scored and on which the next click
-    is chosen (a user who waits for it).
+    is chosen (a user who waits for it). ``reference``: CT-box masks after each click of another
+    loop (index t = after t clicks); adds the Dice against them (``dice_vs_reference``).
     """
     session.reset()
     if confirm:  # a reduced-precision initial state too
         session.confirm()
-    user = SimulatedUser("2sicr", np.random.default_rng(seed))
-    inside = inside_ct(session)
-    curve = [dice(session.mask_on_ct(), truth_ct)]
-    preview = list(curve)
-    clicks, per_click, masks = [], [], [session.mask_in_box().copy()]
-    for _ in range(n_clicks):
-        click = next_click(user, session, truth_work, inside)
-        if click is None:
-            break
-        ras = session.grid.index_to_ras(np.array(click.index[::-1], dtype=float))
-        result, wall, faults = timed_click(session, ras, click.positive, mode)
+    loop = {"clicks": [], "simulated": [], "per_click": [], "masks": []}
+    _score(loop, "", session, truth_ct, reference, 0)
+    if confirm:
+        _score(loop, "preview_", session, truth_ct, reference, 0)
+    for step in click_loop(session, truth_work, n_clicks, user, inside=inside, apply=timed_click(session)):
+        result, wall, faults = step.result
         timings = dict(result.timings, wall_s=wall, page_faults=faults, mode=result.mode,
                        window=result.window, exact=result.exact)
         if confirm:
-            preview.append(dice(session.mask_on_ct(), truth_ct))
+            _score(loop, "preview_", session, truth_ct, reference, step.step)
             timings["confirm_wall_s"] = timed_confirm(session)
             timings["exact_wall_s"] = wall + timings["confirm_wall_s"]
-        per_click.append(timings)
-        clicks.append({"ras": [float(v) for v in ras], "positive": click.positive})
-        curve.append(dice(session.mask_on_ct(), truth_ct))
-        masks.append(session.mask_in_box().copy())
-    loop = {"clicks": clicks, "per_click": per_click, "dice": curve, "masks": masks}
-    if confirm:
-        loop["preview_dice"] = preview
+        loop["per_click"].append(timings)
+        loop["clicks"].append({"ras": [float(v) for v in step.ras], "positive": step.click.positive})
+        loop["simulated"].append(step.click)
+        _score(loop, "", session, truth_ct, reference, step.step)
     return loop
 
 
-def replay(session, clicks, mode, truth_ct, reference_masks, confirm=False) -> dict:
-    """The given clicks in ``mode``: Dice against the truth and against ``reference_masks``
-    (the CT-box masks after each click of the loop that chose the clicks). ``confirm``: each
-    click's preview is scored, then confirmed (the next click starts from the exact mask)."""
-    session.reset()
+def _score(loop, prefix, session, truth_ct, reference, step) -> None:
+    """Append the Dice of the session's mask (``prefix``: ``"preview_"`` before a confirm) against
+    the truth, and against ``reference[step]`` when given; without a prefix, keep the CT-box mask."""
+    loop.setdefault(prefix + "dice", []).append(dice(session.mask_on_ct(), truth_ct))
+    if reference is not None:
+        agreement = 1.0 if step == 0 else dice(session.mask_in_box(), reference[step])
+        loop.setdefault(prefix + "dice_vs_reference", []).append(agreement)
+    if not prefix:
+        loop["masks"].append(session.mask_in_box().copy())
+
+
+def replay(session, loop, truth_ct, truth_work, inside, confirm=False) -> dict:
+    """The clicks of ``loop`` (another mode's :func:`run_loop`) in ``session``: Dice against the
+    truth and against that loop's masks. ``confirm``: each click's preview is scored, then
+    confirmed (the next click starts from the exact mask)."""
+    clicks = loop["simulated"]
+    again = run_loop(session, Replay(clicks), len(clicks), truth_ct, truth_work, inside,
+                     confirm=confirm, reference=loop["masks"])
+    out = {"dice": again["dice"], "dice_vs_reference": again["dice_vs_reference"],
+           "mean_dice_1_10": mean_dice_1_10(again["dice"])}
     if confirm:
-        session.confirm()
-    curve, agreement = [dice(session.mask_on_ct(), truth_ct)], [1.0]
-    preview, preview_agreement = list(curve), [1.0]
-    for t, click in enumerate(clicks, start=1):
-        session.add_click(click["ras"], click["positive"], mode=mode)
-        if confirm:
-            preview.append(dice(session.mask_on_ct(), truth_ct))
-            preview_agreement.append(dice(session.mask_in_box(), reference_masks[t]))
-            session.confirm()
-        curve.append(dice(session.mask_on_ct(), truth_ct))
-        agreement.append(dice(session.mask_in_box(), reference_masks[t]))
-    out = {"dice": curve, "dice_vs_reference": agreement, "mean_dice_1_10": mean_dice_1_10(curve)}
-    if confirm:
-        out.update(preview_dice=preview, preview_dice_vs_reference=preview_agreement,
-                   mean_preview_dice_1_10=mean_dice_1_10(preview))
+        out.update(preview_dice=again["preview_dice"],
+                   preview_dice_vs_reference=again["preview_dice_vs_reference"],
+                   mean_preview_dice_1_10=mean_dice_1_10(again["preview_dice"]))
     return out
+
+
+def warm_up(session, mode, seed, truth_work, inside) -> float | None:
+    """Seconds of one click (and its confirm in a ``+confirm`` mode), then undone: the first
+    refinement builds oneDNN/cuDNN plans, so it is kept out of the statistics. None when the
+    user finds no error to click."""
+    user = SimulatedUser("2sicr", np.random.default_rng(seed))
+    steps = list(click_loop(session, truth_work, 1, user, inside=inside, apply=timed_click(session)))
+    if not steps:
+        return None
+    seconds = steps[0].result[1]
+    if confirms(mode):
+        seconds += timed_confirm(session)
+    session.undo()
+    return seconds
 
 
 def summarise(loop: dict) -> dict:
@@ -327,14 +339,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--window", type=int, default=None,
                    help="fast window edge (default: the model card's, else the engine's)")
-    p.add_argument("--fast-grow", action="store_true",
-                   help="grow the window (x1.5, up to the whole ROI) while the change reaches its faces")
-    p.add_argument("--margin", type=int, default=None, help="fast blending margin (default: the engine's)")
-    p.add_argument("--fast-norm", default="tracked", choices=["tracked", "frozen", "window"],
-                   help="fast-path normalisation statistics (default: the engine's, tracked)")
     p.add_argument("--amp", action="store_true", help="every mode in reduced precision (adds +amp)")
-    p.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
-                   help="CUDA: keep cuDNN's default algorithms (the session tunes them by default)")
     p.add_argument("--no-replay", action="store_true", help="skip replaying the full loop's clicks")
     p.add_argument("--no-region-removal", dest="region_removal", action="store_false",
                    help=NO_REGION_REMOVAL_HELP)
@@ -352,8 +357,8 @@ def parse_args(argv=None):
 
 #: Benchmark modes: the session's refine mode, in float32 or with ``+amp`` in reduced precision;
 #: ``auto``: the session's defaults (``refine_mode="auto"``, ``amp="auto"``); ``+confirm`` (any
-#: mode but ``full``): each click's preview followed by ``session.confirm()``, in a session of
-#: its own.
+#: mode but ``full``): each click's preview followed by ``session.confirm()``. Every mode runs in
+#: a session of its own.
 AMP = "+amp"
 CONFIRM = "+confirm"
 BASE_MODES = ("full", "fast", "full" + AMP, "fast" + AMP, "auto")
@@ -364,144 +369,151 @@ def confirms(mode: str) -> bool:
     return mode.endswith(CONFIRM)
 
 
-def _base(mode: str) -> str:
-    return mode[: -len(CONFIRM)] if confirms(mode) else mode
+def session_settings(mode: str) -> dict:
+    """``RefinementSession`` arguments of a benchmark mode (``"fast+amp"`` -> fast, reduced
+    precision; ``"auto"``: the session's defaults)."""
+    base = mode[: -len(CONFIRM)] if confirms(mode) else mode
+    if base == "auto":
+        return {"refine_mode": "auto", "amp": "auto"}
+    return {"refine_mode": base.replace(AMP, ""), "amp": base.endswith(AMP)}
 
 
-def refine_mode(mode: str) -> str | None:
-    """The per-click mode of a benchmark mode (``"fast+amp"`` -> ``"fast"``; ``"auto"`` -> None:
-    the session's choice)."""
-    mode = _base(mode)
-    if mode == "auto":
-        return None
-    return mode[: -len(AMP)] if mode.endswith(AMP) else mode
+def plan_fields(session) -> dict:
+    """The session's plan (device, precision, layout, refine path, retime, warm-up, notes)."""
+    return dataclasses.asdict(session.plan)
 
 
-def session_key(mode: str) -> str:
-    """Modes sharing a session: one per precision, one for ``auto``, and one per ``+confirm`` mode
-    (confirm replaces its session's states with exact ones)."""
-    base = _base(mode)
-    key = "auto" if base == "auto" else "reduced" if base.endswith(AMP) else "float32"
-    return key + CONFIRM if confirms(mode) else key
+def reduced(session) -> bool:
+    """True when the session's networks run in reduced precision."""
+    return session.precision != "float32"
 
 
-#: Session arguments per :func:`session_key`
-SESSION_SETTINGS = {"float32": {"amp": False}, "reduced": {"amp": True},
-                    "auto": {"amp": "auto", "refine_mode": "auto"}}
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    import torch
-    from InteractiveRefineLib import fast_refine
+def load_inputs(args, one_time: dict):
+    """``(package folder, its kind, package, (case name, ct, pet, label))``; records the model
+    load time in ``one_time``."""
     from InteractiveRefineLib.model_package import load_model_package
-    from InteractiveRefineLib.session import RefinementSession, cpu_bfloat16_supported
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-    one_time = {}
     with tempfile.TemporaryDirectory() as scratch:
         package_dir, model_kind = model_path(args, Path(scratch))
         t0 = time.perf_counter()
         package = load_model_package(package_dir)
         one_time["model_load_s"] = time.perf_counter() - t0
-        name, ct, pet, label = load_case(args.case, args.seed, package.roi_size_vox, package.spacing_mm)
+    case = load_case(args.case, args.seed, package.roi_size_vox, package.spacing_mm)
+    return package_dir, model_kind, package, case
 
-    # One session per precision (and one for "auto"); each runs the initial model once.
-    sessions, one_time_by_session = {}, {}
-    for key in dict.fromkeys(session_key(m) for m in args.modes):
-        own = [refine_mode(m) for m in args.modes if session_key(m) == key]
-        settings = dict({"refine_mode": "fast" if "fast" in own else "full"},
-                        **SESSION_SETTINGS[key.replace(CONFIRM, "")])
-        costs = dict(one_time)
-        t0 = time.perf_counter()
-        session = RefinementSession(
-            package, device=args.device, fast_window=args.window,
-            fast_margin=fast_refine.DEFAULT_MARGIN if args.margin is None else args.margin,
-            fast_norm=args.fast_norm, fast_grow=args.fast_grow, region_removal=args.region_removal,
-            cudnn_benchmark=args.cudnn_benchmark, **settings,
-        )
-        costs["session_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        session.set_image(ct, pet, roi_center_ras=_label_centre(label))
-        costs["set_image_s"] = time.perf_counter() - t0
-        synchronize(session.device)
-        t0 = time.perf_counter()
-        initial = session.initial()
-        synchronize(session.device)
-        costs["initial_s"] = time.perf_counter() - t0
-        costs["initial_model_s"] = initial.timings["model_s"]
-        costs["calibrate_s"] = initial.timings.get("calibrate_s", 0.0)
-        costs["warmup_s"] = {}
-        costs.update(refine_mode=session.refine_mode, amp=session.amp, precision=session.precision)
-        sessions[key], one_time_by_session[key] = session, costs
-    cuda = session.device.type == "cuda"
-    truth_ct = truth_on_grid(label, ct.grid)
-    truth_work = truth_on_grid(label, session.grid)
 
-    # Warm-up: the first refinement per mode builds oneDNN/cuDNN plans; excluded from the stats.
-    warm_click = next_click(
-        SimulatedUser("2sicr", np.random.default_rng(args.seed)), session, truth_work, inside_ct(session)
-    )
-    for mode in args.modes:
-        if warm_click is None:
-            break
-        own = sessions[session_key(mode)]
-        ras = own.grid.index_to_ras(np.array(warm_click.index[::-1], dtype=float))
-        _, seconds, _ = timed_click(own, ras, warm_click.positive, refine_mode(mode))
-        if confirms(mode):
-            seconds += timed_confirm(own)
-        one_time_by_session[session_key(mode)]["warmup_s"][mode] = seconds
-        own.undo()
+def open_session(package, mode, args, ct, pet, centre, one_time: dict):
+    """A mode's session with its image and initial state; ``(session, its one-time costs)``."""
+    from InteractiveRefineLib.session import RefinementSession
 
+    costs = dict(one_time)
+    t0 = time.perf_counter()
+    session = RefinementSession(package, device=args.device, fast_window=args.window,
+                                region_removal=args.region_removal, **session_settings(mode))
+    costs["session_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    session.set_image(ct, pet, roi_center_ras=centre)
+    costs["set_image_s"] = time.perf_counter() - t0
+    synchronize(session.device)
+    t0 = time.perf_counter()
+    initial = session.initial()
+    synchronize(session.device)
+    costs["initial_s"] = time.perf_counter() - t0
+    costs["initial_model_s"] = initial.timings["model_s"]
+    costs["calibrate_s"] = initial.timings.get("calibrate_s", 0.0)
+    costs["warmup_s"] = {}
+    costs.update(refine_mode=session.refine_mode, amp=reduced(session), precision=session.precision)
+    return session, costs
+
+
+def measure_modes(args, sessions, one_time_by_session, truth_ct, truth_work, inside):
+    """Warm every mode up, then run its loop; ``(per-mode summaries, per-mode loops)``."""
+    import torch
+
+    for mode, own in sessions.items():
+        seconds = warm_up(own, mode, args.seed, truth_work, inside)
+        if seconds is not None:
+            one_time_by_session[mode]["warmup_s"][mode] = seconds
     modes, loops = {}, {}
-    for mode in args.modes:
-        own = sessions[session_key(mode)]
+    for mode, own in sessions.items():
+        cuda = own.device.type == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats(own.device)
-        loops[mode] = run_loop(own, refine_mode(mode), args.clicks, args.seed, truth_ct, truth_work,
-                               confirm=confirms(mode))
+        user = SimulatedUser("2sicr", np.random.default_rng(args.seed))
+        loops[mode] = run_loop(own, user, args.clicks, truth_ct, truth_work, inside, confirm=confirms(mode))
         modes[mode] = summarise(loops[mode])
-        modes[mode]["amp"], modes[mode]["precision"] = own.amp, own.precision
+        modes[mode].update(amp=reduced(own), precision=own.precision, plan=plan_fields(own))
         modes[mode]["rss_peak_so_far_mb"] = peak_rss_mb()
         if cuda:
             modes[mode]["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated(own.device) / 2**20
+    return modes, loops
 
-    replays = {}
-    if not args.no_replay and "full" in loops and len(args.modes) > 1:
-        reference = loops["full"]["masks"]
-        for mode in args.modes:
-            if mode != "full":
-                replays[mode] = dict(replay(sessions[session_key(mode)], loops["full"]["clicks"],
-                                            refine_mode(mode), truth_ct, reference, confirm=confirms(mode)),
-                                     clicks_from="full")
 
+def replay_modes(args, sessions, loops, truth_ct, truth_work, inside) -> dict:
+    """The full loop's clicks replayed in every other mode (nothing without a ``full`` mode)."""
+    if args.no_replay or "full" not in loops or len(args.modes) < 2:
+        return {}
+    return {
+        mode: dict(replay(own, loops["full"], truth_ct, truth_work, inside, confirm=confirms(mode)),
+                   clicks_from="full")
+        for mode, own in sessions.items() if mode != "full"
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    apply_process_settings(threads=args.threads or None)  # before torch is used
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    one_time = {}
+    package_dir, model_kind, package, (name, ct, pet, label) = load_inputs(args, one_time)
+    centre = _label_centre(label)
+    sessions, one_time_by_session = {}, {}  # one session per mode; each runs the initial model once
+    for mode in args.modes:
+        sessions[mode], one_time_by_session[mode] = open_session(package, mode, args, ct, pet, centre,
+                                                                 one_time)
+    session = sessions[args.modes[-1]]
+    truth_ct = truth_on_grid(label, ct.grid)
+    truth_work = truth_on_grid(label, session.grid)
+    inside = inside_mask(ct.grid, session.grid)  # every session has the same working grid
+    modes, loops = measure_modes(args, sessions, one_time_by_session, truth_ct, truth_work, inside)
+    replays = replay_modes(args, sessions, loops, truth_ct, truth_work, inside)
+    result = describe(args, session, package, package_dir, model_kind, name, load_before)
+    result.update(modes=modes, replay=replays, one_time_s=next(iter(one_time_by_session.values())),
+                  one_time_s_by_session=one_time_by_session,
+                  amp=any(m["amp"] for m in modes.values()),  # some mode ran in reduced precision
+                  amp_by_mode={mode: m["amp"] for mode, m in modes.items()})
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=_jsonable) + "\n")
+    print(format_table(result))
+    print(f"wrote {out}")
+    return 0
+
+
+def describe(args, session, package, package_dir, model_kind, name, load_before) -> dict:
+    """The run's setting: device, ROI, model, case, machine, versions and memory (the JSON's
+    keys besides the modes)."""
+    import torch
+    from InteractiveRefineLib.backend import cpu_bfloat16_supported
+    from InteractiveRefineLib.refiners.window import MARGIN
+
+    cuda = session.device.type == "cuda"
     result = {
         "device": str(session.device),
         "device_name": torch.cuda.get_device_name(session.device) if cuda else platform.processor()
         or platform.machine(),
         "roi_voxels": int(np.prod(session.grid.shape)),
         "roi_shape": list(session.grid.shape),
-        "modes": modes,
-        "replay": replays,
         "peak_rss_mb": peak_rss_mb(),
-        # the first session's (the float32 one when a float32 mode ran); every session's below
-        "one_time_s": next(iter(one_time_by_session.values())),
-        "one_time_s_by_session": one_time_by_session,
-        "fast": {"window": session.fast_window, "margin": session.fast_margin, "norm": session.fast_norm,
-                 "grow": session.fast_grow},
-        "model": {"path": str(package_dir), "kind": model_kind, "name": package.card.get("name"),
-                  "network": package.card.get("network")},
+        "fast": {"window": session.fast_window, "margin": MARGIN},  # the window path's (fixed) blend
+        "model": {"path": str(package_dir), "kind": model_kind, "name": package.spec.name,
+                  "network": package.spec.network},
         "case": name,
         "clicks_requested": args.clicks,
         "seed": args.seed,
-        "region_removal": session.region_removal,
-        "amp": any(m["amp"] for m in modes.values()),  # some mode ran in reduced precision
-        "amp_by_mode": {mode: m["amp"] for mode, m in modes.items()},
+        "region_removal": args.region_removal,
         "cpu_bfloat16": cpu_bfloat16_supported(),
-        "cudnn_benchmark": bool(args.cudnn_benchmark),
         "huge_pages": huge_pages(),
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -512,12 +524,7 @@ def main(argv=None) -> int:
     }
     if cuda:
         result["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated(session.device) / 2**20
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2, default=_jsonable) + "\n")
-    print(format_table(result))
-    print(f"wrote {out}")
-    return 0
+    return result
 
 
 def _label_centre(label):
@@ -538,6 +545,18 @@ def _jsonable(value):
 
 def _fmt(value, digits=3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _replay_lines(result: dict) -> list[str]:
+    """Per replayed mode: its previews (a ``+confirm`` mode) and its masks against full's."""
+    lines = []
+    for mode, r in result["replay"].items():
+        for prefix, masks in (("preview_", "previews"), ("", "masks")):
+            if f"mean_{prefix}dice_1_10" in r:
+                per_click = " ".join(f"{d:.3f}" for d in r[prefix + "dice_vs_reference"][1:])
+                lines.append(f"replay of full's clicks in {mode}, {masks}: mean Dice 1-10 "
+                             f"{_fmt(r[f'mean_{prefix}dice_1_10'])}, Dice vs full mask per click {per_click}")
+    return lines
 
 
 def format_table(result: dict) -> str:
@@ -568,17 +587,7 @@ def format_table(result: dict) -> str:
                 f"{_fmt(m['median_confirm_wall_s'])} s); mean Dice 1-10 of the previews "
                 f"{_fmt(m['mean_preview_dice_1_10'])}, of the exact masks {_fmt(m['mean_dice_1_10'])}"
             )
-    for mode, r in result["replay"].items():
-        if "mean_preview_dice_1_10" in r:
-            lines.append(
-                f"replay of full's clicks in {mode}: previews mean Dice 1-10 "
-                f"{_fmt(r['mean_preview_dice_1_10'])}, preview vs full mask per click "
-                f"{' '.join(f'{d:.3f}' for d in r['preview_dice_vs_reference'][1:])}"
-            )
-        lines.append(
-            f"replay of full's clicks in {mode}: mean Dice 1-10 {_fmt(r['mean_dice_1_10'])}, "
-            f"Dice vs full mask per click {' '.join(f'{d:.3f}' for d in r['dice_vs_reference'][1:])}"
-        )
+    lines += _replay_lines(result)
     for key, one in result["one_time_s_by_session"].items():
         lines.append(
             f"one-time ({key} session: {one['refine_mode']}, {one['precision']}): "

@@ -44,13 +44,15 @@ def parse_args(argv=None):
 
 
 def default_cases() -> list[str]:
+    from InteractiveRefineLib.cases import find_data_dir
+
     cases = [f"phantom:{seed}" for seed in HELDOUT_SEEDS]
     for name, (folder, ct, *_rest) in click_latency.CASES.items():
-        if (click_latency.data_dir() / folder / ct).exists():
+        data = find_data_dir(containing=f"{folder}/{ct}")
+        if (data / folder / ct).exists():
             cases.append(name)
         else:
-            print(f"skipping {name}: not found under {click_latency.data_dir()} "
-                  "(set INTERACTIVE_REFINE_DATA)", file=sys.stderr)
+            print(f"skipping {name}: not found under {data} (set INTERACTIVE_REFINE_DATA)", file=sys.stderr)
     return cases
 
 
@@ -87,51 +89,55 @@ def format_markdown(rows: list[dict], window: int, fast: str = "fast") -> str:
     label = f"fast ({window}³)" if fast.startswith("fast") else fast
     if fast.endswith(click_latency.AMP):
         label += ", reduced precision"
-    lines = [
-        f"| case | full: mean Dice 1-10 | {label}, full's clicks | difference | "
-        f"{fast}, own loop | difference | full s/click | {fast} s/click | windowed clicks |",
-        "|---|---|---|---|---|---|---|---|---|",
+    header = ["case", "full: mean Dice 1-10", f"{label}, full's clicks", "difference", f"{fast}, own loop",
+              "difference", "full s/click", f"{fast} s/click", "windowed clicks"]
+    cells = [
+        [r["case"], f"{r['full_mean_dice_1_10']:.3f}", f"{r['replay_mean_dice_1_10']:.3f}",
+         f"{r['replay_minus_full']:+.3f}", f"{r['fast_mean_dice_1_10']:.3f}", f"{r['fast_minus_full']:+.3f}",
+         f"{r['full_median_s']:.2f}", f"{r['fast_median_s']:.2f}",
+         f"{r['fast_windowed_clicks']}/{r['fast_clicks']}"]
+        for r in rows
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['case']} | {r['full_mean_dice_1_10']:.3f} | {r['replay_mean_dice_1_10']:.3f} | "
-            f"{r['replay_minus_full']:+.3f} | {r['fast_mean_dice_1_10']:.3f} | {r['fast_minus_full']:+.3f} | "
-            f"{r['full_median_s']:.2f} | {r['fast_median_s']:.2f} | "
-            f"{r['fast_windowed_clicks']}/{r['fast_clicks']} |"
-        )
-    worst = max(abs(r["replay_minus_full"]) for r in rows)
-    worst_own = max(abs(r["fast_minus_full"]) for r in rows)
-    lines.append("")
-    lines.append(f"largest |difference|: same clicks {worst:.3f}, own loops {worst_own:.3f}")
-    return "\n".join(lines)
+    return _markdown(header, cells,
+                     _largest(rows, same_clicks="replay_minus_full", own_loops="fast_minus_full"))
 
 
 def _format_confirm(rows: list[dict], fast: str) -> str:
     """The table for a ``+confirm`` mode: what the user sees first (the preview, from the exact
     previous mask) and then (the exact mask), against float32 full-ROI refinement."""
-    lines = [
-        f"| case | full: mean Dice 1-10 | {fast} previews, full's clicks | difference | "
-        "preview vs full mask, lowest per click | exact masks, own loop | difference | full s/click | "
-        "preview s/click (p90) | exact mask s after the click (p90) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+    header = ["case", "full: mean Dice 1-10", f"{fast} previews, full's clicks", "difference",
+              "preview vs full mask, lowest per click", "exact masks, own loop", "difference", "full s/click",
+              "preview s/click (p90)", "exact mask s after the click (p90)"]
+    cells = [
+        [r["case"], f"{r['full_mean_dice_1_10']:.3f}", f"{r['replay_preview_mean_dice_1_10']:.3f}",
+         f"{r['replay_preview_minus_full']:+.3f}", f"{r['replay_preview_min_dice_vs_full']:.3f}",
+         f"{r['fast_mean_dice_1_10']:.3f}", f"{r['fast_minus_full']:+.3f}", f"{r['full_median_s']:.2f}",
+         f"{r['fast_median_s']:.2f} ({r['fast_p90_s']:.2f})",
+         f"{r['fast_exact_median_s']:.2f} ({r['fast_exact_p90_s']:.2f})"]
+        for r in rows
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['case']} | {r['full_mean_dice_1_10']:.3f} | {r['replay_preview_mean_dice_1_10']:.3f} | "
-            f"{r['replay_preview_minus_full']:+.3f} | {r['replay_preview_min_dice_vs_full']:.3f} | "
-            f"{r['fast_mean_dice_1_10']:.3f} | {r['fast_minus_full']:+.3f} | {r['full_median_s']:.2f} | "
-            f"{r['fast_median_s']:.2f} ({r['fast_p90_s']:.2f}) | "
-            f"{r['fast_exact_median_s']:.2f} ({r['fast_exact_p90_s']:.2f}) |"
-        )
-    worst = max(abs(r["replay_preview_minus_full"]) for r in rows)
-    worst_exact = max(abs(r["fast_minus_full"]) for r in rows)
-    lines.append("")
-    lines.append(f"largest |difference|: previews {worst:.3f}, exact masks {worst_exact:.3f}")
-    return "\n".join(lines)
+    return _markdown(header, cells,
+                     _largest(rows, previews="replay_preview_minus_full", exact_masks="fast_minus_full"))
+
+
+def _largest(rows: list[dict], **keys: str) -> str:
+    """``largest |difference|: NAME VALUE, ...``: per name, the largest absolute row value of its key."""
+    parts = [f"{name.replace('_', ' ')} {max(abs(r[key]) for r in rows):.3f}" for name, key in keys.items()]
+    return "largest |difference|: " + ", ".join(parts)
+
+
+def _markdown(header: list[str], rows: list[list[str]], footer: str) -> str:
+    """A Markdown table, a blank line and ``footer``."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines + ["", footer])
 
 
 def main(argv=None) -> int:
     args, passthrough = parse_args(argv)
+    from InteractiveRefineLib.runtime import apply_process_settings
+
+    apply_process_settings()  # before torch is used (each case's click_latency run applies it too)
     if any(a in ("--case", "--modes", "--amp") or a.startswith(("--case=", "--modes=")) for a in passthrough):
         raise SystemExit("use --cases and --fast here; float32 full-ROI refinement is the reference")
     cases = [c.strip() for c in args.cases.split(",") if c.strip()] if args.cases else default_cases()

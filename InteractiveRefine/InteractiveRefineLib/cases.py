@@ -5,7 +5,9 @@
   (GTVp = 1, GTVn = 2), flat or one folder per case.
 - CSV manifest with columns ``id,ct,pet,label`` (paths relative to the CSV; pet/label optional).
 
-Used by the CLI, the Slicer batch script and the training package alike.
+Used by the CLI, the Slicer batch script and the training package alike. :func:`find_data_dir`
+is the one place that knows where the shared sample data lives (demo, tests, benchmarks,
+the module's self-test).
 """
 from __future__ import annotations
 
@@ -26,6 +28,11 @@ _PATTERNS = (
     (re.compile(r"^(?P<id>.+)_pt\.nii(\.gz)?$"), "pet"),
 )
 _LABEL_2022 = re.compile(r"^(?P<id>[^_][^.]*?)\.nii(\.gz)?$")
+
+#: Environment variable naming the shared data folder (the sample cases).
+DATA_DIR_VARIABLE = "INTERACTIVE_REFINE_DATA"
+#: The repository checkout holding this engine (``InteractiveRefine/InteractiveRefineLib/..``).
+REPO_DIR = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -90,3 +97,25 @@ def read_manifest(path: str | os.PathLike) -> list[Case]:
             resolved = {key: (base / value) if value else None for key, value in paths.items()}
             cases.append(Case(row["id"].strip(), resolved["ct"], resolved["pet"], resolved["label"]))
     return cases
+
+
+def find_data_dir(explicit: str | os.PathLike | None = None, containing: str | None = None) -> Path:
+    """The shared data folder (sample cases); the first of these that exists wins:
+
+    1. ``explicit`` (e.g. a ``--data`` option);
+    2. ``$INTERACTIVE_REFINE_DATA``;
+    3. ``shared/data`` beside the repository checkout (``../shared/data`` from its root);
+    4. ``shared/data`` beside the working directory (an installed engine run from a checkout).
+
+    ``containing``: a path relative to the folder that must exist too (e.g. one case's folder).
+    When no candidate qualifies, the first one is returned, so that callers can say where the
+    data was looked for; callers check that what they need is there.
+    """
+    candidates = [Path(explicit)] if explicit else []
+    if os.environ.get(DATA_DIR_VARIABLE):
+        candidates.append(Path(os.environ[DATA_DIR_VARIABLE]))
+    candidates += [REPO_DIR.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    for candidate in candidates:
+        if candidate.is_dir() and (containing is None or (candidate / containing).exists()):
+            return candidate
+    return candidates[0]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -21,6 +20,8 @@ import numpy as np
 
 from .click_regions import NO_REGION_REMOVAL_HELP
 from .errors import InteractiveRefineError
+from .networks import TINY_NETWORK
+from .runtime import apply_process_settings, threads_from_environment
 
 logger = logging.getLogger("interactive-refine")
 
@@ -130,7 +131,7 @@ def cmd_simulate(args) -> dict:
         on_step=progress, exact=not args.keep_previews,
     )
     result["device"] = str(session.device)
-    result["model"] = session.package.card.get("name")
+    result["model"] = session.package.spec.name
     result["refine_mode"] = session.refine_mode
     result["precision"] = session.precision
     if args.json:
@@ -145,9 +146,7 @@ def cmd_create_model(args) -> dict:
     network = None
     roi = (144, 144, 144)
     if args.tiny:
-        network = {"channels": [4, 8, 16, 32], "strides": [1, 2, 2], "num_res_units": 1,
-                   "norm": "INSTANCE"}
-        roi = (48, 48, 48)
+        network, roi = TINY_NETWORK, (48, 48, 48)
     path = create_random_model_package(args.out, network=network, roi_size_vox=roi, seed=args.seed)
     return {"model": str(path), "note": "random weights: for pipeline tests only"}
 
@@ -161,47 +160,45 @@ def cmd_demo(args) -> dict:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .session import AUTO_FULL_SECONDS
-    parser = argparse.ArgumentParser(
-        prog="interactive-refine",
-        description="Interactive PET/CT tumour segmentation (2S-ICR). Coordinates are RAS mm.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_session_options(p, pet_required: bool = False) -> None:
+    """Options of every subcommand that runs a session on a CT (and PET)."""
+    from .policy import AUTO_FULL_SECONDS
 
-    def common(p, pet_required=False):
-        p.add_argument("--ct", required=True, help="CT file (NIfTI/NRRD/MHA) or DICOM folder")
-        p.add_argument("--pet", required=pet_required, help="PET (SUV) file or DICOM folder")
-        p.add_argument("--model", help="model package folder (default: the shipped default model)")
-        p.add_argument("--roi-center", help="ROI centre R,A,S in mm (default: centre of the CT)")
-        p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-        p.add_argument("--refine-mode", default="auto", choices=["auto", "full", "fast"],
-                       help="auto: the whole ROI, except on the CPU for ROIs above 96^3 (the paper's "
-                            f"144^3) whose whole-ROI pass takes over {AUTO_FULL_SECONDS:g} s there: a "
-                            "window around the click; full: always the whole ROI (the paper's method); "
-                            "fast: always a window")
-        p.add_argument("--precision", default="auto", choices=sorted(PRECISIONS),
-                       help="auto: bfloat16 on a CPU that computes it natively, for ROIs above 96^3, "
-                            "else float32; reduced: bfloat16 on the CPU, float16 on CUDA; float32")
-        p.add_argument("--fast-window", type=positive_int, default=None, metavar="N",
-                       help="edge in voxels of the fast path's window (default: the model card's "
-                            "fast_path.window_vox, else 64)")
-        p.add_argument("--no-region-removal", action="store_true", help=NO_REGION_REMOVAL_HELP)
-        p.add_argument("--keep-previews", action="store_true",
-                       help="keep the fast previews (bfloat16 or a window: on a CPU, for ROIs above "
-                            "96^3) instead of recomputing them in float32 over the whole ROI "
-                            "(session.confirm()); faster, not exact")
+    p.add_argument("--ct", required=True, help="CT file (NIfTI/NRRD/MHA) or DICOM folder")
+    p.add_argument("--pet", required=pet_required, help="PET (SUV) file or DICOM folder")
+    p.add_argument("--model", help="model package folder (default: the shipped default model)")
+    p.add_argument("--roi-center", help="ROI centre R,A,S in mm (default: centre of the CT)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--refine-mode", default="auto", choices=["auto", "full", "fast"],
+                   help="auto: the whole ROI, except on the CPU for ROIs above 96^3 (the paper's "
+                        f"144^3) whose whole-ROI pass takes over {AUTO_FULL_SECONDS:g} s there: a "
+                        "window around the click; full: always the whole ROI (the paper's method); "
+                        "fast: always a window")
+    p.add_argument("--precision", default="auto", choices=sorted(PRECISIONS),
+                   help="auto: bfloat16 on a CPU that computes it natively, for ROIs above 96^3, "
+                        "else float32; reduced: bfloat16 on the CPU, float16 on CUDA; float32")
+    p.add_argument("--fast-window", type=positive_int, default=None, metavar="N",
+                   help="edge in voxels of the fast path's window (default: the model card's "
+                        "fast_path.window_vox, else 64)")
+    p.add_argument("--no-region-removal", action="store_true", help=NO_REGION_REMOVAL_HELP)
+    p.add_argument("--keep-previews", action="store_true",
+                   help="keep the fast previews (bfloat16 or a window: on a CPU, for ROIs above "
+                        "96^3) instead of recomputing them in float32 over the whole ROI "
+                        "(session.confirm()); faster, not exact")
 
+
+def _add_segment(sub) -> None:
     seg = sub.add_parser("segment", help="segment, apply clicks, write the mask on the CT grid")
-    common(seg)
+    _add_session_options(seg)
     seg.add_argument("--click", action="append", metavar="+R,A,S|-R,A,S",
                      help="a positive (+) or negative (-) click; repeat for more")
     seg.add_argument("--out", required=True, help="output mask (e.g. mask.nii.gz)")
     seg.set_defaults(func=cmd_segment)
 
+
+def _add_simulate(sub) -> None:
     sim = sub.add_parser("simulate", help="simulated user: DSC after each of N clicks")
-    common(sim)
+    _add_session_options(sim)
     sim.add_argument("--label", required=True, help="ground-truth label file on any grid")
     sim.add_argument("--label-value", type=int, default=1, help="label value of GTVp (default 1)")
     sim.add_argument("--clicks", type=int, default=10)
@@ -211,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--json", help="write the per-click results as JSON here")
     sim.set_defaults(func=cmd_simulate)
 
+
+def _add_demo(sub) -> None:
     demo = sub.add_parser("demo", help="full loop on the sample data or a phantom; writes a PNG")
     demo.add_argument("--model", help="model package folder (default: the shipped default model)")
     demo.add_argument("--data", help="shared data folder (default: $INTERACTIVE_REFINE_DATA, ../shared/data)")
@@ -219,11 +218,24 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=cmd_demo)
 
+
+def _add_create_model(sub) -> None:
     create = sub.add_parser("create-model", help="a model package with RANDOM weights (testing)")
     create.add_argument("--out", required=True)
     create.add_argument("--tiny", action="store_true", help="tiny network and 48^3 ROI")
     create.add_argument("--seed", type=int, default=0)
     create.set_defaults(func=cmd_create_model)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="interactive-refine",
+        description="Interactive PET/CT tumour segmentation (2S-ICR). Coordinates are RAS mm.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_segment, _add_simulate, _add_demo, _add_create_model):
+        add(sub)
     return parser
 
 
@@ -233,11 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
-    if os.environ.get("INTERACTIVE_REFINE_THREADS"):
-        import torch
-
-        torch.set_num_threads(int(os.environ["INTERACTIVE_REFINE_THREADS"]))
     try:
+        apply_process_settings(threads=threads_from_environment())  # before anything uses torch
         summary = args.func(args)
     except InteractiveRefineError as exc:
         print(f"interactive-refine {args.command}: error: {exc}", file=sys.stderr)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import ClickError
+
 
 @dataclass(frozen=True)
 class Click:
@@ -67,3 +69,22 @@ def encode_guidance(
             stamp(channel, index, kernel)
         channel[...] = scaled(channel)
     return out
+
+
+def click_index(ct_grid, grid, ras) -> tuple:
+    """Working-grid voxel ``(k, j, i)`` of a RAS point (mm) on ``grid`` (the ROI), which lies in
+    the CT's ``ct_grid``; :class:`ClickError` naming the point when it is outside either."""
+    ras = np.asarray(ras, dtype=float)
+    if ras.shape != (3,) or not np.all(np.isfinite(ras)):
+        raise ClickError(f"a click needs three finite RAS coordinates, got {ras.tolist()}")
+    if not ct_grid.contains_index(ct_grid.ras_to_index(ras)):
+        raise ClickError(f"click at RAS {np.round(ras, 1).tolist()} mm is outside the CT image")
+    ijk = grid.ras_to_index(ras)
+    if not grid.contains_index(ijk):
+        raise ClickError(
+            f"click at RAS {np.round(ras, 1).tolist()} mm is outside the region of interest "
+            f"(centre {np.round(grid.center_ras(), 1).tolist()}, "
+            f"{'x'.join(str(s) for s in grid.shape[::-1])} voxels)"
+        )
+    i, j, k = np.clip(np.rint(ijk).astype(int), 0, np.array(grid.shape[::-1]) - 1)
+    return int(k), int(j), int(i)

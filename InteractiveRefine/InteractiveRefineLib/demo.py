@@ -1,78 +1,43 @@
 """``interactive-refine demo``: the whole loop on the sample case, with a picture.
 
-Uses the real head-and-neck case CHGJ015 from the shared data folder when present, otherwise a
-generated phantom. The model's ROI is centred on the reference tumour, as a user's ROI box around
-it would be (and as the paper and ``evaluate`` centre it). Runs the initial model and 5 simulated
-clicks, and writes ``demo.png``
-(CT and PET with the mask contour and the clicks after 0, 1, 3 and 5 clicks) and ``demo.json``.
+Uses the real head-and-neck case CHGJ015 from the shared data folder when present
+(:func:`.cases.find_data_dir`), otherwise the engine's small phantom (:mod:`.phantom`). The
+model's ROI is centred on the reference tumour, as a user's ROI box around it would be (and as
+the paper and ``evaluate`` centre it). Runs the initial model and 5 simulated clicks, and writes
+``demo.png`` (CT and PET with the mask contour and the clicks after 0, 1, 3 and 5 clicks) and
+``demo.json``.
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .cases import find_data_dir
 from .geometry import Volume, read_volume
+from .phantom import make_phantom
 
 logger = logging.getLogger(__name__)
 
 SHOWN_STEPS = (0, 1, 3, 5)
-REPO_DIR = Path(__file__).resolve().parents[2]
-
-
-def find_data_dir(explicit: Path | None = None) -> Path | None:
-    """The shared data folder: explicit, ``$INTERACTIVE_REFINE_DATA``, or ``../shared/data``."""
-    candidates = [explicit] if explicit else []
-    if os.environ.get("INTERACTIVE_REFINE_DATA"):
-        candidates.append(Path(os.environ["INTERACTIVE_REFINE_DATA"]))
-    candidates += [Path.cwd().parent / "shared" / "data", REPO_DIR.parent / "shared" / "data"]
-    for candidate in candidates:
-        if candidate and (candidate / "hecktor2020_chgj015").is_dir():
-            return candidate
-    return None
+#: The sample case: folder under the shared data folder, and its CT, PET and label files.
+SAMPLE_CASE = ("hecktor2020_chgj015", "CHGJ015_ct.nii.gz", "CHGJ015_pt.nii.gz", "CHGJ015_ct_gtvt.nii.gz")
+#: The phantom used without the sample case: a neck-sized field of view, 1 x 1 x 1.5 mm CT voxels.
+PHANTOM_SHAPE = (96, 160, 160)
+PHANTOM_SPACING_MM = (1.0, 1.0, 1.5)
 
 
 def load_demo_case(data_dir: Path | None, seed: int = 0):
-    """``(name, ct, pet, label)``: CHGJ015 when available, else a generated phantom."""
-    found = find_data_dir(data_dir)
-    if found is not None:
-        folder = found / "hecktor2020_chgj015"
-        return ("CHGJ015", read_volume(folder / "CHGJ015_ct.nii.gz"),
-                read_volume(folder / "CHGJ015_pt.nii.gz"), read_volume(folder / "CHGJ015_ct_gtvt.nii.gz"))
-    logger.warning("sample data not found; running the demo on a generated phantom")
-    return ("phantom",) + simple_phantom(seed)
-
-
-def simple_phantom(seed: int = 0, shape=(96, 160, 160)):
-    """A neck-like PET/CT phantom on a 1 x 1 x 1.5 mm grid (used when no sample data is present).
-
-    The training package's generator is richer; this one keeps the engine self-contained.
-    """
-    try:
-        from interactive_refine_training.phantoms import generate_case
-
-        case = generate_case(seed)
-        return case.ct, case.pet, case.label
-    except ImportError:
-        pass
-    rng = np.random.default_rng(seed)
-    k, j, i = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
-    centre = np.array(shape, dtype=np.float32) / 2
-    body = ((j - centre[1]) / 70) ** 2 + ((i - centre[2]) / 60) ** 2 < 1
-    ct = np.where(body, 40.0, -1000.0).astype(np.float32) + rng.normal(0, 15, shape).astype(np.float32)
-    tumour_centre = centre + np.array([0, 15, 20])
-    tumour = (((k - tumour_centre[0]) * 1.5) ** 2 + (j - tumour_centre[1]) ** 2
-              + (i - tumour_centre[2]) ** 2) < 12 ** 2
-    pet = np.where(body, 1.0, 0.0) + 9.0 * tumour
-    from scipy import ndimage
-
-    pet = ndimage.gaussian_filter(pet.astype(np.float32), 2.5) + rng.normal(0, 0.1, shape).clip(0)
-    matrix = np.diag([1.0, 1.0, 1.5, 1.0])
-    return (Volume.from_array(ct, matrix), Volume.from_array(pet.astype(np.float32), matrix),
-            Volume.from_array(tumour.astype(np.uint8), matrix))
+    """``(name, ct, pet, label)``: CHGJ015 when available, else the engine's small phantom."""
+    folder_name, *files = SAMPLE_CASE
+    folder = find_data_dir(data_dir, containing=folder_name) / folder_name
+    if folder.is_dir():
+        return ("CHGJ015",) + tuple(read_volume(folder / name) for name in files)
+    logger.warning("sample data not found at %s; running the demo on a generated phantom", folder)
+    return ("phantom",) + make_phantom(seed, shape=PHANTOM_SHAPE, spacing_mm=PHANTOM_SPACING_MM,
+                                       pet_spacing_mm=(4.0, 4.0, 4.0), tumour_radius_mm=12.0)
 
 
 def run_demo(out_dir: Path, model=None, device: str = "auto", seed: int = 0, data_dir=None) -> dict:
@@ -96,7 +61,7 @@ def run_demo(out_dir: Path, model=None, device: str = "auto", seed: int = 0, dat
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / "demo.png"
     render(png, name, ct, pet, label, masks, result["clicks"], result["dice"])
-    result.update({"case": name, "model": session.package.card.get("name"), "device": str(session.device),
+    result.update({"case": name, "model": session.package.spec.name, "device": str(session.device),
                    "roi_center_ras": None if centre is None else [round(float(v), 2) for v in centre]})
     (out_dir / "demo.json").write_text(json.dumps(result, indent=2) + "\n")
     return {"case": name, "png": str(png), "dice": [round(d, 4) for d in result["dice"]]}

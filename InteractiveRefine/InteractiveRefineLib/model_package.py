@@ -13,12 +13,16 @@ Card layout (``format_version`` 1)::
                        "roi_size_vox": [144, 144, 144], "intensity_preset": "2sicr"},
      "clicks": {"encoding": "gaussian", "sigma_vox": 2.0, "truncate": 4.0,
                 "simulated_user": "2sicr"},
+     "inputs": {"initial": [{"name": "ct"}, ...], "refine": [...]},   # optional: card.py
+     "outputs": [{"name": "gtvp", "label": 1}], "activation": "sigmoid",  # optional
      "threshold": 0.5,
      "members": {"initial": [{"file": "initial_0.safetensors", "sha256": ...}, ...],
                  "refine": [{"file": "refine_0.safetensors", "sha256": ...}, ...]},
      "training": {...}, "metrics": {...}}
 
-A member may carry its own ``network`` section overriding the package-wide one.
+A member may carry its own ``network`` section overriding the package-wide one. The card is
+parsed once, at load, into the typed :class:`~.card.ModelCard` (``ModelPackage.spec``), which
+every reader uses; ``ModelPackage.card`` keeps the JSON as read.
 """
 from __future__ import annotations
 
@@ -30,15 +34,20 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .card import (
+    CARD_NAME,
+    DEFAULT_OUTPUTS,
+    FORMAT_VERSION,
+    STAGES,
+    ModelCard,
+    default_inputs_section,
+    default_stages,
+    parse_card,
+)
 from .errors import ModelPackageError
-from .intensity import PRESETS
-from .networks import PAPER_NETWORK, build_network, in_channels
+from .networks import PAPER_NETWORK, build_network
 
 logger = logging.getLogger(__name__)
-
-CARD_NAME = "model.json"
-FORMAT_VERSION = 1
-STAGES = ("initial", "refine")
 
 #: Where the shipped default model lives (inside the module, so Slicer installs it).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models" / "default"
@@ -78,6 +87,9 @@ def default_card(
             "scaling": "minmax",
             "simulated_user": simulated_user,
         },
+        "inputs": default_inputs_section(image_channels),
+        "outputs": [dict(output) for output in DEFAULT_OUTPUTS],
+        "activation": "sigmoid",
         "threshold": 0.5,
         "members": {"initial": [], "refine": []},
         "training": {},
@@ -94,89 +106,62 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 
 def validate_card(card: dict, source: str = CARD_NAME) -> None:
-    """Raise :class:`ModelPackageError` naming the first missing or invalid card field."""
-    if not isinstance(card, dict):
-        raise ModelPackageError(f"{source}: expected a JSON object")
-    if card.get("format_version") != FORMAT_VERSION:
-        raise ModelPackageError(
-            f"{source}: format_version {card.get('format_version')!r} is not supported "
-            f"(expected {FORMAT_VERSION})"
-        )
-    for key in ("name", "network", "preprocessing", "clicks", "members"):
-        if key not in card:
-            raise ModelPackageError(f"{source}: missing field {key!r}")
-    pre = card["preprocessing"]
-    for key in ("image_channels", "spacing_mm", "roi_size_vox", "intensity_preset"):
-        if key not in pre:
-            raise ModelPackageError(f"{source}: missing field 'preprocessing.{key}'")
-    if pre["intensity_preset"] not in PRESETS:
-        raise ModelPackageError(
-            f"{source}: unknown intensity_preset {pre['intensity_preset']!r}; "
-            f"expected one of {sorted(PRESETS)}"
-        )
-    if not pre["image_channels"] or pre["image_channels"][0] != "ct" or not set(
-        pre["image_channels"]
-    ) <= {"ct", "pet"}:
-        raise ModelPackageError(
-            f"{source}: image_channels must be ['ct'] or ['ct', 'pet'], got {pre['image_channels']}"
-        )
-    window = card.get("fast_path", {}).get("window_vox")
-    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
-        raise ModelPackageError(f"{source}: fast_path.window_vox must be a positive integer, got {window!r}")
-    for stage in STAGES:
-        members = card["members"].get(stage)
-        if not members:
-            raise ModelPackageError(f"{source}: no {stage!r} members listed")
-        for member in members:
-            if "file" not in member or "sha256" not in member:
-                raise ModelPackageError(f"{source}: a {stage} member lacks 'file' or 'sha256'")
+    """Raise :class:`ModelPackageError` naming the first missing or invalid card field
+    (:func:`~.card.parse_card` without keeping the result)."""
+    parse_card(card, source)
 
 
 @dataclass
 class ModelPackage:
-    """A loaded, verified package: the card and the networks of each stage (eval mode, CPU)."""
+    """A loaded, verified package: the card (``card``: the JSON as read; ``spec``: typed) and the
+    networks of each stage (eval mode, CPU). ``spec`` is parsed from ``card`` when not given."""
 
     path: Path
     card: dict
     networks: dict = field(default_factory=dict)
+    spec: ModelCard = None
+
+    def __post_init__(self):
+        if self.spec is None:
+            self.spec = parse_card(self.card, str(Path(self.path) / CARD_NAME))
 
     @property
     def image_channels(self) -> list[str]:
-        return list(self.card["preprocessing"]["image_channels"])
+        return list(self.spec.image_channels)
 
     @property
     def needs_pet(self) -> bool:
-        return "pet" in self.image_channels
+        return self.spec.needs_pet
 
     @property
     def roi_size_vox(self) -> tuple[int, int, int]:
-        return tuple(int(v) for v in self.card["preprocessing"]["roi_size_vox"])
+        return self.spec.roi_size_vox
 
     @property
     def spacing_mm(self) -> tuple[float, float, float]:
-        return tuple(float(v) for v in self.card["preprocessing"]["spacing_mm"])
+        return self.spec.spacing_mm
 
     @property
     def fast_window_vox(self) -> int | None:
         """The CPU fast path's window edge the package's author chose for its network (optional
         card field ``fast_path.window_vox``: the largest window whose pass stays interactive), or
         None for the engine's default."""
-        return self.card.get("fast_path", {}).get("window_vox")
+        return self.spec.fast_window_vox
 
     @property
     def intensity_preset(self) -> str:
-        return self.card["preprocessing"]["intensity_preset"]
+        return self.spec.intensity_preset
 
     @property
     def threshold(self) -> float:
-        return float(self.card.get("threshold", 0.5))
+        return self.spec.threshold
 
     def member_network_config(self, stage: str, index: int) -> dict:
         member = self.card["members"][stage][index]
-        return member.get("network", self.card["network"])
+        return member.get("network", self.spec.network)
 
 
-def _load_member(path: Path, card: dict, stage: str, member: dict):
+def _load_member(path: Path, spec: ModelCard, stage: str, member: dict):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -190,8 +175,7 @@ def _load_member(path: Path, card: dict, stage: str, member: dict):
             f"{member['sha256'][:12]}..., the file has {actual[:12]}...; the file was modified or "
             "corrupted, refusing to load it"
         )
-    channels = in_channels(stage, len(card["preprocessing"]["image_channels"]))
-    network = build_network(member.get("network", card["network"]), channels)
+    network = build_network(member.get("network", spec.network), spec.stages[stage].in_channels)
     try:
         state = load_file(str(weight_path))
     except (SafetensorError, OSError) as exc:
@@ -221,14 +205,14 @@ def load_model_package(path: str | os.PathLike | None = None) -> ModelPackage:
         card = json.loads(card_path.read_text())
     except json.JSONDecodeError as exc:
         raise ModelPackageError(f"{card_path} is not valid JSON: {exc}") from exc
-    validate_card(card, str(card_path))
-    package = ModelPackage(path=path, card=card)
+    spec = parse_card(card, str(card_path))
+    package = ModelPackage(path=path, card=card, spec=spec)
     for stage in STAGES:
         package.networks[stage] = [
-            _load_member(path, card, stage, member) for member in card["members"][stage]
+            _load_member(path, spec, stage, member) for member in card["members"][stage]
         ]
     logger.info(
-        "loaded model %r from %s (%d initial, %d refine members)", card["name"], path,
+        "loaded model %r from %s (%d initial, %d refine members)", spec.name, path,
         len(package.networks["initial"]), len(package.networks["refine"]),
     )
     return package
@@ -256,7 +240,7 @@ def save_model_package(path: str | os.PathLike, card: dict, state_dicts: dict) -
             member.update({"file": file_name, "sha256": sha256_of(path / file_name)})
             members.append(member)
         card["members"][stage] = members
-    validate_card(card)
+    parse_card(card)
     (path / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
     return path
 
@@ -279,9 +263,10 @@ def create_random_model_package(
     card["intended_use"] = "Pipeline testing only: randomly initialised weights, no training."
     card["training"] = {"data": "none", "seed": seed}
     torch.manual_seed(seed)
+    stages = default_stages(image_channels, card["clicks"])  # the layout default_card wrote
     states = {
         stage: [
-            build_network(card["network"], in_channels(stage, len(image_channels))).state_dict()
+            build_network(card["network"], stages[stage].in_channels).state_dict()
             for _ in range(ensemble)
         ]
         for stage in STAGES

@@ -1,6 +1,8 @@
 """Network construction from the model card (one place, used by the engine and training)."""
 from __future__ import annotations
 
+from .card import default_stages, size_divisor_of
+
 #: The 2S-ICR paper's configuration (section 4.2): MONAI UNet, stride 1 first.
 PAPER_NETWORK = {
     "architecture": "monai.networks.nets.UNet",
@@ -10,13 +12,16 @@ PAPER_NETWORK = {
     "norm": "INSTANCE",
 }
 
-#: Input channels of each stage: initial = image channels; refine adds previous probability,
-#: positive and negative guidance.
-REFINE_EXTRA_CHANNELS = 3
+#: A network small enough for tests and pipeline checks on 2 CPU cores (same family as the
+#: paper's); random weights only (``interactive-refine create-model --tiny``, the tests, the
+#: module's self-test, the benchmarks' ``--random-tiny-model``).
+TINY_NETWORK = {"channels": [4, 8, 16, 32], "strides": [1, 2, 2], "num_res_units": 1, "norm": "INSTANCE"}
 
 
 def in_channels(stage: str, image_channels: int) -> int:
-    return image_channels + (REFINE_EXTRA_CHANNELS if stage == "refine" else 0)
+    """Input channels of ``stage`` in the classic card layout with ``image_channels`` images
+    (:func:`card.default_stages`; a loaded package's own layout is ``spec.stages[stage]``)."""
+    return default_stages([f"image_{i}" for i in range(image_channels)])[stage].in_channels
 
 
 def build_network(config: dict, in_channels: int):
@@ -36,7 +41,4 @@ def build_network(config: dict, in_channels: int):
 
 def size_divisor(config: dict) -> int:
     """Spatial sizes the network accepts must be multiples of this (product of strides)."""
-    divisor = 1
-    for stride in config["strides"]:
-        divisor *= int(stride)
-    return divisor
+    return size_divisor_of(config)

@@ -34,10 +34,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import backmap, constraints, policy
-from .backend import Cancelled, InferenceBackend, cpu_bfloat16_supported, detect_hardware, to_float16  # noqa: F401
-from .clicks import Click
-from .errors import ClickError, SessionStateError
-from .geometry import Volume
+from .backend import Cancelled, InferenceBackend, detect_hardware
+from .clicks import Click, click_index
+from .errors import SessionStateError
+from .geometry import Volume, union
 from .inputs import InputContext, assemble
 from .inputs import image as image_inputs
 from .model_package import ModelPackage, load_model_package
@@ -47,8 +47,6 @@ from .refiners.window import DEFAULT_WINDOW, WindowRefiner
 from .state import History, State
 
 logger = logging.getLogger(__name__)
-
-REFINE_MODES = policy.REFINE_MODES
 
 
 @dataclass(frozen=True)
@@ -248,7 +246,7 @@ class RefinementSession:
             probability, rejections, clicks.indices, clicks.positives, state.probability, threshold)
         changed = proposal.changed
         if changed is not None:  # a removed region may reach outside the window: it changed too
-            changed = _union(changed, removed_box)
+            changed = union(changed, removed_box)
         ct_mask = self._to_ct(probability, state, changed)
         t2 = time.perf_counter()
         memo = refiner.settle(proposal, state, probability, changed)
@@ -336,21 +334,7 @@ class RefinementSession:
 
     def click_index(self, ras) -> tuple[int, int, int]:
         """Working-grid voxel ``(k, j, i)`` of a RAS point; :class:`ClickError` if outside."""
-        self._require_image()
-        ras = np.asarray(ras, dtype=float)
-        if ras.shape != (3,) or not np.all(np.isfinite(ras)):
-            raise ClickError(f"a click needs three finite RAS coordinates, got {ras.tolist()}")
-        if not self.ct.grid.contains_index(self.ct.grid.ras_to_index(ras)):
-            raise ClickError(f"click at RAS {np.round(ras, 1).tolist()} mm is outside the CT image")
-        ijk = self.grid.ras_to_index(ras)
-        if not self.grid.contains_index(ijk):
-            raise ClickError(
-                f"click at RAS {np.round(ras, 1).tolist()} mm is outside the region of interest "
-                f"(centre {np.round(self.grid.center_ras(), 1).tolist()}, "
-                f"{'x'.join(str(s) for s in self.grid.shape[::-1])} voxels)"
-            )
-        i, j, k = np.clip(np.rint(ijk).astype(int), 0, np.array(self.grid.shape[::-1]) - 1)
-        return int(k), int(j), int(i)
+        return click_index(self._require_image().ct.grid, self.grid, ras)
 
     def _to_ct(self, probability, previous: State | None = None, box=None) -> np.ndarray:
         return backmap.to_ct(probability, self.card.threshold, self.grid, self.image.ct_box_grid, previous, box)
@@ -413,9 +397,3 @@ class RefinementSession:
         if not len(self.history):
             raise SessionStateError("no segmentation yet: run the initial segmentation first")
         return self.history.current
-
-
-def _union(a, b):
-    from .geometry import union
-
-    return union(a, b)

@@ -1,14 +1,17 @@
 """The simulated interaction loop (paper Algorithm 1) on one case, as the user would get it.
 
-The simulated user sees the session's working grid (the truth is resampled onto it with nearest
-neighbour); its click is converted to RAS and given to ``session.add_click`` exactly like a
-Slicer markup. Metrics are computed on the CT grid against the label, i.e. on what the user
-receives. Used by ``interactive-refine simulate``, the training package's ``evaluate`` and the
-latency benchmark.
+:func:`click_loop` is the one click loop: the simulated user sees the session's working grid
+(the truth is resampled onto it with nearest neighbour) inside the CT, and its click is
+converted to RAS and applied exactly like a Slicer markup. ``interactive-refine simulate``
+and the training package's ``evaluate`` (through :func:`run_simulation`), the headless batch
+(through the Slicer Logic) and the latency benchmark all drive it. Metrics are computed on the
+CT grid against the label, i.e. on what the user receives. The training loop, a backward pass
+per click on tensors, shares only :class:`~.simulated_user.SimulatedUser`.
 """
 from __future__ import annotations
 
 import time
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -16,7 +19,10 @@ from . import geometry
 from .errors import ImageError
 from .geometry import Volume
 from .metrics import all_metrics, dice, json_number
-from .simulated_user import SimulatedUser
+from .simulated_user import SimulatedClick, SimulatedUser
+
+#: The per-step metric curves of :func:`run_simulation` (index t = after t clicks).
+CURVES = ("dice", "hd95_mm", "assd_mm", "surface_dice_1mm")
 
 
 def truth_on_grid(label: Volume, grid: geometry.Grid, label_value: int = 1) -> np.ndarray:
@@ -32,6 +38,54 @@ def label_centroid_ras(label: Volume, label_value: int = 1):
     if not len(voxels):
         return None
     return label.grid.index_to_ras(voxels.mean(axis=0)[::-1])
+
+
+class LoopStep(NamedTuple):
+    """One click of :func:`click_loop`."""
+
+    step: int  #: 1 for the first click
+    click: SimulatedClick  #: the user's click: working-grid index ``(k, j, i)`` and sign
+    ras: np.ndarray  #: the click in RAS mm, as given to ``apply``
+    result: Any  #: what ``apply`` returned (by default the session's ``StepResult``)
+
+
+def click_loop(
+    session,
+    truth_work: np.ndarray,
+    n_clicks: int,
+    user,
+    inside: np.ndarray | None = None,
+    apply: Callable[[np.ndarray, bool], Any] | None = None,
+) -> Iterator[LoopStep]:
+    """Up to ``n_clicks`` clicks of ``user`` on ``session``, one :class:`LoopStep` per click.
+
+    Args:
+        session: a :class:`~.session.RefinementSession` whose image and initial state are set.
+        truth_work: boolean ``[k, j, i]`` truth on ``session.grid`` (:func:`truth_on_grid`).
+        n_clicks: the most clicks; the loop stops earlier when the user returns None (no error
+            left on what it sees).
+        user: anything with ``next_click(prediction, truth) -> SimulatedClick | None``
+            (:class:`~.simulated_user.SimulatedUser`).
+        inside: boolean ``[k, j, i]`` working-grid voxels the user can click; None (default):
+            those inside the CT (:func:`geometry.inside_mask`), since the ROI may extend past
+            the CT's field of view. The user sees prediction and truth only there.
+        apply: ``apply(ras, positive)`` places the click; None: ``session.add_click``. The
+            batch passes the Slicer Logic's ``addClick``, the benchmark a timed click.
+
+    The caller's loop body runs between two clicks: what it does to the session (scoring,
+    ``confirm()``, ``undo()``) is what the user sees when choosing the next click.
+    """
+    if inside is None:
+        inside = geometry.inside_mask(session.ct.grid, session.grid)
+    truth = np.asarray(truth_work, dtype=bool) & inside
+    if apply is None:
+        apply = session.add_click
+    for step in range(1, int(n_clicks) + 1):
+        click = user.next_click(session.mask_on_working_grid().astype(bool) & inside, truth)
+        if click is None:
+            return
+        ras = session.grid.index_to_ras(np.array(click.index[::-1], dtype=float))
+        yield LoopStep(step, click, ras, apply(ras, click.positive))
 
 
 def run_simulation(
@@ -53,62 +107,80 @@ def run_simulation(
     prediction has no error left on the working grid (remaining entries repeat the last state).
     ``on_step(t, metrics)`` is called after each step (progress reporting).
 
-    ``exact`` (default): every preview (a step refined in reduced precision or in a window; only
-    on a CPU with a large ROI) is replaced by the exact float32 whole-ROI mask
-    (``session.confirm()``) before it is scored and the next click is chosen, so the results do
-    not depend on the CPU's bfloat16 support; ``seconds_per_click`` is the preview's time and
-    ``exact_seconds_per_click`` the time to the exact mask. False scores the previews.
+    ``exact`` (default): every preview (a step refined in reduced precision or in a window) is
+    replaced by the exact float32 whole-ROI mask (``session.confirm()``) before it is scored and
+    the next click is chosen, so the results do not depend on the CPU's bfloat16 support;
+    ``seconds_per_click`` is the preview's time and ``exact_seconds_per_click`` the time to the
+    exact mask. False scores the previews.
     """
-    ct_grid = session.ct.grid
-    truth_ct = truth_on_grid(label, ct_grid, label_value)
+    truth_ct = truth_on_grid(label, session.ct.grid, label_value)
     if not truth_ct.any():
         raise ImageError(f"the label has no voxel with value {label_value} inside the CT")
-    # Where the ROI extends past the CT, the user can only click inside the image.
-    inside = geometry.inside_mask(ct_grid, session.grid)
-    truth_work = truth_on_grid(label, session.grid, label_value) & inside
+    inside = geometry.inside_mask(session.ct.grid, session.grid)
+    truth_work = truth_on_grid(label, session.grid, label_value)
     user = SimulatedUser(preset, np.random.default_rng(seed))
-    spacing = ct_grid.spacing
-    out = {key: [] for key in ("dice", "hd95_mm", "assd_mm", "surface_dice_1mm", "changed_voxels")}
-    out.update({"clicks": [], "seconds_per_click": [], "seed": seed, "preset": preset})
+    out = {key: [] for key in CURVES + ("changed_voxels", "clicks", "seconds_per_click")}
+    out.update(seed=seed, preset=preset)
     if exact:
         out["exact_seconds_per_click"] = []
-
-    def record(previous):
-        mask = session.mask_on_ct().astype(bool)
-        if surface_metrics:
-            values = all_metrics(mask, truth_ct, spacing)
-        else:
-            values = {"dice": dice(mask, truth_ct)}
-        for key in ("dice", "hd95_mm", "assd_mm", "surface_dice_1mm"):
-            out[key].append(json_number(values.get(key, float("nan"))))
-        out["changed_voxels"].append(0 if previous is None else int((mask != previous).sum()))
-        if on_step is not None:
-            on_step(len(out["dice"]) - 1, values)
-        return mask
-
-    def make_exact() -> float:
-        t0 = time.perf_counter()
-        if exact and session.needs_confirm:
-            session.confirm()
-        return time.perf_counter() - t0
+    score = _Scorer(session, truth_ct, out, surface_metrics, on_step)
 
     session.initial()
-    make_exact()
-    mask = record(None)
-    for _ in range(n_clicks):
-        click = user.next_click(session.mask_on_working_grid().astype(bool) & inside, truth_work)
-        if click is None:
-            break
-        ras = session.grid.index_to_ras(np.array(click.index[::-1], dtype=float))
-        t0 = time.perf_counter()
-        session.add_click(ras, click.positive)
-        out["seconds_per_click"].append(time.perf_counter() - t0)
+    _make_exact(session, exact)
+    score()
+    timed = _timed(session.add_click)
+    for step in click_loop(session, truth_work, n_clicks, user, inside=inside, apply=timed):
+        seconds = step.result[1]
+        out["seconds_per_click"].append(seconds)
         if exact:
-            out["exact_seconds_per_click"].append(out["seconds_per_click"][-1] + make_exact())
-        out["clicks"].append({"ras": [float(v) for v in ras], "positive": click.positive})
-        mask = record(mask)
+            out["exact_seconds_per_click"].append(seconds + _make_exact(session, exact))
+        out["clicks"].append({"ras": [float(v) for v in step.ras], "positive": step.click.positive})
+        score()
     while len(out["dice"]) < n_clicks + 1:  # no error left: the mask stays as it is
-        for key in ("dice", "hd95_mm", "assd_mm", "surface_dice_1mm"):
+        for key in CURVES:
             out[key].append(out[key][-1])
         out["changed_voxels"].append(0)
     return out
+
+
+def _timed(apply: Callable) -> Callable:
+    """``apply`` that returns ``(its result, wall seconds)``."""
+
+    def run(ras, positive):
+        t0 = time.perf_counter()
+        result = apply(ras, positive)
+        return result, time.perf_counter() - t0
+
+    return run
+
+
+def _make_exact(session, exact: bool) -> float:
+    """Seconds to replace a preview by the exact mask (``session.confirm()``; 0 when exact)."""
+    t0 = time.perf_counter()
+    if exact and session.needs_confirm:
+        session.confirm()
+    return time.perf_counter() - t0
+
+
+class _Scorer:
+    """Appends the metrics of the session's current CT-grid mask to :func:`run_simulation`'s
+    curves (``changed_voxels``: voxels that differ from the previous step's mask)."""
+
+    def __init__(self, session, truth_ct, out: dict, surface_metrics: bool, on_step):
+        self.session, self.truth_ct, self.out = session, truth_ct, out
+        self.surface_metrics, self.on_step = surface_metrics, on_step
+        self.previous = None
+
+    def __call__(self) -> None:
+        mask = self.session.mask_on_ct().astype(bool)
+        if self.surface_metrics:
+            values = all_metrics(mask, self.truth_ct, self.session.ct.grid.spacing)
+        else:
+            values = {"dice": dice(mask, self.truth_ct)}
+        for key in CURVES:
+            self.out[key].append(json_number(values.get(key, float("nan"))))
+        changed = 0 if self.previous is None else int((mask != self.previous).sum())
+        self.out["changed_voxels"].append(changed)
+        self.previous = mask
+        if self.on_step is not None:
+            self.on_step(len(self.out["dice"]) - 1, values)

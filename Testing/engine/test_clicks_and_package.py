@@ -81,5 +81,5 @@ def test_ensemble_package_averages_members(tmp_path):
 
 def test_engine_never_imports_slicer_qt_vtk_or_ctk():
     pattern = re.compile(r"^\s*(import|from)\s+(slicer|qt|vtk|ctk)\b", re.MULTILINE)
-    offenders = [p.name for p in ENGINE.glob("*.py") if pattern.search(p.read_text())]
+    offenders = [p.name for p in ENGINE.rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from InteractiveRefineLib import fast_refine, geometry
-from InteractiveRefineLib.session import FAST_AUTO_MIN_VOXELS, RefinementSession, cpu_bfloat16_supported
+from InteractiveRefineLib import geometry, netcopies, policy
+from InteractiveRefineLib.backend import cpu_bfloat16_supported
+from InteractiveRefineLib.session import RefinementSession
 
 from conftest import TINY_NETWORK, data_path
 
@@ -19,7 +20,7 @@ def test_auto_precision_is_reduced_only_for_large_rois_on_a_cpu_with_bfloat16(ti
 
     assert RefinementSession(tiny_package, device="cpu").amp is False  # small ROI: float32
     edge = 100
-    assert edge**3 > FAST_AUTO_MIN_VOXELS
+    assert edge**3 > policy.LARGE_ROI_VOXELS
     large = load_model_package(create_random_model_package(
         tmp_path / "tiny100", network=TINY_NETWORK, roi_size_vox=(edge,) * 3, seed=1))
     assert RefinementSession(large, device="cpu").amp is cpu_bfloat16_supported()
@@ -37,10 +38,10 @@ def test_the_bfloat16_network_computes_the_same_function_and_leaves_the_package_
 
     net = tiny_package.networks["refine"][0]
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    copy = fast_refine.cpu_network(net)
-    norms = [m for _, m in fast_refine._instance_norms(copy)]
+    copy = netcopies.cpu_network(net)
+    norms = [m for _, m in netcopies.instance_norms(copy)]
     assert norms and all(type(m).__name__ == "BatchStatsInstanceNorm3d" for m in norms)
-    assert all(type(m) is torch.nn.InstanceNorm3d for _, m in fast_refine._instance_norms(net))
+    assert all(type(m) is torch.nn.InstanceNorm3d for _, m in netcopies.instance_norms(net))
     x = torch.randn((1, 5) + tuple(tiny_package.roi_size_vox), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         expected = net(x)
@@ -88,8 +89,10 @@ def test_bfloat16_refinement_follows_float32_on_the_real_case():
 
 
 _FAULTS_SCRIPT = """
-import resource
-import InteractiveRefineLib, torch, os
+import resource, os
+from InteractiveRefineLib.runtime import apply_process_settings
+apply_process_settings()  # what every entry point does before torch is used
+import torch
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 torch.ones(1)
@@ -111,13 +114,13 @@ def _allocation_faults(environment_value):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="transparent huge pages are Linux's")
-def test_importing_the_engine_gives_torch_huge_page_allocations_unless_turned_off():
+def test_process_settings_give_torch_huge_page_allocations_unless_turned_off():
     policy = Path("/sys/kernel/mm/transparent_hugepage/enabled")
     if not policy.is_file() or "[never]" in policy.read_text():
         pytest.skip("this kernel grants no transparent huge pages")
     value, faults_on = _allocation_faults(None)
     off, faults_off = _allocation_faults("0")
-    assert (value, off) == ("1", "0")  # set by the engine; a value already set is kept
+    assert (value, off) == ("1", "0")  # set by apply_process_settings; a value already set is kept
     # Eight 48 MB activations: ~12,000 4 KB page faults each without, a few dozen 2 MB ones with.
     assert faults_off > 8 * 10000
     assert faults_on < faults_off / 10
@@ -138,4 +141,4 @@ def test_stored_probabilities_are_numpys_float16_of_the_float32_ones(tiny_packag
         np.random.default_rng(0).normal(size=(40, 40, 40)).astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
     session.set_image(volume, volume, roi_center_ras=(40.0, 40.0, 40.0))
     session.initial()
-    assert session._history[0].probability.dtype == np.float16
+    assert session.history.initial.probability.dtype == np.float16

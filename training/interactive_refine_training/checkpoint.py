@@ -72,13 +72,14 @@ def load_initial_networks(source: str | os.PathLike, config: dict, device) -> li
     (every ``initial`` member; their probabilities are averaged like the engine does). The
     network and preprocessing must match ``config``.
     """
-    from InteractiveRefineLib.model_package import CARD_NAME, load_model_package
-    from InteractiveRefineLib.networks import build_network, in_channels
+    from InteractiveRefineLib.card import CARD_NAME, default_stages
+    from InteractiveRefineLib.model_package import load_model_package
+    from InteractiveRefineLib.networks import build_network
 
     source = Path(source)
     if (source / CARD_NAME).is_file():
         package = load_model_package(source)
-        _check_package_matches(package.card, config, source)
+        _check_package_matches(package.spec, config, source)
         networks = package.networks["initial"]
     else:
         run = load_run(source)
@@ -86,7 +87,7 @@ def load_initial_networks(source: str | os.PathLike, config: dict, device) -> li
             raise ValueError(f"{source} is a {run.trainer!r} run; the refine stage needs an initial run")
         _check_same(run.config["data"], config["data"], source, ("roi_size_vox", "spacing_mm",
                     "intensity_preset", "image_channels"))
-        channels = in_channels("initial", len(config["data"]["image_channels"]))
+        channels = default_stages(config["data"]["image_channels"])["initial"].in_channels
         network = build_network(run.config["network"], channels)
         network.load_state_dict(run.state_dict)
         networks = [network]
@@ -102,20 +103,22 @@ def load_stage_weights(source: str | os.PathLike, trainer: str, stage: str, conf
     member). Network, image channels and intensity preset must match ``config``; the working
     geometry may differ (the networks are fully convolutional: fine-tuning a 2 mm, 72^3 model at
     1 mm, 144^3 is a choice, logged as a warning)."""
-    from InteractiveRefineLib.model_package import CARD_NAME, load_model_package
+    from InteractiveRefineLib.card import CARD_NAME
+    from InteractiveRefineLib.model_package import load_model_package
 
     source = Path(source)
     if (source / CARD_NAME).is_file():
         package = load_model_package(source)
-        pre = package.card["preprocessing"]
+        pre = _card_data(package.spec)
         _check_same(pre, config["data"], source, ("image_channels", "intensity_preset"))
         _warn_geometry(pre, config["data"], source)
-        card_network = {k: v for k, v in package.card["network"].items() if k != "architecture"}
+        card_network = {k: v for k, v in package.spec.network.items() if k != "architecture"}
         wanted = {k: config["network"][k] for k in card_network if k in config["network"]}
         if {k: _normal(v) for k, v in wanted.items()} != {k: _normal(card_network[k]) for k in wanted}:
             raise ValueError(f"{source}: network {card_network} differs from this run's {config['network']}")
         if stage not in package.networks:
             raise ValueError(f"{source} has no {stage!r} member")
+        _check_layout(package.spec, config, source, stage)
         state = package.networks[stage][0].state_dict()
     else:
         run = load_run(source)
@@ -147,7 +150,27 @@ def _warn_geometry(source_data: dict, data: dict, source) -> None:
                        source_data[key], data[key])
 
 
-def _check_package_matches(card: dict, config: dict, source) -> None:
-    pre = card["preprocessing"]
+def _card_data(spec) -> dict:
+    """A typed card's preprocessing as the ``data`` keys of a training configuration."""
+    return {"roi_size_vox": list(spec.roi_size_vox), "spacing_mm": list(spec.spacing_mm),
+            "image_channels": list(spec.image_channels), "intensity_preset": spec.intensity_preset}
+
+
+def _check_layout(spec, config: dict, source, stage: str) -> None:
+    """The package's ``stage`` inputs must be the layout training builds (names and channels)."""
+    from InteractiveRefineLib.card import default_stages
+
+    def names(layout):
+        return [(s.name, s.channels) for s in layout.inputs]
+
+    found, wanted = names(spec.stages[stage]), names(default_stages(config["data"]["image_channels"])[stage])
+    if found != wanted:
+        raise ValueError(f"{source}: the card's {stage!r} inputs {found} differ from the training "
+                         f"layout {wanted}")
+
+
+def _check_package_matches(spec, config: dict, source) -> None:
     data = config["data"]
-    _check_same(pre, data, source, ("roi_size_vox", "spacing_mm", "image_channels", "intensity_preset"))
+    _check_same(_card_data(spec), data, source,
+                ("roi_size_vox", "spacing_mm", "image_channels", "intensity_preset"))
+    _check_layout(spec, config, source, "initial")

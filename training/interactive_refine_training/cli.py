@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 from InteractiveRefineLib.cli import positive_int
 from InteractiveRefineLib.click_regions import NO_REGION_REMOVAL_HELP
+from InteractiveRefineLib.runtime import apply_process_settings, threads_from_environment
 
 logger = logging.getLogger("interactive_refine_training")
 
@@ -253,11 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    if os.environ.get("INTERACTIVE_REFINE_THREADS"):
-        import torch
-
-        torch.set_num_threads(int(os.environ["INTERACTIVE_REFINE_THREADS"]))
     try:
+        apply_process_settings(threads=threads_from_environment())  # before anything uses torch
         summary = args.func(args)
     except (ValueError, FileNotFoundError) as exc:  # the engine's errors are ValueErrors too
         print(f"interactive-refine-train {args.command}: error: {exc}", file=sys.stderr)

@@ -153,15 +153,11 @@ def parse_assignment(text: str) -> tuple[str, object]:
 
 def validate(config: dict) -> None:
     """Raise ``ValueError`` naming the first inconsistent setting."""
-    from InteractiveRefineLib.networks import size_divisor
+    from InteractiveRefineLib.card import check_network, check_roi_multiple, size_divisor_of
 
     data, opt, inter = config["data"], config["optimization"], config["interaction"]
-    divisor = size_divisor(config["network"])
-    roi = [int(v) for v in data["roi_size_vox"]]
-    if len(roi) != 3 or any(v <= 0 or v % divisor for v in roi):
-        raise ValueError(f"data.roi_size_vox {roi} must be 3 positive multiples of {divisor}")
-    if len(config["network"]["strides"]) != len(config["network"]["channels"]) - 1:
-        raise ValueError("network.strides needs one entry fewer than network.channels")
+    check_network(config["network"])  # the checks a model card's network section gets
+    check_roi_multiple(data["roi_size_vox"], size_divisor_of(config["network"]), "data.roi_size_vox")
     if not 1 <= int(inter["min_clicks"]) <= int(inter["max_clicks"]):
         raise ValueError("interaction: need 1 <= min_clicks <= max_clicks")
     if not 0.0 <= float(inter["mask_dropout"]) <= 1.0:

@@ -30,7 +30,21 @@ from .data import load_cases, roi_center_ras
 logger = logging.getLogger(__name__)
 
 #: Card sections that must agree for packages to be pooled into one ensemble.
-ENSEMBLE_SECTIONS = ("network", "preprocessing", "clicks", "threshold")
+ENSEMBLE_SECTIONS = ("network", "preprocessing", "clicks", "threshold", "inputs", "outputs")
+
+
+def _ensemble_sections(package: ModelPackage) -> dict:
+    """The typed card's values of each of ``ENSEMBLE_SECTIONS`` (the click section as written:
+    its simulated user too)."""
+    spec = package.spec
+    return {
+        "network": spec.network,
+        "preprocessing": (spec.image_channels, spec.spacing_mm, spec.roi_size_vox, spec.intensity_preset),
+        "clicks": package.card.get("clicks"),
+        "threshold": spec.threshold,
+        "inputs": spec.stages,
+        "outputs": (spec.outputs, spec.activation),
+    }
 
 
 def parse_model(spec: str) -> tuple[str, list[str]]:
@@ -48,15 +62,17 @@ def load_ensemble(folders: list[str]) -> ModelPackage:
     """One package whose members are all members of ``folders`` (which must agree)."""
     packages = [load_model_package(f) for f in folders]
     first = packages[0]
+    expected = _ensemble_sections(first)
     for other in packages[1:]:
+        sections = _ensemble_sections(other)
         for section in ENSEMBLE_SECTIONS:
-            if other.card.get(section) != first.card.get(section):
+            if sections[section] != expected[section]:
                 raise ValueError(f"{other.path}: card section {section!r} differs from {first.path}; "
                                  "these packages cannot form one ensemble")
     if len(packages) == 1:
         return first
     card = dict(first.card)
-    card["name"] = "+".join(p.card["name"] for p in packages)
+    card["name"] = "+".join(p.spec.name for p in packages)
     networks = {stage: [net for p in packages for net in p.networks[stage]] for stage in first.networks}
     return ModelPackage(path=first.path, card=card, networks=networks)
 
@@ -152,7 +168,7 @@ def evaluate(model_specs, data, out_dir, case_ids=None, n_clicks: int = 10, n_se
                           region_removal)
     if not rows:
         raise ValueError("no case could be evaluated (see the warnings)")
-    meta = {"models": {n: p.card.get("name") for n, p in models.items()}, "data": str(data),
+    meta = {"models": {n: p.spec.name for n, p in models.items()}, "data": str(data),
             "n_cases": len({r["case_id"] for r in rows}), "seeds": seeds, "clicks": n_clicks, "user": user,
             "label_value": label_value, "device": device, "refine_mode": refine_mode,
             "region_removal": region_removal}

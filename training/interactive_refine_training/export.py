@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 from InteractiveRefineLib import __version__ as engine_version
+from InteractiveRefineLib.card import default_stages
 from InteractiveRefineLib.model_package import default_card, load_model_package, save_model_package
-from InteractiveRefineLib.networks import build_network, in_channels, size_divisor
+from InteractiveRefineLib.networks import build_network, size_divisor
 
 from .checkpoint import TrainedRun, load_run
 
@@ -51,15 +52,19 @@ def input_conv_names(network_config: dict, n_inputs: int) -> list[str]:
 
 
 def _baseline_state(run: TrainedRun, stage: str) -> dict:
-    n_image = len(run.config["data"]["image_channels"])
-    names = input_conv_names(run.config["network"], in_channels("refine", n_image))
+    # The baseline was trained with the classic refine layout, the one ``default_card`` writes.
+    stages = default_stages(run.config["data"]["image_channels"])
+    refine = stages["refine"].slices()
+    previous = refine["previous_probability"]
+    kept = [refine[spec.name] for spec in stages["initial"].inputs]  # the initial stage's inputs
+    names = input_conv_names(run.config["network"], stages["refine"].in_channels)
     state = {k: v.clone() for k, v in run.state_dict.items()}
     for name in names:
         weight = state[f"{name}.weight"]
         if stage == "initial":
-            state[f"{name}.weight"] = weight[:, :n_image].contiguous()
+            state[f"{name}.weight"] = torch.cat([weight[:, part] for part in kept], dim=1).contiguous()
         else:
-            weight[:, n_image] = 0.0  # the previous-mask channel
+            weight[:, previous] = 0.0  # the previous-mask channel(s)
     return state
 
 
@@ -102,6 +107,11 @@ def package_runs(path: str | os.PathLike, stage: str) -> list[TrainedRun]:
     the card: ``export --initial PACKAGE --refine NEW_RUN`` keeps a package's initial model
     (weights and card record) and replaces its refinement model, e.g. after fine-tuning."""
     package = load_model_package(path)
+    spec = package.spec
+    clicks = {"sigma_vox": spec.click_sigma_vox, "truncate": spec.click_truncate}
+    classic = default_stages(spec.image_channels, clicks)[stage]
+    if spec.stages[stage] != classic:
+        raise ValueError(f"{path}: the card's {stage!r} inputs are not the training layout {classic}")
     records = (package.card.get("training") or {}).get(stage) or []
     if len(records) != len(package.networks[stage]):
         raise ValueError(f"{path}: the card has no training record for each {stage!r} member")
