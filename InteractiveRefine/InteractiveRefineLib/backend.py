@@ -51,6 +51,18 @@ def to_float16(values) -> np.ndarray:
     return values.half().cpu().numpy()
 
 
+def member_mean(members, forward):
+    """Mean sigmoid probability (float32) of an ensemble: ``forward(net)`` gives each member's
+    logits."""
+    import torch
+
+    total = None
+    for net in members:
+        prob = torch.sigmoid(forward(net).float())
+        total = prob if total is None else total + prob
+    return total / len(members)
+
+
 class InferenceBackend:
     """Runs a package's networks under a plan.
 
@@ -69,7 +81,9 @@ class InferenceBackend:
         self.plan = plan
         self.hardware = hardware
         self.roi = tuple(package.roi_size_vox)
-        self.networks = {stage: [self._placed(net) for net in nets] for stage, nets in package.networks.items()}
+        self.networks = {
+            stage: [self._placed(net) for net in nets] for stage, nets in package.networks.items()
+        }
 
     @property
     def device(self):
@@ -129,35 +143,30 @@ class InferenceBackend:
 
         if x.device.type == "cpu" and (window or self.channels_last):  # channels-last networks
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        total = None
-        members = self.networks["window" if window else stage]
-        for net in members:
+
+        def forward(net):
             if window or tuple(x.shape[2:]) == self.roi:
-                logits = net(x)
-            else:
-                logits = sliding_window_inference(
-                    x, self.roi, sw_batch_size=1, predictor=net, overlap=0.25, mode="gaussian"
-                )
-            prob = torch.sigmoid(logits.float())
-            total = prob if total is None else total + prob
-        mean = (total / len(members))[0, 0]
+                return net(x)
+            return sliding_window_inference(x, self.roi, sw_batch_size=1, predictor=net, overlap=0.25,
+                                            mode="gaussian")
+
+        mean = member_mean(self.networks["window" if window else stage], forward)[0, 0]
         # On CUDA copy back float16 either way: half the device-to-host bytes.
         return to_float16(mean) if mean.is_cuda or not window else mean.float().cpu().numpy()
 
     def calibrate(self, stage: str, x) -> tuple:
         """One pass of ``stage``'s members on ``x`` recording every instance norm's statistics:
         ``(per-member statistics, float16 mean probability)``."""
-        import torch
-
         def record(inputs):
-            recorded, total = [], None
-            for net in self.networks[stage]:
-                stats = {}
-                with netcopies.record_norm_stats(net, stats):
-                    prob = torch.sigmoid(net(inputs).float())
-                total = prob if total is None else total + prob
-                recorded.append(stats)
-            return recorded, to_float16((total / len(recorded))[0, 0])
+            recorded = []
+
+            def forward(net):
+                recorded.append({})
+                with netcopies.record_norm_stats(net, recorded[-1]):
+                    return net(inputs)
+
+            mean = member_mean(self.networks[stage], forward)
+            return recorded, to_float16(mean[0, 0])
 
         return self.run(record, x)
 

@@ -6,7 +6,8 @@ import numpy as np
 from . import geometry
 
 
-def to_ct(probability: np.ndarray, threshold: float, grid, ct_box_grid, previous=None, box=None) -> np.ndarray:
+def to_ct(probability: np.ndarray, threshold: float, grid, ct_box_grid, previous=None,
+          box=None) -> np.ndarray:
     """Binary mask (uint8) on ``ct_box_grid`` of the working-grid ``probability`` (on ``grid``).
 
     Equals re-sampling everything (linear), but re-samples only the CT voxels that can differ

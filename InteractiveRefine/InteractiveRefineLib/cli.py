@@ -162,7 +162,7 @@ def cmd_demo(args) -> dict:
 
 def _add_session_options(p, pet_required: bool = False) -> None:
     """Options of every subcommand that runs a session on a CT (and PET)."""
-    from .policy import AUTO_FULL_SECONDS
+    from .policy import AUTO_PRECISION_RULE, AUTO_REFINE_RULE
 
     p.add_argument("--ct", required=True, help="CT file (NIfTI/NRRD/MHA) or DICOM folder")
     p.add_argument("--pet", required=pet_required, help="PET (SUV) file or DICOM folder")
@@ -170,13 +170,11 @@ def _add_session_options(p, pet_required: bool = False) -> None:
     p.add_argument("--roi-center", help="ROI centre R,A,S in mm (default: centre of the CT)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--refine-mode", default="auto", choices=["auto", "full", "fast"],
-                   help="auto: the whole ROI, except on the CPU for ROIs above 96^3 (the paper's "
-                        f"144^3) whose whole-ROI pass takes over {AUTO_FULL_SECONDS:g} s there: a "
-                        "window around the click; full: always the whole ROI (the paper's method); "
-                        "fast: always a window")
+                   help=f"auto: {AUTO_REFINE_RULE}; full: always the whole ROI (the paper's "
+                        "method); fast: always a window")
     p.add_argument("--precision", default="auto", choices=sorted(PRECISIONS),
-                   help="auto: bfloat16 on a CPU that computes it natively, for ROIs above 96^3, "
-                        "else float32; reduced: bfloat16 on the CPU, float16 on CUDA; float32")
+                   help=f"auto: {AUTO_PRECISION_RULE}; reduced: bfloat16 on the CPU, float16 on "
+                        "CUDA; float32")
     p.add_argument("--fast-window", type=positive_int, default=None, metavar="N",
                    help="edge in voxels of the fast path's window (default: the model card's "
                         "fast_path.window_vox, else 64)")

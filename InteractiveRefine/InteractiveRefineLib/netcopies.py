@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from types import SimpleNamespace
 
+
 def instance_norms(network):
     import torch
 

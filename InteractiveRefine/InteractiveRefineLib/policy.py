@@ -26,6 +26,13 @@ LARGE_ROI_VOXELS = 96**3
 #: ``auto`` on a large CPU ROI refines the whole ROI when a whole-ROI pass takes at most this.
 AUTO_FULL_SECONDS = 1.0
 
+#: The rules above in words, for command-line help and messages.
+AUTO_REFINE_RULE = (
+    f"the whole ROI, except on the CPU for ROIs above 96^3 (the paper's 144^3) whose whole-ROI "
+    f"pass takes over {AUTO_FULL_SECONDS:g} s there: a window around the click"
+)
+AUTO_PRECISION_RULE = "bfloat16 on a CPU that computes it natively, for ROIs above 96^3, else float32"
+
 DEVICES = ("auto", "cpu", "cuda")
 REFINE_MODES = ("auto", "full", "fast")
 PRECISIONS = ("float32", "bfloat16", "float16")
@@ -147,6 +154,13 @@ def after_measure(current: Plan, measured_pass_s: tuple, members_ratio: float = 
     if path == "window":
         notes += (f"a whole-ROI pass takes over {AUTO_FULL_SECONDS:g} s here: refining in a window",)
     return replace(current, refine_path=path, retime=retime, notes=notes)
+
+
+def for_initial(current: Plan, request: Request) -> Plan:
+    """The plan for a new initial segmentation: ``auto`` on a large CPU ROI times it again."""
+    if request.refine_mode == "auto" and current.device == "cpu" and current.layout == "channels_last":
+        return replace(current, refine_path="measure", retime=False)
+    return current
 
 
 def after_oom(current: Plan, hardware: Hardware, roi_voxels: int) -> Plan:

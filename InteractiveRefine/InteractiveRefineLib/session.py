@@ -9,18 +9,16 @@ Lifecycle (in the spirit of nnInteractive's inference session)::
     session.undo(); session.reset()
     mask = session.mask_on_ct()                           # uint8 [k, j, i] on the CT grid
 
-The session owns the lifecycle and the history; everything else has its own module: the plan
-(device, precision, refine path: :mod:`.policy`), the networks (:mod:`.backend`), the inputs
-(:mod:`.inputs`, named by the model card), the refiners (:mod:`.refiners`: whole ROI or a window),
-the rules on every result (:mod:`.constraints`), the back-mapping to the CT (:mod:`.backmap`) and
-the states (:mod:`.state`). Background work belongs to a :class:`~.worker.Worker`.
+The session owns the lifecycle and the history; the plan (:mod:`.policy`), the networks
+(:mod:`.backend`), the inputs named by the card (:mod:`.inputs`), the refiners (:mod:`.refiners`),
+the rules on every result (:mod:`.constraints`), the back-mapping (:mod:`.backmap`), the states
+(:mod:`.state`) and background work (:mod:`.worker`) each have their own module.
 
 A click refined in a window or in reduced precision is a *preview* (``StepResult.exact`` is
 False); :meth:`RefinementSession.confirm` recomputes every preview state over the whole ROI in
 float32, so the history becomes exactly what ``amp=False, refine_mode="full"`` gives.
-
-Bad input raises an :class:`InteractiveRefineError` subclass and leaves the session as it was.
-The session is not thread-safe: a call while another runs raises a "busy" SessionStateError.
+Bad input raises an :class:`InteractiveRefineError` subclass and leaves the session as it was; a
+call while another runs (the session is not thread-safe) raises a "busy" SessionStateError.
 """
 from __future__ import annotations
 
@@ -29,7 +27,7 @@ import logging
 import threading
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -140,12 +138,12 @@ class RefinementSession:
 
     @property
     def refine_mode(self) -> str:
-        """``"full"`` or ``"fast"``: how the next click is refined (a large CPU ROI under
-        ``auto`` counts as fast until :meth:`initial` has timed a pass)."""
+        """``"full"`` or ``"fast"`` (a window; also while ``auto`` has yet to time a pass)."""
         return self.plan.refine_mode
 
     # ------------------------------------------------------------------ image
-    def set_image(self, ct: Volume, pet: Volume | None = None, roi_center_ras=None, roi_size_vox=None) -> None:
+    def set_image(self, ct: Volume, pet: Volume | None = None, roi_center_ras=None,
+                  roi_size_vox=None) -> None:
         """Validate and cache the image (:func:`.inputs.image.prepare`); ``roi_center_ras``
         defaults to the CT's centre, ``roi_size_vox`` ``(k, j, i)`` to the model's ROI."""
         with self._busy():
@@ -185,8 +183,7 @@ class RefinementSession:
         with self._busy():
             self._require_image()
             t0 = time.perf_counter()
-            if self._request.refine_mode == "auto" and self.plan.device == "cpu" and self.backend.channels_last:
-                self.backend.plan = replace(self.plan, refine_path="measure", retime=False)
+            self.backend.plan = policy.for_initial(self.plan, self._request)
             state = self._initial_state(exact=False)
             self.history.start(state)
             self._window.reset()
@@ -210,7 +207,8 @@ class RefinementSession:
             t3 = time.perf_counter()
             self.backend.predict("initial", self.image.on(self.device).tensor)
             timings["auto_retime_s"] = time.perf_counter() - t3
-            decided = policy.after_measure(self.plan, measured + (timings["auto_retime_s"],), self._members_ratio())
+            measured += (timings["auto_retime_s"],)
+            decided = policy.after_measure(self.plan, measured, self._members_ratio())
         self.backend.plan = decided
         logger.info("%s refinement in %s", "whole-ROI" if decided.refine_path == "full" else
                     f"{self.fast_window}^3 window", decided.precision)
@@ -232,9 +230,9 @@ class RefinementSession:
         return self._window, calibrate_s
 
     def _advance(self, state: State, click: Click, index, exact: bool, t0: float) -> State:
-        """The state after ``click`` (at working-grid ``index``) from ``state``; ``exact``: the
-        whole ROI in float32 whatever the plan says."""
-        clicks = Clicks(state.click_indices + (index,), tuple(c.positive for c in state.clicks) + (click.positive,))
+        """The state after ``click`` (at ``index``) from ``state``; ``exact``: float32, whole ROI."""
+        positives = tuple(c.positive for c in state.clicks) + (click.positive,)
+        clicks = Clicks(state.click_indices + (index,), positives)
         threshold = self.card.threshold
         rejections = constraints.rejections_after(
             state.rejections, state.probability, threshold, index, click.positive, self.region_removal)
@@ -320,7 +318,8 @@ class RefinementSession:
         if first == 0:
             states.append(self._initial_state(exact=True))
         for old in history[max(first, 1):]:
-            states.append(self._advance(states[-1], old.clicks[-1], old.click_indices[-1], True, time.perf_counter()))
+            click, index = old.clicks[-1], old.click_indices[-1]
+            states.append(self._advance(states[-1], click, index, True, time.perf_counter()))
         return states
 
     # ---------------------------------------------------------------- helpers
@@ -337,7 +336,8 @@ class RefinementSession:
         return click_index(self._require_image().ct.grid, self.grid, ras)
 
     def _to_ct(self, probability, previous: State | None = None, box=None) -> np.ndarray:
-        return backmap.to_ct(probability, self.card.threshold, self.grid, self.image.ct_box_grid, previous, box)
+        return backmap.to_ct(probability, self.card.threshold, self.grid, self.image.ct_box_grid,
+                             previous, box)
 
     # ---------------------------------------------------------------- results
     @property

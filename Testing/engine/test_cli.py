@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import data_path
-
 from InteractiveRefineLib.cli import main
+
+from conftest import data_path
 
 STS = ("sts_petct", "hecktor_layout", "STS_001")
 CHGJ = ("hecktor2020_chgj015",)

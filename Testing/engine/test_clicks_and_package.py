@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import ndimage
-
 from InteractiveRefineLib.clicks import encode_guidance
 from InteractiveRefineLib.errors import ModelPackageError
 from InteractiveRefineLib.intensity import normalize_ct, normalize_pet
 from InteractiveRefineLib.model_package import create_random_model_package, load_model_package
+from scipy import ndimage
 
 ENGINE = Path(__file__).resolve().parents[2] / "InteractiveRefine" / "InteractiveRefineLib"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from InteractiveRefineLib import geometry, netcopies, policy
-from InteractiveRefineLib.inputs.interaction import guidance_in_box
 from InteractiveRefineLib.clicks import encode_guidance, gaussian_kernel
 from InteractiveRefineLib.geometry import Volume
+from InteractiveRefineLib.inputs.interaction import guidance_in_box
 from InteractiveRefineLib.session import RefinementSession
 from session_checks import assert_ct_mask_is_the_back_mapping, assert_tracked_statistics_exact
 
@@ -432,7 +432,6 @@ def test_a_cancelled_confirm_leaves_the_previews_and_the_clicks_as_they_were(pac
 
 def test_a_click_through_the_worker_cancels_the_background_confirm_and_the_next_one_catches_up(
         package64, image):
-    from InteractiveRefineLib.errors import SessionStateError
     from InteractiveRefineLib.worker import Worker
 
     reference = _session(package64, image, refine_mode="full", amp=False)
@@ -462,7 +461,7 @@ def test_a_call_while_a_confirm_runs_is_refused_as_busy_and_changes_nothing(pack
     session.add_click(_ras(session, CLICKS[0][0]), True)
     entered, gate = threading.Event(), threading.Event()
     layer = next(m for m in session.backend.networks["refine"][0].modules() if not list(m.children()))
-    
+
     def hold(module, inputs):  # the confirm's first layer waits until the test lets it go
         entered.set()
         gate.wait(10)

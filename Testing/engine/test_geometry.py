@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import data_path
-
 from InteractiveRefineLib import geometry
 from InteractiveRefineLib.errors import ImageError
 from InteractiveRefineLib.geometry import Volume, read_volume, write_volume
+
+from conftest import data_path
 
 STS = ("sts_petct", "hecktor_layout", "STS_001")
 
@@ -129,4 +129,5 @@ def test_nifti_without_simpleitk_reads_the_same_geometry(monkeypatch, tmp_path):
     np.testing.assert_allclose(without.ijk_to_ras, with_sitk.ijk_to_ras, atol=1e-4)
     assert np.array_equal(without.array, with_sitk.array)
     write_volume(without, tmp_path / "copy.nii.gz")
-    np.testing.assert_allclose(read_volume(tmp_path / "copy.nii.gz").ijk_to_ras, with_sitk.ijk_to_ras, atol=1e-4)
+    copied = read_volume(tmp_path / "copy.nii.gz")
+    np.testing.assert_allclose(copied.ijk_to_ras, with_sitk.ijk_to_ras, atol=1e-4)

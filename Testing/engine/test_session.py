@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import data_path
-
 from InteractiveRefineLib.errors import ClickError, ImageError, SessionStateError
 from InteractiveRefineLib.geometry import Volume, read_volume
 from InteractiveRefineLib.session import RefinementSession
+
+from conftest import data_path
 
 STS = ("sts_petct", "hecktor_layout", "STS_001")
 

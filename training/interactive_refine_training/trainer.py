@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from InteractiveRefineLib.backend import member_mean
 from InteractiveRefineLib.networks import build_network, in_channels
 
 from . import distributed
@@ -369,8 +370,7 @@ class Trainer:
     def probability(self, networks, x: torch.Tensor) -> torch.Tensor:
         """Mean sigmoid probability of ``networks`` on ``x`` (no gradient), float32."""
         with torch.no_grad(), self.autocast():
-            total = sum(torch.sigmoid(net(x).float()) for net in networks)
-        return total / len(networks)
+            return member_mean(networks, lambda net: net(x))
 
     # ========================================================================= time budget
     def _note_iteration(self, seconds: float) -> None:

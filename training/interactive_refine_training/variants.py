@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from InteractiveRefineLib.card import default_stages
 from InteractiveRefineLib.clicks import encode_guidance
+from InteractiveRefineLib.inputs import stack
 from InteractiveRefineLib.simulated_user import SimulatedUser
 
 from .checkpoint import load_initial_networks
@@ -169,12 +171,18 @@ class RefineTrainer(Trainer):
         return click
 
     def refine_input(self, image, previous, clicks: Clicks) -> torch.Tensor:
-        """``[1, C + 3, k, j, i]``: image, previous probability, positive and negative guidance."""
+        """The refine stage's input ``[1, C, k, j, i]`` in the card's channel order (the engine's
+        :func:`~InteractiveRefineLib.inputs.stack`): image channels, previous probability,
+        positive and negative guidance."""
         inter = self.config["interaction"]
         guidance = encode_guidance(image.shape[2:], clicks.positive, clicks.negative,
                                    sigma=float(inter["sigma_vox"]), truncate=float(inter["truncate"]))
         guidance = torch.from_numpy(guidance[None]).to(image.device, non_blocking=True)
-        return torch.cat([image, previous.to(image.dtype), guidance], dim=1)
+        names = self.config["data"]["image_channels"]
+        named = {name: image[:, i:i + 1] for i, name in enumerate(names)}
+        named.update(previous_probability=previous.to(image.dtype), clicks_positive=guidance[:, 0:1],
+                     clicks_negative=guidance[:, 1:2])
+        return stack(default_stages(names)["refine"], named)
 
 
 class DeepEditTrainer(RefineTrainer):
@@ -239,11 +247,12 @@ def widened_state(initial_network, config: dict) -> dict:
     computing exactly the initial model (``interaction.refine_init = "initial"``)."""
     from .export import input_conv_names
 
-    n_image = len(config["data"]["image_channels"])
+    stages = default_stages(config["data"]["image_channels"])
+    added = stages["refine"].in_channels - stages["initial"].in_channels
     state = {k: v.detach().clone() for k, v in initial_network.state_dict().items()}
-    for name in input_conv_names(config["network"], n_image + 3):
+    for name in input_conv_names(config["network"], stages["refine"].in_channels):
         weight = state[f"{name}.weight"]
-        extra = torch.zeros((weight.shape[0], 3) + tuple(weight.shape[2:]), dtype=weight.dtype,
+        extra = torch.zeros((weight.shape[0], added) + tuple(weight.shape[2:]), dtype=weight.dtype,
                             device=weight.device)
         state[f"{name}.weight"] = torch.cat([weight, extra], dim=1)
     return state

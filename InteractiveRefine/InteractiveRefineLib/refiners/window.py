@@ -105,7 +105,8 @@ class WindowRefiner:
             import torch
 
             with torch.inference_mode():
-                x = self._input(state.probability, state.click_indices, positives, whole).to(self.backend.device)
+                x = self._input(state.probability, state.click_indices, positives, whole)
+                x = x.to(self.backend.device)
                 state.memo["moments"] = [netcopies.conv_moments(conv, x) for _, conv in self._first_norms]
         return state.memo["moments"]
 
@@ -142,7 +143,6 @@ class WindowRefiner:
     # ---------------------------------------------------------------- refine
     def refine(self, state, clicks, *, exact: bool = False, first: bool = False) -> Proposal:
         """The window's refinement of ``state`` after ``clicks``; call :meth:`prepare` first."""
-        t0 = time.perf_counter()
         box = self.box_for(clicks.indices[-1])
         t_norm = time.perf_counter()
         previous = (state.probability, state.click_indices, [c.positive for c in state.clicks])
@@ -160,7 +160,8 @@ class WindowRefiner:
         base = state.probability if far is None else far
         weights = geometry.blend_weights(box, self.shape, MARGIN)
         probability = base.copy()
-        probability[box] = to_float16(weights * window_probability + (1.0 - weights) * base[box].astype(np.float32))
+        blended = weights * window_probability + (1.0 - weights) * base[box].astype(np.float32)
+        probability[box] = to_float16(blended)
         timings = {"map_s": t2 - t1, "model_s": t3 - t2, "norm_s": t1 - t_norm,
                    "blend_s": time.perf_counter() - t3}
         changed = box if far is None else tuple(slice(0, n) for n in self.shape)
