@@ -39,7 +39,12 @@ except ImportError:
 
 logger = logging.getLogger("InteractiveRefineBatch")
 
-METRICS_COLUMNS = ("case_id", "clicks", "dice", "hd95_mm", "volume_ml", "seconds", "device", "error")
+#: The one-click PET threshold floor (engine ``simulation.one_click_baseline``), on each case's
+#: 0-click row: Dice of the 40 % and 50 % SUVmax regions from the tumour's innermost voxel and of
+#: the model after that same click.
+BASELINE_COLUMNS = ("threshold40_dice", "threshold50_dice", "model_one_click_dice")
+METRICS_COLUMNS = ("case_id", "clicks", "dice", "hd95_mm", "volume_ml", "seconds", "device", "error",
+                   *BASELINE_COLUMNS)
 
 
 class InteractiveRefineBatch(ScriptedLoadableModule):
@@ -115,6 +120,20 @@ def caseMetrics(logic, truth, spacing) -> tuple:
     return json_number(dice(mask, truth)), json_number(hd95(mask, truth, spacing))
 
 
+def baselineRow(session, truth) -> dict:
+    """The one-click floor's CSV columns for a case with a label and a PET (else none). The
+    session ends at its initial state, which the segment shows."""
+    from InteractiveRefineLib.simulation import one_click_baseline
+
+    if truth is None or session.image.pet is None:
+        return {}
+    base = one_click_baseline(session, truth)
+    regions = base["threshold"]
+    return {"threshold40_dice": (regions.get("0.4") or {}).get("dice"),
+            "threshold50_dice": (regions.get("0.5") or {}).get("dice"),
+            "model_one_click_dice": base["model_one_click"]}
+
+
 def processCase(module, case, args, writeRow) -> None:
     """Segment one case, apply the simulated clicks, write ``<id>.seg.nrrd`` and the metric rows."""
     import numpy as np
@@ -137,10 +156,11 @@ def processCase(module, case, args, writeRow) -> None:
         truth = truth_on_grid(label, session.ct.grid, args.label_value) if label is not None else None
         spacing = session.ct.grid.spacing
 
-        def record(clicks, seconds):
+        def record(clicks, seconds, extra=None):
             diceValue, hd95Value = caseMetrics(logic, truth, spacing)
             writeRow(
                 {
+                    **(extra or {}),
                     "case_id": case.case_id,
                     "clicks": clicks,
                     "dice": diceValue,
@@ -152,7 +172,7 @@ def processCase(module, case, args, writeRow) -> None:
                 }
             )
 
-        record(0, time.perf_counter() - t0)
+        record(0, time.perf_counter() - t0, baselineRow(session, truth))
         if args.clicks and truth is None:
             logger.warning("%s has no label: no simulated clicks", case.case_id)
         elif args.clicks:

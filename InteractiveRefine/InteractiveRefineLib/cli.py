@@ -13,15 +13,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 
+from . import clinical
 from .click_regions import NO_REGION_REMOVAL_HELP
 from .errors import InteractiveRefineError
 from .networks import TINY_NETWORK
 from .runtime import apply_process_settings, threads_from_environment
+from .session_log import SessionLog
 
 logger = logging.getLogger("interactive-refine")
 
@@ -47,13 +52,28 @@ def positive_int(text: str) -> int:
     return value
 
 
-def parse_click(text: str) -> tuple[tuple[float, float, float], bool]:
-    """``+R,A,S`` -> (ras, True); ``-R,A,S`` -> (ras, False)."""
-    if not text or text[0] not in "+-":
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def parse_click(text: str) -> tuple[tuple[float, float, float], bool, str]:
+    """``+R,A,S`` -> (ras, True, "point"); ``-R,A,S`` -> (ras, False, "point");
+    ``t+R,A,S`` -> (ras, True, "threshold"): the PET threshold region around the point."""
+    kind = "threshold" if text[:2] == "t+" else "point"
+    sign = text[1:] if kind == "threshold" else text
+    if not sign or sign[0] not in "+-":
         raise InteractiveRefineError(
-            f"a click must start with + (tumour) or - (not tumour), e.g. +12.5,-40,8; got {text!r}"
+            "a click must start with + (tumour), - (not tumour) or t+ (PET threshold region), "
+            f"e.g. +12.5,-40,8; got {text!r}"
         )
-    return parse_triplet(text[1:], "click"), text[0] == "+"
+    return parse_triplet(sign[1:], "click"), sign[0] == "+", kind
 
 
 def _join_click_values(argv: list[str]) -> list[str]:
@@ -74,40 +94,64 @@ PRECISIONS = {"auto": "auto", "float32": False, "reduced": True}
 
 
 def _session(args, ct_path, pet_path):
+    from .dicom_series import read_pet
     from .geometry import read_volume
     from .model_package import load_model_package
     from .session import RefinementSession
 
+    if pet_path and Path(ct_path).exists() and Path(pet_path).exists() and (
+            Path(ct_path).resolve() == Path(pet_path).resolve() or os.path.samefile(ct_path, pet_path)):
+        raise InteractiveRefineError(f"--ct and --pet name the same file {ct_path}; expected two images")
     package = load_model_package(args.model)
     ct = read_volume(ct_path)
-    pet = read_volume(pet_path) if pet_path else None
+    pet = read_pet(pet_path, getattr(args, "allow_implausible_suv", False)) if pet_path else None
     if package.needs_pet and pet is None:
         raise InteractiveRefineError("this model needs --pet")
     session = RefinementSession(package, device=args.device, refine_mode=args.refine_mode,
                                 fast_window=args.fast_window, region_removal=not args.no_region_removal,
-                                amp=PRECISIONS[args.precision])
+                                amp=PRECISIONS[args.precision],
+                                threshold_start=getattr(args, "threshold_start", False))
     center = parse_triplet(args.roi_center, "--roi-center") if args.roi_center else None
-    session.set_image(ct, pet, roi_center_ras=center)
+    session.set_image(ct, pet, roi_center_ras=center, allow_low_pet_coverage=args.allow_low_pet_coverage)
     return session
+
+
+def _pet_coverage(session):
+    """Fraction of the ROI the PET covers (JSON summaries), None without a PET."""
+    coverage = session.image.pet_coverage
+    return None if coverage is None else round(coverage, 3)
 
 
 def cmd_segment(args) -> dict:
     from .geometry import Volume, write_volume
+    from .output_files import check_output
 
     clicks = [parse_click(c) for c in args.click or []]
+    check_output(args.out, "--out", inputs=(args.ct, args.pet))  # before any work
+    targets = clinical.prepare(args)
+    log = SessionLog(case_id=Path(args.ct).name.split(".")[0])
     session = _session(args, args.ct, args.pet)
+    log.model, log.model_version = session.card.name, session.card.version
     results = [session.initial()]
-    for ras, positive in clicks:
-        results.append(session.add_click(ras, positive))
+    for ras, positive, kind in clicks:
+        if kind == "threshold":
+            results.append(session.add_threshold(ras, args.threshold_percent / 100.0,
+                                                 pet_is_suv=args.pet_is_suv or None))
+        else:
+            results.append(session.add_click(ras, positive))
     previews = session.needs_confirm
     if previews and not args.keep_previews:
         session.confirm()  # the exact float32 whole-ROI mask of the same clicks
     mask = Volume(session.mask_on_ct(), session.ct.grid)
     write_volume(mask, args.out, dtype=np.uint8)
     last = results[-1]
-    return {
+    log.device = str(last.device)
+    log.observe(session.clicks)
+    extra = clinical.finish(args, session, targets, log, mask.array)
+    return extra | {
         "out": str(args.out), "voxels": last.voxels, "volume_ml": round(last.volume_ml, 3),
-        "clicks": len(clicks), "device": last.device,
+        "clicks": len(clicks), "device": last.device, "pet_coverage": _pet_coverage(session),
+        "threshold_regions": [r.details["threshold"] for r in results if "threshold" in r.details],
         "refine_mode": session.refine_mode, "precision": session.precision,
         "exact": not (previews and args.keep_previews),
         "timings_s": {"preprocess": round(session.preprocess_seconds, 4),
@@ -117,11 +161,14 @@ def cmd_segment(args) -> dict:
 
 
 def cmd_simulate(args) -> dict:
-    from .geometry import read_volume
+    from .dicom_import import read_label
+    from .output_files import check_output, write_text_atomically
     from .simulation import run_simulation
 
+    if args.json:
+        check_output(args.json, "--json", inputs=(args.ct, args.pet, args.label), image=False)
     session = _session(args, args.ct, args.pet)
-    label = read_volume(args.label)
+    label = read_label(args.label, args.segment)
 
     def progress(step, values):
         logger.info("step %d: Dice %.4f", step, values["dice"])
@@ -134,9 +181,9 @@ def cmd_simulate(args) -> dict:
     result["model"] = session.package.spec.name
     result["refine_mode"] = session.refine_mode
     result["precision"] = session.precision
+    result["pet_coverage"] = _pet_coverage(session)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_text_atomically(args.json, json.dumps(result, indent=2) + "\n", "JSON")
     return {"dice": [round(d, 4) for d in result["dice"]], "json": args.json}
 
 
@@ -179,28 +226,42 @@ def _add_session_options(p, pet_required: bool = False) -> None:
                    help="edge in voxels of the fast path's window (default: the model card's "
                         "fast_path.window_vox, else 64)")
     p.add_argument("--no-region-removal", action="store_true", help=NO_REGION_REMOVAL_HELP)
+    clinical.add_pet_options(p)
+    p.add_argument("--allow-low-pet-coverage", action="store_true",
+                   help="accept a PET that covers less than half of the ROI (refused by default)")
     p.add_argument("--keep-previews", action="store_true",
                    help="keep the fast previews (bfloat16 or a window: on a CPU, for ROIs above "
                         "96^3) instead of recomputing them in float32 over the whole ROI "
                         "(session.confirm()); faster, not exact")
+    p.add_argument("--threshold-start", action="store_true",
+                   help="the first positive click adds the 40%% SUVmax PET region around it "
+                        "(where the PET has uptake there) instead of a model refinement")
 
 
 def _add_segment(sub) -> None:
     seg = sub.add_parser("segment", help="segment, apply clicks, write the mask on the CT grid")
     _add_session_options(seg)
-    seg.add_argument("--click", action="append", metavar="+R,A,S|-R,A,S",
-                     help="a positive (+) or negative (-) click; repeat for more")
+    seg.add_argument("--click", action="append", metavar="+R,A,S|-R,A,S|t+R,A,S",
+                     help="a positive (+) or negative (-) click, or t+ for the PET threshold region "
+                          "around the point (PET >= --threshold-percent of the SUVmax within 10 mm); "
+                          "repeat for more")
+    seg.add_argument("--threshold-percent", type=float, default=40.0, metavar="P",
+                     help="percentage of the local SUVmax for t+ clicks (default 40; 50 is common)")
+    seg.add_argument("--pet-is-suv", action="store_true",
+                     help="the PET is SUV even though its body median looks implausible for SUV")
     seg.add_argument("--out", required=True, help="output mask (e.g. mask.nii.gz)")
+    clinical.add_segment_options(seg)
     seg.set_defaults(func=cmd_segment)
 
 
 def _add_simulate(sub) -> None:
     sim = sub.add_parser("simulate", help="simulated user: DSC after each of N clicks")
     _add_session_options(sim)
-    sim.add_argument("--label", required=True, help="ground-truth label file on any grid")
+    sim.add_argument("--label", required=True, help="ground-truth label file on any grid, or a DICOM SEG")
+    sim.add_argument("--segment", help="the DICOM SEG's segment: number or label (default: the first)")
     sim.add_argument("--label-value", type=int, default=1, help="label value of GTVp (default 1)")
-    sim.add_argument("--clicks", type=int, default=10)
-    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--clicks", type=non_negative_int, default=10)
+    sim.add_argument("--seed", type=non_negative_int, default=0)
     sim.add_argument("--user", default="2sicr", choices=["2sicr", "deepgrow", "deepedit"],
                      help="simulated-user preset (default: the paper's)")
     sim.add_argument("--json", help="write the per-click results as JSON here")
@@ -213,7 +274,7 @@ def _add_demo(sub) -> None:
     demo.add_argument("--data", help="shared data folder (default: $INTERACTIVE_REFINE_DATA, ../shared/data)")
     demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=non_negative_int, default=0)
     demo.set_defaults(func=cmd_demo)
 
 
@@ -221,7 +282,7 @@ def _add_create_model(sub) -> None:
     create = sub.add_parser("create-model", help="a model package with RANDOM weights (testing)")
     create.add_argument("--out", required=True)
     create.add_argument("--tiny", action="store_true", help="tiny network and 48^3 ROI")
-    create.add_argument("--seed", type=int, default=0)
+    create.add_argument("--seed", type=non_negative_int, default=0)
     create.set_defaults(func=cmd_create_model)
 
 
@@ -243,14 +304,32 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
+    previous = _stop_on_sigterm()
     try:
         apply_process_settings(threads=threads_from_environment())  # before anything uses torch
         summary = args.func(args)
     except InteractiveRefineError as exc:
         print(f"interactive-refine {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: outputs are written atomically, so none is partial
+        print(f"interactive-refine {args.command}: interrupted; no output was written", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     print(json.dumps(summary))
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm():
+    """SIGTERM stops like Ctrl-C; returns the previous handler (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _interrupt)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,23 @@ from .errors import ClickError
 
 @dataclass(frozen=True)
 class Click:
-    """A user click: ``ras`` in mm, ``positive`` True for missed tumour, False for a false positive."""
+    """A user click: ``ras`` in mm, ``positive`` True for missed tumour, False for a false positive.
+
+    ``kind``: ``"point"`` (refined by the model) or ``"threshold"`` (a positive click that adds the
+    PET threshold region around it, :mod:`.threshold`); ``options``: the kind's settings as
+    ``(name, value)`` pairs (e.g. ``(("fraction", 0.4),)``).
+    """
 
     ras: tuple[float, float, float]
     positive: bool
+    kind: str = "point"
+    options: tuple = ()
 
     def to_json(self) -> dict:
-        return {"ras": [float(v) for v in self.ras], "positive": bool(self.positive)}
+        out = {"ras": [float(v) for v in self.ras], "positive": bool(self.positive)}
+        if self.kind != "point":
+            out.update(kind=self.kind, **dict(self.options))
+        return out
 
 
 def gaussian_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:

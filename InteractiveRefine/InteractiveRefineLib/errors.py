@@ -24,3 +24,11 @@ class ModelPackageError(InteractiveRefineError):
 
 class SessionStateError(InteractiveRefineError):
     """A session method was called in the wrong order (e.g. a click before the initial run)."""
+
+
+class ThresholdError(ClickError):
+    """A PET threshold region cannot be made at a click (no uptake there, or a PET not in SUV)."""
+
+
+class OutputError(InteractiveRefineError):
+    """An output cannot be written: a folder, an input file, no permission, a full disk."""

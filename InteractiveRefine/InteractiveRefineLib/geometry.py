@@ -15,6 +15,8 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import ImageError
+from .input_checks import check_file_complete, check_series_files
+from .output_files import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -128,18 +130,9 @@ def read_volume(path: str | os.PathLike) -> Volume:
         import SimpleITK as sitk
     except ImportError:
         return _read_nifti_nibabel(path)
+    check_file_complete(path)
     try:
-        if path.is_dir():
-            reader = sitk.ImageSeriesReader()
-            series = reader.GetGDCMSeriesIDs(str(path))
-            if not series:
-                raise ImageError(f"no DICOM series found in folder {path}")
-            if len(series) > 1:
-                logger.warning("%s holds %d DICOM series; reading the first", path, len(series))
-            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path), series[0]))
-            image = reader.Execute()
-        else:
-            image = sitk.ReadImage(str(path))
+        image = _read_series(path, sitk) if path.is_dir() else sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise ImageError(f"cannot read image {path}: {str(exc).strip().splitlines()[-1]}") from exc
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
@@ -150,6 +143,27 @@ def read_volume(path: str | os.PathLike) -> Volume:
     array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
     matrix = ijk_to_ras_from_itk(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
     return Volume.from_array(array, matrix)
+
+
+def _read_series(path: Path, sitk):
+    """The one DICOM series of a folder; ImageError for none, several, or a missing slice."""
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(path))
+    if not series:
+        raise ImageError(f"no DICOM series found in folder {path}")
+    files = reader.GetGDCMSeriesFileNames(str(path), series[0])
+    positions = []
+    for name in files if len(series) == 1 else ():
+        header = sitk.ImageFileReader()
+        header.SetFileName(name)
+        header.ReadImageInformation()
+        if header.HasMetaDataKey("0020|0032"):
+            position = [float(v) for v in header.GetMetaData("0020|0032").split("\\")]
+            normal = np.asarray(header.GetDirection(), dtype=float).reshape(3, 3)[:, 2]
+            positions.append(float(np.dot(position, normal)))
+    check_series_files(path, list(series), positions)
+    reader.SetFileNames(files)
+    return reader.Execute()
 
 
 def _read_nifti_nibabel(path: Path) -> Volume:
@@ -166,18 +180,24 @@ def _read_nifti_nibabel(path: Path) -> Volume:
 
 
 def write_volume(volume: Volume, path: str | os.PathLike, dtype=None) -> None:
-    """Write a :class:`Volume` to NIfTI/NRRD/MHA with its full geometry (converted to LPS)."""
+    """Write a :class:`Volume` to NIfTI/NRRD/MHA with its full geometry (converted to LPS).
+
+    The file appears whole or not at all (:func:`.output_files.write_atomically`); OutputError
+    names the path when it cannot be written."""
     array = volume.array if dtype is None else volume.array.astype(dtype)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, lambda tmp: _write_array(array, volume.ijk_to_ras, tmp), "image")
+
+
+def _write_array(array: np.ndarray, ijk_to_ras: np.ndarray, path: str) -> None:
     try:
         import SimpleITK as sitk
     except ImportError:  # NIfTI only, through nibabel (RAS affine, [i, j, k] array order)
         import nibabel
 
-        nibabel.save(nibabel.Nifti1Image(array.transpose(2, 1, 0), volume.ijk_to_ras), str(path))
+        nibabel.save(nibabel.Nifti1Image(array.transpose(2, 1, 0), ijk_to_ras), str(path))
         return
     image = sitk.GetImageFromArray(np.ascontiguousarray(array))
-    origin, spacing, direction = itk_geometry_from_ijk_to_ras(volume.ijk_to_ras)
+    origin, spacing, direction = itk_geometry_from_ijk_to_ras(ijk_to_ras)
     image.SetOrigin(origin)
     image.SetSpacing(spacing)
     image.SetDirection(direction)
@@ -241,16 +261,37 @@ def working_grid(
 ) -> Grid:
     """The model's working grid: an ROI of ``size_vox`` (k, j, i) voxels at ``spacing_mm`` (i, j, k).
 
-    The axes follow the reference (CT) directions so an oblique CT is not rotated, and the ROI
-    is centred at ``center_ras`` (RAS mm).
+    The axes follow the reference (CT) directions so an oblique CT is not rotated, reordered and
+    flipped to point as close as possible to L, P, S (:func:`canonical_axes`) so the result
+    does not depend on the order in which the CT is stored; ``size_vox`` is given along the
+    reference's axes and reordered with them. The ROI is centred at ``center_ras`` (RAS mm).
     """
-    size_kji = np.asarray(size_vox, dtype=int)
+    order, signs = canonical_axes(reference.direction)
+    size_kji = np.asarray(size_vox, dtype=int)[::-1][order][::-1]
     spacing = np.asarray(spacing_mm, dtype=float)
     matrix = np.eye(4)
-    matrix[:3, :3] = reference.direction @ np.diag(spacing)
+    matrix[:3, :3] = (reference.direction[:, order] * signs) @ np.diag(spacing)
     half_extent_ijk = (size_kji[::-1] - 1) / 2.0
     matrix[:3, 3] = np.asarray(center_ras, dtype=float) - matrix[:3, :3] @ half_extent_ijk
     return Grid(tuple(int(n) for n in size_kji), matrix)
+
+
+#: The working grid's axis directions (RAS) when the CT is not oblique: i to the patient's left,
+#: j posterior, k superior, as a NIfTI/DICOM image with identity direction is stored; the
+#: shipped model was trained on such grids.
+CANONICAL_DIRECTION = np.diag([-1.0, -1.0, 1.0])
+
+
+def canonical_axes(direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, signs)``: ``direction[:, order] * signs`` is ``direction`` with its axes
+    permuted and flipped to lie closest to :data:`CANONICAL_DIRECTION` (columns = axes)."""
+    import itertools
+
+    best = max(itertools.permutations(range(3)), key=lambda perm: sum(
+        abs(float(CANONICAL_DIRECTION[:, axis] @ direction[:, p])) for axis, p in enumerate(perm)))
+    order = np.array(best)
+    signs = np.sign(np.einsum("ij,ij->j", CANONICAL_DIRECTION, direction[:, order]))
+    return order, np.where(signs == 0, 1.0, signs)
 
 
 def bounding_box_in(grid: Grid, region: Grid) -> tuple[slice, slice, slice]:

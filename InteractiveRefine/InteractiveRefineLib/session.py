@@ -22,12 +22,10 @@ call while another runs (the session is not thread-safe) raises a "busy" Session
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,29 +39,12 @@ from .inputs import image as image_inputs
 from .model_package import ModelPackage, load_model_package
 from .refiners import Clicks
 from .refiners.full import FullRefiner
+from .refiners.threshold import ThresholdRefiner
 from .refiners.window import DEFAULT_WINDOW, WindowRefiner
-from .state import History, State
+from .state import History, State, StepResult, exclusive  # noqa: F401 (StepResult re-exported)
+from .threshold import DEFAULT_FRACTION, MIN_SUVMAX, SEARCH_RADIUS_MM, threshold_options
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """What one step produced: step number (0 = initial), clicks so far, timings (seconds)."""
-
-    step: int
-    n_clicks: int
-    timings: dict
-    voxels: int
-    volume_ml: float
-    device: str
-    mode: str = "full"
-    #: working-grid ``(start, stop)`` per axis ``(k, j, i)`` that a window click refined, else None
-    window: tuple | None = None
-    #: mL of the mask this click removed as regions marked "not tumour" (:mod:`.constraints`)
-    removed_ml: float = 0.0
-    #: the float32 whole-ROI result of these clicks; False for a preview (:meth:`confirm`)
-    exact: bool = True
 
 
 class RefinementSession:
@@ -80,11 +61,14 @@ class RefinementSession:
             region (:mod:`.constraints`); False leaves every click to the network alone.
         amp: reduced precision (float16 on CUDA, bfloat16 on the CPU): True, False, or
             ``"auto"`` (:mod:`.policy`: on a CPU with native bfloat16, for large ROIs).
+        threshold_start: the first positive click adds the 40 % SUVmax PET region
+            (:meth:`add_threshold`) where the PET has uptake there, instead of a refinement.
     """
 
     def __init__(self, package: ModelPackage | str | None = None, device: str = "auto",
                  refine_mode: str = "auto", fast_window: int | None = None,
-                 region_removal: bool = True, amp: bool | str = "auto"):
+                 region_removal: bool = True, amp: bool | str = "auto",
+                 threshold_start: bool = False):
         self._request = policy.Request(device, refine_mode, amp)
         if fast_window is not None and int(fast_window) < 1:
             raise ValueError(f"fast_window must be >= 1, got {fast_window}")
@@ -94,6 +78,7 @@ class RefinementSession:
         self.card = package.spec
         self.fast_window = int(fast_window or self.card.fast_window_vox or DEFAULT_WINDOW)
         self.region_removal = bool(region_removal)
+        self.threshold_start = bool(threshold_start)
         hardware = detect_hardware()
         plan = policy.plan(self._request, hardware, int(np.prod(self.card.roi_size_vox)),
                            members_ratio=self._members_ratio())
@@ -105,17 +90,15 @@ class RefinementSession:
         self._full = self._window = None
         self._lock = threading.Lock()
 
+    @property
+    def preprocess_seconds(self) -> float:
+        return self._require_image().seconds
+
     def _members_ratio(self) -> float:
         return len(self.package.networks["refine"]) / len(self.package.networks["initial"])
 
-    @contextlib.contextmanager
     def _busy(self):
-        if not self._lock.acquire(blocking=False):
-            raise SessionStateError("the session is busy with another call; cancel it or wait")
-        try:
-            yield
-        finally:
-            self._lock.release()
+        return exclusive(self._lock)
 
     # --------------------------------------------------------------- the plan
     @property
@@ -143,17 +126,20 @@ class RefinementSession:
 
     # ------------------------------------------------------------------ image
     def set_image(self, ct: Volume, pet: Volume | None = None, roi_center_ras=None,
-                  roi_size_vox=None) -> None:
+                  roi_size_vox=None, allow_low_pet_coverage: bool = False) -> None:
         """Validate and cache the image (:func:`.inputs.image.prepare`); ``roi_center_ras``
-        defaults to the CT's centre, ``roi_size_vox`` ``(k, j, i)`` to the model's ROI."""
+        defaults to the CT's centre, ``roi_size_vox`` ``(k, j, i)`` to the model's ROI. A PET
+        covering less than half the ROI is refused unless ``allow_low_pet_coverage``."""
         with self._busy():
-            cache = image_inputs.prepare(self.card, ct, pet, roi_center_ras, roi_size_vox, self.device)
+            cache = image_inputs.prepare(self.card, ct, pet, roi_center_ras, roi_size_vox, self.device,
+                                         allow_low_pet_coverage)
             # Commit only after every check passed: a failed call leaves the session unchanged.
             self.history.clear()
             self.image = cache
             self._full = FullRefiner(self.backend, self.card, cache)
             self.backend.networks.pop("window", None)
             self._window = WindowRefiner(self.backend, self.card, cache, self.fast_window)
+            self._threshold = ThresholdRefiner(cache)
 
     @property
     def ct(self) -> Volume | None:
@@ -163,9 +149,6 @@ class RefinementSession:
     def grid(self):
         return None if self.image is None else self.image.grid
 
-    @property
-    def preprocess_seconds(self) -> float:
-        return self._require_image().seconds
 
     # ------------------------------------------------------------ interaction
     def _initial_state(self, exact: bool) -> State:
@@ -220,10 +203,31 @@ class RefinementSession:
             t0 = time.perf_counter()
             index = self.click_index(ras)
             click = Click(tuple(float(v) for v in ras), bool(positive))
+            if self.threshold_start and positive and not any(c.positive for c in state.clicks):
+                click = self._threshold.promote(click, threshold_options())
             self.history.push(self._advance(state, click, index, False, t0))
             return self._result()
 
-    def _refiner_for(self, index, exact: bool):
+    def add_threshold(self, ras, fraction: float = DEFAULT_FRACTION, radius_mm: float = SEARCH_RADIUS_MM,
+                      min_suvmax: float = MIN_SUVMAX, pet_is_suv: bool | None = None) -> StepResult:
+        """A positive click at ``ras`` whose PET threshold region (:mod:`.threshold`: PET >=
+        ``fraction`` x the SUVmax within ``radius_mm``) replaces the mask; later clicks refine
+        from it. Refused with a :class:`~.errors.ThresholdError`, changing nothing, without PET,
+        for a PET that does not look like SUV (unless ``pet_is_suv``) or a local SUVmax below
+        ``min_suvmax``."""
+        with self._busy():
+            state = self._require_state()
+            t0 = time.perf_counter()
+            index = self.click_index(ras)
+            options = threshold_options(fraction, radius_mm, min_suvmax)
+            self._threshold.check(pet_is_suv)
+            click = Click(tuple(float(v) for v in ras), True, "threshold", options)
+            self.history.push(self._advance(state, click, index, False, t0))
+            return self._result()
+
+    def _refiner_for(self, click: Click, index, exact: bool):
+        if click.kind == "threshold":
+            return self._threshold, 0.0
         if exact or self.plan.refine_path != "window" or self._window.box_for(index) is None:
             return self._full, 0.0
         calibrate_s = 0.0 if self._window.ready else self._window.prepare(self.history.initial)
@@ -232,11 +236,11 @@ class RefinementSession:
     def _advance(self, state: State, click: Click, index, exact: bool, t0: float) -> State:
         """The state after ``click`` (at ``index``) from ``state``; ``exact``: float32, whole ROI."""
         positives = tuple(c.positive for c in state.clicks) + (click.positive,)
-        clicks = Clicks(state.click_indices + (index,), positives)
+        clicks = Clicks(state.click_indices + (index,), positives, click)
         threshold = self.card.threshold
         rejections = constraints.rejections_after(
             state.rejections, state.probability, threshold, index, click.positive, self.region_removal)
-        refiner, calibrate_s = self._refiner_for(index, exact)
+        refiner, calibrate_s = self._refiner_for(click, index, exact)
         proposal = refiner.refine(state, clicks, exact=exact, first=state is self.history.initial)
         t1 = time.perf_counter()
         probability = proposal.probability
@@ -256,10 +260,12 @@ class RefinementSession:
             timings["calibrate_s"] = calibrate_s
         timings["total_s"] = time.perf_counter() - t0
         window = None if proposal.window is None else tuple((s.start, s.stop) for s in proposal.window)
+        mode = click.kind if click.kind != "point" else ("full" if window is None else "fast")
+        details = {k: v for k, v in proposal.memo.items() if k == "threshold"}
         return State(
-            state.clicks + (click,), clicks.indices, probability, ct_mask, timings,
-            "full" if window is None else "fast", window, rejections,
-            removed * float(np.prod(self.grid.spacing)) / 1000.0, state.exact and proposal.exact, memo,
+            state.clicks + (click,), clicks.indices, probability, ct_mask, timings, mode, window,
+            rejections, removed * float(np.prod(self.grid.spacing)) / 1000.0,
+            state.exact and proposal.exact, memo, details,
         )
 
     def undo(self) -> StepResult:
@@ -378,14 +384,8 @@ class RefinementSession:
         return [dict(s.timings) for s in self.history]
 
     def _result(self) -> StepResult:
-        state = self.history.current
-        voxels = int(state.ct_mask.sum(dtype=np.int64))
         voxel_ml = float(np.prod(self.ct.grid.spacing)) / 1000.0
-        return StepResult(
-            step=self.step, n_clicks=len(state.clicks), timings=dict(state.timings),
-            voxels=voxels, volume_ml=voxels * voxel_ml, device=str(self.device),
-            mode=state.mode, window=state.window, removed_ml=state.removed_ml, exact=state.exact,
-        )
+        return StepResult.of(self.history.current, self.step, str(self.device), voxel_ml)
 
     def _require_image(self) -> image_inputs.ImageCache:
         if self.image is None:

@@ -16,10 +16,14 @@ from typing import Any, Callable, Iterator, NamedTuple
 import numpy as np
 
 from . import geometry
-from .errors import ImageError
+from .errors import ImageError, InteractiveRefineError
 from .geometry import Volume
 from .metrics import all_metrics, dice, json_number
 from .simulated_user import SimulatedClick, SimulatedUser
+from .threshold import innermost_point
+
+#: The threshold fractions of the one-click baseline (:func:`one_click_baseline`).
+BASELINE_FRACTIONS = (0.4, 0.5)
 
 #: The per-step metric curves of :func:`run_simulation` (index t = after t clicks).
 CURVES = ("dice", "hd95_mm", "assd_mm", "surface_dice_1mm")
@@ -98,6 +102,7 @@ def run_simulation(
     surface_metrics: bool = True,
     on_step=None,
     exact: bool = True,
+    baseline: bool = True,
 ) -> dict:
     """Initial segmentation plus ``n_clicks`` simulated clicks; metrics after every step.
 
@@ -112,6 +117,9 @@ def run_simulation(
     the next click is chosen, so the results do not depend on the CPU's bfloat16 support;
     ``seconds_per_click`` is the preview's time and ``exact_seconds_per_click`` the time to the
     exact mask. False scores the previews.
+
+    ``baseline`` (with a PET): also ``out["baseline"]``, the classical one-click floor from the
+    tumour's innermost voxel (:func:`one_click_baseline`).
     """
     truth_ct = truth_on_grid(label, session.ct.grid, label_value)
     if not truth_ct.any():
@@ -127,6 +135,8 @@ def run_simulation(
 
     session.initial()
     _make_exact(session, exact)
+    if baseline and session.image.pet is not None:
+        out["baseline"] = one_click_baseline(session, truth_ct, exact)
     score()
     timed = _timed(session.add_click)
     for step in click_loop(session, truth_work, n_clicks, user, inside=inside, apply=timed):
@@ -184,3 +194,46 @@ class _Scorer:
         self.previous = mask
         if self.on_step is not None:
             self.on_step(len(self.out["dice"]) - 1, values)
+
+
+def one_click_baseline(session, truth_ct: np.ndarray, exact: bool = True,
+                       fractions=BASELINE_FRACTIONS) -> dict:
+    """The one-click floor a clinician compares with, from one click at the tumour's innermost
+    voxel (largest distance to the label's border): Dice of the PET threshold regions (the
+    connected region of PET >= f x the SUVmax within 10 mm, on the PET grid, mapped to the CT;
+    :mod:`.threshold`), and Dice of the model after that same click as its first, positive click
+    (``model_one_click``) and after the session's threshold click (``threshold_click``: the region
+    inside the ROI, as the threshold tool gives it). Leaves the session at its initial state.
+
+    A value is None, with the reason under ``notes``, when the click lies outside the ROI or the
+    threshold is refused (e.g. no uptake there).
+    """
+    from .threshold import threshold_region
+
+    ct_grid, pet = session.ct.grid, session.image.pet
+    seed = innermost_point(truth_ct, ct_grid)
+    out = {"click_ras": [round(float(v), 3) for v in seed], "threshold": {}, "notes": []}
+    for fraction in fractions:
+        key = f"{fraction:g}"
+        try:
+            region = threshold_region(pet, seed, fraction)
+        except InteractiveRefineError as exc:
+            out["threshold"][key] = None
+            out["notes"].append(f"threshold {key}: {exc}")
+            continue
+        on_ct = geometry.resample(region.mask.astype(np.float32), pet.grid, ct_grid, order=1) > 0.5
+        out["threshold"][key] = dict(dice=json_number(dice(on_ct, truth_ct)), **region.summary())
+    steps = {"model_one_click": lambda: session.add_click(seed, True),
+             "threshold_click": lambda: session.add_threshold(seed, fractions[0], pet_is_suv=True)}
+    for key, step in steps.items():
+        try:
+            step()
+            _make_exact(session, exact)
+            out[key] = json_number(dice(session.mask_on_ct().astype(bool), truth_ct))
+        except InteractiveRefineError as exc:
+            out[key] = None
+            out["notes"].append(f"{key}: {exc}")
+        if session.step:
+            session.reset()
+    return out
+

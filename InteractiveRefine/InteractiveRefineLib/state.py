@@ -1,11 +1,12 @@
 """The interaction history: immutable states and the list that undo, reset and confirm act on."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ClickError
+from .errors import ClickError, SessionStateError
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,10 +33,51 @@ class State:
     removed_ml: float = 0.0
     exact: bool = True
     memo: dict = field(default_factory=dict)
+    #: what the user is told about this step beyond the mask (e.g. a threshold region's SUVmax)
+    details: dict = field(default_factory=dict)
 
     def __post_init__(self):
         for array in (self.probability, self.ct_mask):
             array.setflags(write=False)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one step produced: step number (0 = initial), clicks so far, timings (seconds), the
+    mask's voxels and volume, the device, the state's ``mode`` (``full``, ``fast``: a window,
+    whose working-grid ``(start, stop)`` per axis is ``window``; ``threshold``: a PET threshold
+    region), the mL removed as regions marked "not tumour", ``exact`` (the float32 whole-ROI
+    result; False for a preview) and ``details`` (e.g. the threshold region's SUVmax)."""
+
+    step: int
+    n_clicks: int
+    timings: dict
+    voxels: int
+    volume_ml: float
+    device: str
+    mode: str = "full"
+    window: tuple | None = None
+    removed_ml: float = 0.0
+    exact: bool = True
+    details: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, state: State, step: int, device: str, voxel_ml: float) -> StepResult:
+        voxels = int(state.ct_mask.sum(dtype=np.int64))
+        return cls(step, len(state.clicks), dict(state.timings), voxels, voxels * voxel_ml, device,
+                   state.mode, state.window, state.removed_ml, state.exact, dict(state.details))
+
+
+@contextlib.contextmanager
+def exclusive(lock):
+    """Hold ``lock`` while inside; a :class:`SessionStateError` ("busy") when another call holds
+    it (the session is not thread-safe: concurrent calls are refused, not queued)."""
+    if not lock.acquire(blocking=False):
+        raise SessionStateError("the session is busy with another call; cancel it or wait")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class History:

@@ -57,6 +57,9 @@ def test_batch_writes_segmentations_and_metrics(scene, tiny_package_dir, tmp_pat
     good = [r for r in rows if r["case_id"] == "STS_001"]
     assert [int(r["clicks"]) for r in good] == [0, 1, 2]
     assert all(0.0 <= float(r["dice"]) <= 1.0 and float(r["hd95_mm"]) >= 0 for r in good)
+    # The one-click PET threshold floor beside the model on the case's 0-click row.
+    assert 0.0 < float(good[0]["threshold40_dice"]) <= 1.0 and 0.0 < float(good[0]["threshold50_dice"]) <= 1.0
+    assert 0.0 <= float(good[0]["model_one_click_dice"]) <= 1.0 and good[1]["threshold40_dice"] == ""
     broken = [r for r in rows if r["case_id"] == "BROKEN"]
     assert len(broken) == 1 and "Cannot load the volume" in broken[0]["error"]
 

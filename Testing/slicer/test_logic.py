@@ -51,7 +51,7 @@ def segment_sts(logic, sts_nodes, package_dir, segmentation=None, transform=None
 
 
 def segmentation_node(logic):
-    return logic.getParameterNode().GetNodeReference("Segmentation")
+    return logic.getParameterNode().GetNodeReference("segmentation")
 
 
 def mask_to_world_points(matrix, mask) -> np.ndarray:
@@ -143,7 +143,7 @@ def test_points_refine_segment(logic, module, sts_nodes, tiny_package_dir):
         before = after
     assert positive_node.GetNthControlPointLabel(0) == "+1"
     assert negative_node.GetNthControlPointLabel(0) == "-2"
-    assert logic.getParameterNode().GetParameter("ClickOrder") == "+1;-1"
+    assert logic.getParameterNode().GetParameter("clickOrder") == "+1;-1"
 
 
 def test_preview_point_triggers_nothing(logic, module, sts_nodes, tiny_package_dir):
@@ -192,7 +192,7 @@ def test_undo_and_reset_restore_exactly(logic, module, sts_nodes, tiny_package_d
     logic.reset()
     np.testing.assert_array_equal(logic.segmentMask(), initial)
     assert positive_node.GetNumberOfControlPoints() == 0 and negative_node.GetNumberOfControlPoints() == 0
-    assert logic.getParameterNode().GetParameter("ClickOrder") == ""
+    assert logic.getParameterNode().GetParameter("clickOrder") == ""
 
 
 def test_point_deleted_in_markups_is_undone(logic, module, sts_nodes, tiny_package_dir):
@@ -313,14 +313,14 @@ def test_saved_scene_replays_to_same_mask(logic, module, sts_nodes, tiny_package
     logic.addClick(negative_ras, positive=False)
     logic.addClick(positive_ras + np.array([0.0, 3.0, 0.0]), positive=True)
     expected = logic.segmentMask()
-    order = logic.getParameterNode().GetParameter("ClickOrder")
+    order = logic.getParameterNode().GetParameter("clickOrder")
     assert order == "+1;-1;+2"
     mrml = slicer_bootstrap.save_scene(tmp_path / "scene")
     logic.clear()
 
     slicer_bootstrap.load_scene(mrml)
     reloaded = module.InteractiveRefineLogic()
-    assert reloaded.getParameterNode().GetParameter("ClickOrder") == order
+    assert reloaded.getParameterNode().GetParameter("clickOrder") == order
     np.testing.assert_array_equal(reloaded.segmentMask(), expected)  # the saved .seg.nrrd
     reloaded.replayClicks()
     assert [c.positive for c in reloaded.session.clicks] == [True, False, True]
@@ -362,7 +362,7 @@ def test_click_outside_roi(logic, module, sts_nodes, tiny_package_dir):
     with pytest.raises(ValueError, match="outside the region of interest"):
         logic.addClick(outside_roi, positive=True)
     assert positive_node.GetNumberOfControlPoints() == 0
-    assert logic.getParameterNode().GetParameter("ClickOrder") == ""
+    assert logic.getParameterNode().GetParameter("clickOrder") == ""
     np.testing.assert_array_equal(logic.segmentMask(), before)
 
     # The same through a point placed in a view: reported to the error callback, point removed.

@@ -61,7 +61,7 @@ def test_not_tumour_point_on_a_separate_region_removes_it_from_the_segment(scene
 
         # Switched off, the same two points leave part of the brain in the segment.
         logic.setRegionRemoval(False)
-        assert logic.getParameterNode().GetParameter("RegionRemoval") == "false"
+        assert logic.getParameterNode().GetParameter("regionRemoval") == "False"
         logic.reset()
         negative_node, positive_node = logic.getClickNodes()[1], logic.getClickNodes()[0]
         negative_node.AddControlPointWorld(*_deepest_ras(ct, brain))

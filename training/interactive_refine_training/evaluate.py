@@ -84,12 +84,24 @@ def evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surf
         result = run_simulation(session, label, n_clicks, seed=seed, preset=user,
                                 label_value=label_value, surface_metrics=surface)
         seconds = [None] + result["seconds_per_click"] + [None] * n_clicks
+        base = _baseline_fields(result.get("baseline"))
         for t in range(n_clicks + 1):
             row = {"case_id": case.case_id, "seed": seed, "clicks": t,
-                   "changed_voxels": result["changed_voxels"][t], "seconds": seconds[t]}
+                   "changed_voxels": result["changed_voxels"][t], "seconds": seconds[t], **base}
             row.update({k: result[k][t] for k in reporting.METRICS})
             rows.append(row)
     return rows
+
+
+def _baseline_fields(baseline: dict | None) -> dict:
+    """The row fields of ``run_simulation``'s one-click baseline (empty without a PET)."""
+    if not baseline:
+        return {}
+    regions = baseline.get("threshold", {})
+    return {"threshold40_dice": (regions.get("0.4") or {}).get("dice"),
+            "threshold50_dice": (regions.get("0.5") or {}).get("dice"),
+            "model_one_click_dice": baseline.get("model_one_click"),
+            "threshold_click_dice": baseline.get("threshold_click")}
 
 
 def run_evaluation(models: dict, cases, n_clicks: int, seeds, device: str = "auto", user: str = "2sicr",
@@ -135,7 +147,8 @@ def write_reports(rows: list[dict], n_clicks: int, out_dir: Path, meta: dict) ->
     reporting.write_table_csv(table, out_dir / "table.csv")
     header = (f"## Simulated-user evaluation ({meta['n_cases']} cases, {len(meta['seeds'])} seed(s), "
               f"user preset {meta['user']!r}; mean ± sd over cases)")
-    (out_dir / "table.md").write_text(reporting.markdown(table, n_clicks, header))
+    text = reporting.markdown(table, n_clicks, header) + reporting.baseline_markdown(rows)
+    (out_dir / "table.md").write_text(text)
     reporting.plot_dice_curves(rows, n_clicks, out_dir / "dice_vs_clicks.png")
     files = ["per_case.csv", "table.csv", "table.md", "dice_vs_clicks.png"]
     tests = []

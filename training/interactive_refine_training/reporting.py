@@ -20,7 +20,12 @@ import numpy as np
 METRICS = ("dice", "hd95_mm", "assd_mm", "surface_dice_1mm")
 METRIC_TITLES = {"dice": "DSC", "hd95_mm": "HD95 (mm)", "assd_mm": "ASSD (mm)",
                  "surface_dice_1mm": "Surface DSC (1 mm)"}
-ROW_FIELDS = ("model", "case_id", "seed", "clicks", *METRICS, "changed_voxels", "seconds")
+#: The one-click floor beside the model, per case (``simulation.one_click_baseline``): Dice of
+#: the 40 % and 50 % SUVmax regions from the tumour's innermost voxel, of the model after that
+#: same click as its first, positive click, and of the session's 40 % threshold click.
+BASELINE_FIELDS = {"threshold40_dice": "40 % SUVmax region", "threshold50_dice": "50 % SUVmax region",
+                   "model_one_click_dice": "model, 1 click there", "threshold_click_dice": "threshold click"}
+ROW_FIELDS = ("model", "case_id", "seed", "clicks", *METRICS, "changed_voxels", "seconds", *BASELINE_FIELDS)
 
 
 def write_rows(rows: list[dict], path: Path) -> None:
@@ -113,6 +118,30 @@ def markdown(table: list[dict], n_clicks: int, header: str = "") -> str:
     lines += ["", "### Changed voxels per click (mean ± sd over interaction events)", "",
               "| Model | Changed voxels |", "|---|---|"]
     lines += [f"| {m} | {_fmt(cell.get((m, 'changed_voxels', 'per_click')), 0)} |" for m in models]
+    return "\n".join(lines) + "\n"
+
+
+def baseline_markdown(rows: list[dict]) -> str:
+    """Per model and case, the one-click floor (:data:`BASELINE_FIELDS`) beside the model's Dice
+    at 0 and 1 simulated clicks; the mean over cases last. Empty without baseline values."""
+    if not any(_number(r.get("threshold40_dice")) == _number(r.get("threshold40_dice")) for r in rows):
+        return ""
+    fields = ["dice@0", "dice@1", *BASELINE_FIELDS]
+    lines = ["", "### One click at the tumour's innermost voxel: the PET threshold floor", "",
+             "| Model | Case | DSC 0 clicks | DSC 1 click | " + " | ".join(BASELINE_FIELDS.values()) + " |",
+             "|---" * (len(fields) + 2) + "|"]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        per_case = defaultdict(lambda: defaultdict(list))
+        for r in rows:
+            if r["model"] == model and int(r["clicks"]) <= 1:
+                per_case[r["case_id"]][f"dice@{int(r['clicks'])}"].append(_number(r["dice"]))
+                if int(r["clicks"]) == 0:
+                    for field in BASELINE_FIELDS:
+                        per_case[r["case_id"]][field].append(_number(r.get(field)))
+        means = {c: [_nanmean(v[f]) for f in fields] for c, v in per_case.items()}
+        means["mean"] = [_nanmean([m[i] for m in means.values()]) for i in range(len(fields))]
+        for case_id, values in means.items():
+            lines.append(f"| {model} | {case_id} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
     return "\n".join(lines) + "\n"
 
 

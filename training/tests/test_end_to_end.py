@@ -84,6 +84,10 @@ def test_evaluate_writes_the_papers_tables_plot_and_tests(package, tmp_path):
     assert a == pytest.approx(b, abs=1e-6)  # a 2-member ensemble of one package is that package
     table = (tmp_path / "table.md").read_text()
     assert "| Model | 0 Clicks | 1 Click | 2 Clicks | 1 to 2 Avg. |" in table
+    # The one-click PET threshold floor beside the model, per case (phantoms have hot lesions).
+    assert "PET threshold floor" in table and "40 % SUVmax region" in table
+    floor = [float(r["threshold40_dice"]) for r in rows if r["model"] == "A" and r["clicks"] == "0"]
+    assert len(floor) == 2 and all(0.0 < d <= 1.0 for d in floor)
     assert (tmp_path / "dice_vs_clicks.png").stat().st_size > 1000
     assert (tmp_path / "wilcoxon.csv").is_file() and (tmp_path / "table.csv").is_file()
 

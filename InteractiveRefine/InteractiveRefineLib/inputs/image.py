@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import geometry
+from .. import geometry, input_checks
 from ..errors import ImageError
 from ..geometry import Grid, Volume
 from ..intensity import channels_on_grid
@@ -21,7 +21,9 @@ logger = logging.getLogger(__name__)
 class ImageCache:
     """One image, preprocessed: the CT, the working ``grid``, the normalised channels
     ``tensor`` ``[1, C, k, j, i]`` (the card's image channels, on the device), the CT voxels the
-    ROI covers (``ct_box``, slices of the CT grid) and their grid, and how long it took."""
+    ROI covers (``ct_box``, slices of the CT grid) and their grid, how long it took, and the PET
+    as given (SUV; None without one), for tools that read PET values, and the fraction of the
+    ROI it covers."""
 
     ct: Volume
     grid: Grid
@@ -30,6 +32,8 @@ class ImageCache:
     ct_box: tuple
     ct_box_grid: Grid
     seconds: float
+    pet: Volume | None = None
+    pet_coverage: float | None = None
 
     def on(self, device) -> ImageCache:
         """This cache with its tensor on ``device`` (itself when it is there already)."""
@@ -47,9 +51,8 @@ def check_image(volume: Volume | None, name: str) -> None:
     array = volume.array
     if array.size == 0 or min(array.shape) == 0:
         raise ImageError(f"the {name} image is empty (shape {array.shape})")
-    finite = np.isfinite(array)
-    if not finite.all():
-        raise ImageError(f"the {name} image contains {int((~finite).sum())} NaN or infinite voxels")
+    input_checks.check_values(array, name)  # NaN, implausible magnitudes, a CT not in HU
+    input_checks.check_orthogonal(volume.grid, name)
     if float(array.max()) == float(array.min()):
         raise ImageError(f"the {name} image is empty: every voxel equals {float(array.max())}")
 
@@ -63,23 +66,36 @@ def _roi_center(ct: Volume, roi_center_ras) -> np.ndarray:
     return center
 
 
-def _check_pet_coverage(pet: Volume, grid: Grid) -> None:
+#: Least fraction of the ROI the PET must cover, unless the caller allows less (the CLI's
+#: ``--allow-low-pet-coverage``): outside the PET the model sees no uptake at all.
+MIN_PET_COVERAGE = 0.5
+
+
+def _check_pet_coverage(pet: Volume, grid: Grid, allow_low: bool = False) -> float:
     fraction = geometry.coverage(pet.grid, grid)
     if fraction == 0.0:
         raise ImageError(
             "the PET does not overlap the CT region of interest: check that both images "
             "belong to the same study and frame of reference"
         )
-    if fraction < 0.5:
+    if fraction < MIN_PET_COVERAGE:
+        if not allow_low:
+            raise ImageError(
+                f"the PET covers only {100 * fraction:.0f}% of the region of interest (expected at "
+                f"least {100 * MIN_PET_COVERAGE:.0f}%): move the ROI onto the PET, or allow low "
+                "PET coverage")
         logger.warning("the PET covers only %.0f%% of the ROI", 100 * fraction)
+    return fraction
 
 
-def prepare(card, ct: Volume, pet: Volume | None, roi_center_ras, roi_size_vox, device) -> ImageCache:
+def prepare(card, ct: Volume, pet: Volume | None, roi_center_ras, roi_size_vox, device,
+            allow_low_pet_coverage: bool = False) -> ImageCache:
     """Validate a PET/CT pair and cache its normalised channels on the working grid.
 
     ``card``: the model's :class:`~..card.ModelCard`. ``roi_center_ras`` defaults to the CT's
     centre; ``roi_size_vox`` ``(k, j, i)`` to the model's ROI (larger: sliding-window
-    inference). PET is resampled onto the working grid in physical space. Raises
+    inference). PET is resampled onto the working grid in physical space; it must cover
+    :data:`MIN_PET_COVERAGE` of the ROI unless ``allow_low_pet_coverage``. Raises
     :class:`ImageError` naming the problem.
     """
     import torch
@@ -90,17 +106,18 @@ def prepare(card, ct: Volume, pet: Volume | None, roi_center_ras, roi_size_vox, 
         if pet is None:
             raise ImageError("this model needs a PET image; none was given")
         check_image(pet, "PET")
+        input_checks.check_distinct(ct, pet)
     center = _roi_center(ct, roi_center_ras)
     size = tuple(int(v) for v in (roi_size_vox or card.roi_size_vox))
     card.check_roi_size(size)
     grid = geometry.working_grid(ct.grid, center, size, card.spacing_mm)
-    if card.needs_pet:
-        _check_pet_coverage(pet, grid)
+    pet_coverage = _check_pet_coverage(pet, grid, allow_low_pet_coverage) if card.needs_pet else None
     channels = channels_on_grid(ct, pet if card.needs_pet else None, grid, card.intensity_preset)
     ct_box = geometry.bounding_box_in(ct.grid, grid)
     tensor = torch.from_numpy(channels[None]).to(device)
     return ImageCache(ct, grid, tensor, tuple(card.image_channels), ct_box,
-                      geometry.sub_grid(ct.grid, ct_box), time.perf_counter() - t0)
+                      geometry.sub_grid(ct.grid, ct_box), time.perf_counter() - t0, pet,
+                      pet_coverage)
 
 
 class _ImageChannel:

@@ -22,10 +22,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Clicks:
-    """The clicks after the new one: working-grid indices and signs, newest last."""
+    """The clicks after the new one: working-grid indices and signs, newest last, and the newest
+    :class:`~..clicks.Click` itself (its kind and options), when there is one."""
 
     indices: tuple
     positives: tuple
+    latest: object = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,355 @@
+"""The module's actions on MRML nodes, without Qt: segment, clicks, threshold regions, undo,
+reset, replay, and the background exact pass.
+
+The scene is an argument (``RefineLogic(scene)``), so the same Logic serves the Slicer Widget, the
+batch, tests on slicer-core and a web front end. Bad input raises ``ValueError`` and changes
+nothing. The running session keeps its own nodes (:attr:`sessionNodes`): changing the panel's CT,
+PET, ROI or segmentation, or removing one of those nodes, ends the session (its click points stay).
+While an action runs, another one is refused (``ValueError``) and markups events are queued.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import slicer
+import vtk
+from slicer.util import VTKObservationMixin
+
+from . import markups, parameters, segments, volumes
+from .exactpass import ExactPassMixin
+from .observers import MarkupsObserverMixin
+from .reporting import ReportingMixin
+
+logger = logging.getLogger(__name__)
+DEVICES = ("auto", "cpu", "cuda")
+MODULE_NAME = "InteractiveRefine"
+
+
+@dataclass(frozen=True)
+class SessionNodes:
+    """The nodes a session was built on (not the panel's current choice)."""
+
+    ct: object
+    pet: object
+    roi: object
+    segmentation: object
+
+    def ids(self) -> set:
+        return {n.GetID() for n in (self.ct, self.pet, self.roi, self.segmentation) if n is not None}
+
+
+class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, VTKObservationMixin):
+    """See the module docstring. Callbacks (all optional): ``logCallback(message)``,
+    ``progressCallback(message, percent)``, ``errorCallback(message)``, ``warningCallback(message)``,
+    ``resultCallback(stepResult)``, ``busyCallback(busy)``, ``scheduler(function)`` (runs refinements
+    triggered by markups events later; None: at once) and ``confirmStartedCallback()``."""
+
+    _packageCache: dict = {}
+
+    def __init__(self, scene=None, segmentationsLogic=None):
+        VTKObservationMixin.__init__(self)
+        self.scene = scene if scene is not None else slicer.mrmlScene
+        self.segmentationsLogic = segmentationsLogic
+        self.logCallback = self.progressCallback = self.errorCallback = self.warningCallback = None
+        self.resultCallback = self.busyCallback = self.scheduler = self.confirmStartedCallback = None
+        self.session = self.sessionNodes = self.lastResult = None
+        self.lastStatus = ""
+        self.warnings = []
+        #: One entry per applied click: engine timings plus ``write_s`` and ``total_s`` (seconds).
+        self.clickTimings = []
+        self._worker = self._confirmJob = self._geometryKey = None
+        self._busy = self._syncQueued = False
+        self.addObserver(self.scene, self.scene.NodeAboutToBeRemovedEvent, self.onNodeAboutToBeRemoved)
+        self.addObserver(self.scene, self.scene.StartCloseEvent, lambda *args: self.clear(keepSceneObservers=True))
+
+    # ------------------------------------------------------------ parameters
+    def getParameterNode(self):
+        node = self.scene.GetSingletonNode(MODULE_NAME, "vtkMRMLScriptedModuleNode")
+        if node is None:
+            node = self.scene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+            node.UnRegister(None)
+            node.SetSingletonTag(MODULE_NAME)
+            node.SetAttribute("ModuleName", MODULE_NAME)
+            node.SetName(MODULE_NAME)
+            node = self.scene.AddNode(node)
+        return node
+
+    @property
+    def params(self):
+        """The typed parameter node (upgraded from an older scene first)."""
+        node = self.getParameterNode()
+        if getattr(self, "_paramsNode", None) is not node:
+            self._params, self._paramsNode = parameters.wrap(node), node
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.onParametersModified)
+        return self._params
+
+    @property
+    def clickLists(self):
+        return markups.ClickLists(self.scene, self.params)
+
+    def setAutoRefine(self, enabled: bool) -> None:
+        self.params.autoRefine = bool(enabled)
+
+    def setRegionRemoval(self, enabled: bool) -> None:
+        self.params.regionRemoval = bool(enabled)
+        if self.session is not None:
+            self.session.region_removal = bool(enabled)
+
+    def setExactFollowUp(self, enabled: bool) -> None:
+        """On: the current preview is confirmed now; off: a running background pass is cancelled."""
+        self.params.exactFollowUp = bool(enabled)
+        if self.session is not None:
+            self._startConfirm() if enabled else self._stopConfirm()
+
+    def getClickNodes(self, create: bool = True) -> tuple:
+        """The (tumour, not tumour) point lists; :meth:`getThresholdNode` holds threshold points."""
+        lists = self.clickLists
+        return lists.node("positive", create), lists.node("negative", create)
+
+    def getThresholdNode(self, create: bool = True):
+        return self.clickLists.node("threshold", create)
+
+    # ------------------------------------------------------------- the model
+    def getModelPackage(self, modelPath: str | None = None, device: str = "auto"):
+        """The verified model package (empty path = the shipped default), loaded once per (path, device)."""
+        from InteractiveRefineLib.model_package import DEFAULT_MODEL_DIR, load_model_package
+
+        path = os.path.abspath(modelPath) if modelPath else str(DEFAULT_MODEL_DIR)
+        card = os.path.join(path, "model.json")
+        key = (path, device, os.path.getmtime(card) if os.path.isfile(card) else None)
+        if key not in self._packageCache:
+            self._log(f"Loading model from {path}")
+            self._packageCache[key] = load_model_package(path if modelPath else None)
+        return self._packageCache[key]
+
+    def _newSession(self, nodes: SessionNodes, modelPath, device):
+        """A session with its image set (validates everything; touches no node)."""
+        from InteractiveRefineLib.runtime import apply_process_settings
+
+        apply_process_settings()  # before the model loads torch (not at Slicer's start)
+        from InteractiveRefineLib.session import RefinementSession
+
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        ct = volumes.volumeFromNode(nodes.ct, "CT")
+        pet = volumes.volumeFromNode(nodes.pet, "PET") if nodes.pet is not None else None
+        self._progress("Loading the model", 5)
+        package = self.getModelPackage(modelPath, device)
+        session = RefinementSession(package, device=device, region_removal=self.params.regionRemoval)
+        center = size = None
+        if nodes.roi is not None:
+            center = volumes.roiCenter(nodes.roi)
+            size = volumes.roiSize(nodes.roi, ct.grid, package)
+        self._progress("Preparing the images", 25)
+        session.set_image(ct, pet, roi_center_ras=center, roi_size_vox=size)
+        return session
+
+    # ---------------------------------------------------- session and nodes
+    def _startSession(self, session, nodes: SessionNodes) -> None:
+        self.session, self.sessionNodes = session, nodes
+        self._geometryKey = volumes.geometryOf(nodes.ct, nodes.pet)
+        self.clickTimings = []
+        self._observeClickNodes()
+
+    def endSession(self, reason: str) -> None:
+        """Forget the session (its click points and segment stay in the scene)."""
+        if self.session is None:
+            return
+        self._stopConfirm(write=False)
+        self.session = self.sessionNodes = self.lastResult = None
+        self._log(f"Session ended: {reason}. Press Segment (or Replay) to continue")
+
+    def onParametersModified(self, caller=None, event=None) -> None:
+        """The panel chose other inputs: a session on the old ones must not continue on them."""
+        nodes, params = self.sessionNodes, self._params
+        if nodes is None:
+            return
+        for name in ("ct", "pet", "roi", "segmentation"):
+            old, new = getattr(nodes, name), getattr(params, name)
+            if (old.GetID() if old else None) != (new.GetID() if new else None):
+                self.endSession(f"the {name.upper() if name != 'segmentation' else name} selection changed")
+                return
+
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def onNodeAboutToBeRemoved(self, caller, event, node=None) -> None:
+        if self.sessionNodes is not None and node is not None and node.GetID() in self.sessionNodes.ids():
+            self.endSession(f"'{node.GetName()}' was removed")
+
+    def _observeClickNodes(self) -> None:
+        for node in self.clickLists.nodes().values():
+            for event, callback in ((node.PointPositionDefinedEvent, self.onPointPositionDefined),
+                                    (node.PointRemovedEvent, self.onPointRemoved),
+                                    (node.PointPositionUndefinedEvent, self.onPointRemoved)):
+                if not self.hasObserver(node, event, callback):
+                    self.addObserver(node, event, callback)
+
+    def _checkGeometryUnchanged(self) -> None:
+        nodes = self.sessionNodes
+        if not volumes.sameGeometry(volumes.geometryOf(nodes.ct, nodes.pet), self._geometryKey):
+            raise ValueError("The CT or PET was moved (its transform changed) after Segment: press Segment again")
+
+    def _writeMask(self, full: bool = False) -> float:
+        nodes = self.sessionNodes
+        segmentId = segments.segmentId(nodes.segmentation, self.params.segmentId)
+        self.params.segmentId = segmentId
+        return segments.writeMask(self.session, nodes.segmentation, segmentId, nodes.ct, full)
+
+    def segmentMask(self):
+        """The GTVp segment read back, uint8 ``[k, j, i]`` on the CT grid."""
+        nodes = self.sessionNodes or SessionNodes(self.params.ct, None, None, self.params.segmentation)
+        if nodes.segmentation is None:
+            raise ValueError("No segmentation yet: press Segment first")
+        segmentId = segments.segmentId(nodes.segmentation, self.params.segmentId, create=False)
+        return segments.readMask(nodes.segmentation, segmentId, nodes.ct)
+
+    # -------------------------------------------------------------- actions
+    def segment(self, ctNode, petNode, segmentationNode=None, roiNode=None, modelPath=None, device=None,
+                convertSegmentation: bool = False):
+        """Run the initial model and write the GTVp segment on the CT geometry (segmentation created
+        when None; its other segments untouched). ``convertSegmentation``: a target whose source
+        representation is not a binary labelmap (DICOM RTSTRUCT) is converted (ask first), else
+        refused. Removes previous click points. Returns the engine's ``StepResult``; raises
+        ``ValueError`` (nothing changed) on bad input."""
+        with self._action("Segment"):
+            params = self.params
+            if ctNode is None:
+                raise ValueError("No CT volume selected: choose the CT image")
+            modelPath = params.modelPath if modelPath is None else modelPath
+            device = device or params.device or "auto"
+            if not convertSegmentation:
+                segments.checkSegmentation(segmentationNode, ctNode)
+            self._stopConfirm(write=False)  # the previous session's pass would compete for the CPU
+            t0 = time.perf_counter()
+            nodes = SessionNodes(ctNode, petNode, roiNode, None)
+            session = self._newSession(nodes, modelPath, device)
+            self._progress("Running the initial model", 50)
+            result = session.initial()
+            if convertSegmentation and segmentationNode is not None:
+                segments.convertToLabelmap(segmentationNode)
+                segments.checkSegmentation(segmentationNode, ctNode)
+            # Every check passed: commit to the scene.
+            segmentationNode = segments.prepareSegmentation(self.scene, segmentationNode, ctNode)
+            nodes = SessionNodes(ctNode, petNode, roiNode, segmentationNode)
+            self.session = None  # the parameter changes below must not end the new session
+            self._storeInputs(nodes, modelPath, device)
+            self._startSession(session, nodes)
+            self.clickLists.clear()
+            self._writeMask(full=True)
+            self._progress("Done", 100)
+            self._finishStep(result, "initial model", time.perf_counter() - t0)
+            self._startConfirm()
+        return self.lastResult
+
+    def _storeInputs(self, nodes: SessionNodes, modelPath, device) -> None:
+        params = self.params
+        node = params.parameterNode if hasattr(params, "parameterNode") else self.getParameterNode()
+        wasModifying = node.StartModify()
+        params.ct, params.pet, params.roi, params.segmentation = nodes.ct, nodes.pet, nodes.roi, nodes.segmentation
+        params.modelPath, params.device, params.segmentId = modelPath or "", device, ""
+        node.EndModify(wasModifying)
+
+    def addClick(self, ras, positive: bool):
+        """Place a click point at world ``ras`` (mm) and refine, as a point placed in a view. A click
+        the engine refuses raises ``ValueError``; its point is removed and the segment unchanged."""
+        return self._addPoint("positive" if positive else "negative", ras)
+
+    def addThreshold(self, ras, percent: float | None = None):
+        """Place a threshold point: the PET region >= ``percent`` % (default: the panel's, 40) of the
+        local SUVmax replaces the mask; refused (``ValueError``, nothing changed) without uptake."""
+        if percent is not None:
+            self.params.thresholdPercent = int(round(percent))
+        return self._addPoint("threshold", ras)
+
+    def _addPoint(self, kind: str, ras):
+        self._requireSession()
+        lists = self.clickLists
+        node = lists.node(kind)
+        with lists.editing():
+            index = node.AddControlPointWorld(*[float(v) for v in ras])
+        lists.recordNew(node, [index], self.params.thresholdPercent / 100.0)
+        return self._sync(applyPending=True)
+
+    def refinePendingClicks(self):
+        """Apply the clicks placed while auto-refine was off (in placement order)."""
+        self._requireSession()
+        return self._sync(applyPending=True)
+
+    def undo(self):
+        """Remove the last placed click point and restore the previous mask exactly."""
+        self._requireSession()
+        desired = self.clickLists.desired(self.params.thresholdPercent / 100.0)
+        if not desired:
+            raise ValueError("There is no click to undo")
+        self.clickLists.remove(desired[-1])
+        return self._sync(applyPending=False, action="undo")
+
+    def reset(self):
+        """Remove every click point and return to the initial model's mask."""
+        self._requireSession()
+        with self._action("Reset"):
+            t0 = time.perf_counter()
+            self._stopConfirm(write=False)
+            self.clickLists.clear()
+            result = self.session.reset()
+            self._writeMask()
+            self._finishStep(result, "reset", time.perf_counter() - t0)
+            self._startConfirm()
+        return self.lastResult
+
+    def replayClicks(self):
+        """Rebuild the session from the parameter node (e.g. a reloaded scene) and replay the click
+        points in placement order (threshold points as threshold regions)."""
+        params = self.params
+        nodes = SessionNodes(params.ct, params.pet, params.roi, params.segmentation)
+        if nodes.ct is None or nodes.segmentation is None:
+            raise ValueError("Nothing to replay: the scene has no InteractiveRefine CT and segmentation")
+        with self._action("Replay"):
+            self._stopConfirm(write=False)
+            session = self._newSession(nodes, params.modelPath, params.device or "auto")
+            result = session.initial()
+            self._startSession(session, nodes)
+            self._writeMask(full=True)
+            self._finishStep(result, "initial model", result.timings.get("total_s", 0.0))
+        self._sync(applyPending=True, action="replay")
+        self._startConfirm()
+        return self.lastResult
+
+    def _finishStep(self, result, action: str, seconds: float):
+        from .status import describe
+
+        self.lastResult = result
+        session = self.session
+        precision = f" ({session.precision})" if session is not None and session.amp and not result.exact else ""
+        self.lastStatus = describe(result, action, seconds, len(self.clickLists.order()) - result.n_clicks,
+                                   precision, self.params.exactFollowUp, self.params.device)
+        self._log(self.lastStatus)
+        if self.resultCallback:
+            self.resultCallback(result)
+        return result
+
+    def _requireSession(self) -> None:
+        if self.session is None:
+            raise ValueError("No segmentation yet: press Segment first (or replay the clicks of a loaded scene)")
+
+    def clear(self, keepSceneObservers: bool = False) -> None:
+        """Forget the session and stop observing (scene closed); the scene keeps its nodes."""
+        self._stopConfirm(write=False)
+        self.removeObservers() if not keepSceneObservers else self._removeNodeObservers()
+        self.session = self.sessionNodes = self.lastResult = self._geometryKey = None
+        self._paramsNode = None
+        self.lastStatus = ""
+
+    def _removeNodeObservers(self) -> None:
+        for observed, event, method, _group, _tag, _priority in list(self.Observations):
+            if observed is not self.scene:
+                self.removeObserver(observed, event, method)
+
+    def loadVolume(self, path: str, name: str | None = None):
+        return volumes.loadVolume(self.scene, path, name)
+
+    @staticmethod
+    def saveSegmentation(segmentationNode, path: str) -> None:
+        segments.saveSegmentation(segmentationNode, path)

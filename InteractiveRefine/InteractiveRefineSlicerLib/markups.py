@@ -1,0 +1,165 @@
+"""Click point lists: three markups nodes (tumour, not tumour, threshold region), their placement
+order (kept in the parameter node, so a saved scene replays), labels and locks."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+#: kind -> (parameter name, order prefix, node name, colour).
+LISTS = {
+    "positive": ("positiveClicks", "+", "IR tumour", (0.15, 0.85, 0.25)),
+    "negative": ("negativeClicks", "-", "IR not tumour", (0.95, 0.20, 0.15)),
+    "threshold": ("thresholdClicks", "T", "IR threshold", (0.95, 0.85, 0.10)),
+}
+_PREFIX_KIND = {prefix: kind for kind, (_, prefix, _, _) in LISTS.items()}
+
+
+@dataclass(frozen=True)
+class DesiredClick:
+    """A click as the markups define it: its list (``kind``), node, control point ID, world RAS
+    (mm) and, for a threshold point, the PET fraction it was placed with."""
+
+    kind: str
+    node: object
+    pointId: str
+    ras: tuple
+    fraction: float = 0.0
+
+    @property
+    def positive(self) -> bool:
+        return self.kind != "negative"
+
+    def matches(self, click) -> bool:
+        """Whether the engine's ``Click`` is this one (sign, kind, position, fraction)."""
+        import numpy as np
+
+        kind = "threshold" if self.kind == "threshold" else "point"
+        if click.positive != self.positive or click.kind != kind:
+            return False
+        if kind == "threshold" and abs(dict(click.options).get("fraction", 0.0) - self.fraction) > 1e-9:
+            return False
+        return bool(np.allclose(click.ras, self.ras, atol=1e-6))
+
+
+def parseFraction(description: str, default: float) -> float:
+    for item in description.split(";"):
+        if item.startswith("fraction="):
+            return float(item.split("=", 1)[1])
+    return default
+
+
+class ClickLists:
+    """The three point lists of one parameter node (``params``: the typed parameter node)."""
+
+    def __init__(self, scene, params):
+        self.scene = scene
+        self.params = params
+        self.busy = False  # True while this class edits points (observers ignore those events)
+
+    def node(self, kind: str, create: bool = True):
+        name, _, title, color = LISTS[kind]
+        node = getattr(self.params, name)
+        if node is None and create:
+            node = self.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", title)
+            node.CreateDefaultDisplayNodes()
+            display = node.GetDisplayNode()
+            for setter in (display.SetSelectedColor, display.SetColor, display.SetActiveColor):
+                setter(color)
+            display.SetGlyphScale(2.0)
+            display.SetTextScale(2.5)
+            node.SetMarkupLabelFormat("%d")
+            setattr(self.params, name, node)
+        return node
+
+    def nodes(self, create: bool = True) -> dict:
+        return {kind: self.node(kind, create) for kind in LISTS}
+
+    def kindOf(self, node) -> str | None:
+        for kind in LISTS:
+            listNode = self.node(kind, create=False)
+            if listNode is not None and node is not None and listNode.GetID() == node.GetID():
+                return kind
+        return None
+
+    @contextmanager
+    def editing(self):
+        """Changes made here must not trigger the Logic's own observers."""
+        previous, self.busy = self.busy, True
+        try:
+            yield
+        finally:
+            self.busy = previous
+
+    def order(self) -> list:
+        """``[(kind, point id), ...]`` in placement order."""
+        return [(_PREFIX_KIND[item[0]], item[1:]) for item in self.params.clickOrder.split(";")
+                if item and item[0] in _PREFIX_KIND]
+
+    def setOrder(self, order) -> None:
+        self.params.clickOrder = ";".join(LISTS[kind][1] + pointId for kind, pointId in order)
+
+    def record(self, node, index: int, kind: str, order: list, fraction: float = 0.0) -> bool:
+        """Append a newly defined point to ``order``; label, lock it (and note a threshold's
+        fraction in its description). False when it was known already."""
+        entry = (kind, node.GetNthControlPointID(index))
+        if entry in order:
+            return False
+        order.append(entry)
+        with self.editing():
+            node.SetNthControlPointLabel(index, f"{LISTS[kind][1]}{len(order)}")
+            node.SetNthControlPointLocked(index, True)  # moving a click would silently re-mean it
+            if kind == "threshold" and "fraction=" not in node.GetNthControlPointDescription(index):
+                node.SetNthControlPointDescription(index, f"fraction={fraction:g}")
+        return True
+
+    @staticmethod
+    def definedIndex(node, pointId: str) -> int:
+        index = node.GetNthControlPointIndexByID(pointId)
+        if index < 0 or node.GetNthControlPointPositionStatus(index) != node.PositionDefined:
+            return -1
+        return index
+
+    def recordNew(self, node, indices, fraction: float) -> bool:
+        """Record the defined, unknown points among ``indices`` of ``node``; True if any."""
+        kind = self.kindOf(node)
+        order = self.order()
+        added = False
+        for i in indices:
+            if 0 <= i < node.GetNumberOfControlPoints() and self.definedIndex(node, node.GetNthControlPointID(i)) >= 0:
+                added |= self.record(node, i, kind, order, fraction)
+        if added:
+            self.setOrder(order)
+        return added
+
+    def desired(self, fraction: float) -> list:
+        """Clicks the markups define, in placement order (dropping points that no longer exist);
+        defined points missing from the order (placed while nobody observed) are appended."""
+        nodes = self.nodes()
+        order = [(k, p) for k, p in self.order() if self.definedIndex(nodes[k], p) >= 0]
+        for kind, node in nodes.items():
+            for index in range(node.GetNumberOfControlPoints()):
+                if self.definedIndex(node, node.GetNthControlPointID(index)) >= 0:
+                    self.record(node, index, kind, order, fraction)
+        self.setOrder(order)
+        clicks = []
+        for kind, pointId in order:
+            node = nodes[kind]
+            index = node.GetNthControlPointIndexByID(pointId)
+            ras = [0.0, 0.0, 0.0]
+            node.GetNthControlPointPositionWorld(index, ras)
+            pointFraction = parseFraction(node.GetNthControlPointDescription(index), fraction)
+            clicks.append(DesiredClick(kind, node, pointId, tuple(float(v) for v in ras), pointFraction))
+        return clicks
+
+    def remove(self, click: DesiredClick) -> None:
+        index = click.node.GetNthControlPointIndexByID(click.pointId)
+        if index >= 0:
+            with self.editing():
+                click.node.RemoveNthControlPoint(index)
+        self.setOrder([e for e in self.order() if e != (click.kind, click.pointId)])
+
+    def clear(self) -> None:
+        with self.editing():
+            for node in self.nodes().values():
+                node.RemoveAllControlPoints()
+        self.setOrder([])
