@@ -23,6 +23,9 @@ import numpy as np
 import qt
 import slicer
 import vtk
+from InteractiveRefineSlicerLib import dependencies, volumes
+from InteractiveRefineSlicerLib.logic import DEVICES, RefineLogic
+from InteractiveRefineSlicerLib.segments import SEGMENT_NAME  # noqa: F401 - part of the module's API
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -30,10 +33,6 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-
-from InteractiveRefineSlicerLib import dependencies, volumes
-from InteractiveRefineSlicerLib.logic import DEVICES, RefineLogic
-from InteractiveRefineSlicerLib.segments import SEGMENT_NAME  # noqa: F401 - part of the module's API
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +160,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         logic.warningCallback = self.onLogicWarning
         logic.resultCallback = lambda result: setattr(self.ui.statusLabel, "text", logic.lastStatus)
         logic.busyCallback = self.onLogicBusy
+        logic.idleCallback = slicer.app.processEvents  # Segment/Replay run on a thread: Cancel works
         # Refine after the markups widget has finished handling the click, not inside its event.
         logic.scheduler = lambda function: qt.QTimer.singleShot(0, function)
         self._confirmTimer = qt.QTimer()
@@ -174,9 +174,11 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         ui.regionRemovalCheckBox.connect("toggled(bool)", lambda on: self.logic.setRegionRemoval(on))
         ui.exactFollowUpCheckBox.connect("toggled(bool)", self.onExactFollowUpToggled)
         ui.roiSelector.connect("nodeAddedByUser(vtkMRMLNode*)", self.onRoiAdded)
-        for button, handler in ((ui.segmentButton, self.onSegmentButton), (ui.refineButton, self.onRefineButton),
-                                (ui.undoButton, self.onUndoButton), (ui.resetButton, self.onResetButton),
-                                (ui.replayButton, self.onReplayButton), (ui.cancelButton, self.onCancelButton)):
+        for button, handler in (
+            (ui.segmentButton, self.onSegmentButton), (ui.refineButton, self.onRefineButton),
+            (ui.undoButton, self.onUndoButton), (ui.resetButton, self.onResetButton),
+            (ui.replayButton, self.onReplayButton), (ui.cancelButton, self.onCancelButton),
+        ):
             button.connect("clicked(bool)", handler)
 
     def _placeWidgets(self) -> dict:
@@ -232,7 +234,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         params = self._params
         if params is None:
             return
-        if self.ui.modelPathLineEdit.currentPath != params.modelPath:  # only then: the cursor stays
+        if self.ui.modelPathLineEdit.currentPath.strip() != params.modelPath:  # else the cursor stays
             self.ui.modelPathLineEdit.currentPath = params.modelPath
         for kind, widget in self._placeWidgets().items():
             widget.setCurrentNode(self.logic.clickLists.node(kind, create=False))
@@ -292,8 +294,10 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         try:
             with slicer.util.tryWithErrorDisplay("Segmentation failed.", waitCursor=True):
                 self.logic.segment(params.ct, params.pet, params.segmentation, params.roi,
-                                   modelPath=params.modelPath, device=params.device, convertSegmentation=convert)
-                slicer.util.setSliceViewerLayers(background=params.ct, foreground=params.pet, foregroundOpacity=0.3)
+                                   modelPath=params.modelPath, device=params.device,
+                                   convertSegmentation=convert)
+                slicer.util.setSliceViewerLayers(background=params.ct, foreground=params.pet,
+                                                 foregroundOpacity=0.3)
         finally:
             self.ui.progressBar.hide()
             self.updateGUI()
@@ -352,8 +356,9 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         slicer.app.processEvents()
 
     def onLogicWarning(self, message):
+        """Engine warnings (e.g. low PET coverage) in the status line, not only in the log."""
         self.ui.statusLabel.text = f"Warning: {message}"
-        slicer.util.warningDisplay(message, "InteractiveRefine")
+        self.ui.statusLabel.toolTip = message
 
     def onLogicBusy(self, busy):
         self.updateGUI()
@@ -371,7 +376,8 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return False
         try:
             dependencies.checkBeforeInstall(found)
-            if not slicer.util.confirmOkCancelDisplay(dependencies.installPlan(found), "Install dependencies"):
+            plan = dependencies.installPlan(found)
+            if not slicer.util.confirmOkCancelDisplay(plan, "Install dependencies"):
                 return False
             with slicer.util.WaitCursor():
                 dependencies.install(found, slicer.util.pip_install)
@@ -495,6 +501,18 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         roiNode.SetSize(40.0, 40.0, 40.0)
         return roiNode, edgeRas
 
+    def _thresholdStep(self, logic, petNode, tumourRas, initial):
+        """A PET-region point near ``tumourRas`` (its 40 % SUVmax region), then undo."""
+        result = logic.addThreshold(tumourRas, percent=40)
+        self.assertEqual(result.mode, "threshold")
+        self.assertIn("40 % SUVmax region", logic.lastStatus)
+        self.assertEqual(logic.getThresholdNode().GetNumberOfControlPoints(), 1)
+        np.testing.assert_array_equal(logic.segmentMask(), logic.session.mask_on_ct())
+        self.delayDisplay(logic.lastStatus)
+        logic.undo()
+        np.testing.assert_array_equal(logic.segmentMask(), initial)
+        self.assertEqual(logic.getThresholdNode().GetNumberOfControlPoints(), 0)
+
     def test_InteractiveRefine1(self):
         """Segment, a positive and a negative click, undo, reset, and bad input."""
         self.delayDisplay("Starting InteractiveRefine test")
@@ -540,6 +558,9 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         logic.reset()
         np.testing.assert_array_equal(logic.segmentMask(), initial)
         self.assertEqual(positiveNode.GetNumberOfControlPoints(), 0)
+
+        # The PET region tool: the hottest tumour voxel in the ROI; undo is exact.
+        self._thresholdStep(logic, petNode, positiveRas, initial)
 
         # Bad input: a click outside the ROI is refused, its point removed, the segment unchanged.
         farRas = np.asarray(edgeRas) + np.array([0.0, 0.0, 1000.0])

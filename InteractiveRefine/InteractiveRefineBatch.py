@@ -14,8 +14,10 @@ manifest). For each case the CT and PET are loaded as volume nodes, the Logic se
 with ``--clicks N`` and a label the simulated user (the 2S-ICR paper's, seeded; the engine's
 ``simulation.click_loop``, clicking inside the CT only) places N clicks as markups points,
 exactly like a user. Writes ``OUT/<id>.seg.nrrd`` (the GTVp segment on the CT
-geometry after the last click) and ``OUT/metrics.csv`` with Dice and HD95 after 0..N clicks
-(empty without a label). Exit status 0 when every case worked, 1 otherwise.
+geometry after the last click), ``OUT/metrics.csv`` with Dice and HD95 after 0..N clicks
+(empty without a label) and the lesion measurements (SUVmax, SUVpeak, SUVmean, MTV, TLG), and
+``OUT/session_log.csv`` (one row per case: seconds to the contour, clicks by kind, model, device).
+A PET given as a DICOM folder is converted to SUVbw. Exit status 0 when every case worked, 1 otherwise.
 
 This file also defines a hidden module class: Slicer loads every ``.py`` in a module folder as a
 module, and finds one here instead of logging an error.
@@ -43,8 +45,11 @@ logger = logging.getLogger("InteractiveRefineBatch")
 #: 0-click row: Dice of the 40 % and 50 % SUVmax regions from the tumour's innermost voxel and of
 #: the model after that same click.
 BASELINE_COLUMNS = ("threshold40_dice", "threshold50_dice", "model_one_click_dice")
+#: Lesion measurements of the GTVp after every step (engine ``measurements``: SUVpeak is PERCIST's
+#: 1 mL sphere; MTV = voxels >= 41 % of SUVmax, TLG = MTV x its SUVmean).
+MEASUREMENT_COLUMNS = ("suv_max", "suv_peak", "suv_mean", "mtv_ml", "tlg")
 METRICS_COLUMNS = ("case_id", "clicks", "dice", "hd95_mm", "volume_ml", "seconds", "device", "error",
-                   *BASELINE_COLUMNS)
+                   *BASELINE_COLUMNS, *MEASUREMENT_COLUMNS)
 
 
 class InteractiveRefineBatch(ScriptedLoadableModule):
@@ -55,6 +60,7 @@ class InteractiveRefineBatch(ScriptedLoadableModule):
         parent.title = "InteractiveRefine batch"
         parent.categories = []
         parent.hidden = True
+        parent.contributors = ["InteractiveRefine developers (InteractiveRefine project)"]
         parent.helpText = "Headless batch segmentation; run with Slicer --python-script (see the file)."
 
     def runTest(self, msec=100, **kwargs):
@@ -84,6 +90,8 @@ def parseArguments(argv):
     args = parser.parse_args(argv)
     if args.clicks < 0:
         parser.error("--clicks must be 0 or more")
+    if args.seed < 0:
+        parser.error(f"--seed must be 0 or more, got {args.seed}")
     return args
 
 
@@ -147,7 +155,9 @@ def processCase(module, case, args, writeRow) -> None:
     logic.setRegionRemoval(not args.no_region_removal)
     try:
         ct = logic.loadVolume(str(case.ct), f"{case.case_id} CT")
-        pet = logic.loadVolume(str(case.pet), f"{case.case_id} PET") if case.pet else None
+        # A PET DICOM folder becomes SUVbw (engine ``suv``; a bad tag fails the case by name).
+        pet = logic.loadPetVolume(str(case.pet), f"{case.case_id} PET") if case.pet else None
+        logic.setSessionLog(Path(args.output) / "session_log.csv", case.case_id)
         segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{case.case_id} GTVp")
         t0 = time.perf_counter()
         result = logic.segment(ct, pet, segmentation, None, modelPath=args.model, device=args.device)
@@ -158,9 +168,11 @@ def processCase(module, case, args, writeRow) -> None:
 
         def record(clicks, seconds, extra=None):
             diceValue, hd95Value = caseMetrics(logic, truth, spacing)
+            measured = logic.lesionMeasurements()["GTVp"]
             writeRow(
                 {
                     **(extra or {}),
+                    **{key: measured[key] for key in MEASUREMENT_COLUMNS},
                     "case_id": case.case_id,
                     "clicks": clicks,
                     "dice": diceValue,
@@ -186,6 +198,7 @@ def processCase(module, case, args, writeRow) -> None:
             if done < args.clicks:
                 logger.info("%s: no error left after %d click(s)", case.case_id, done)
         logic.saveSegmentation(segmentation, str(Path(args.output) / f"{case.case_id}.seg.nrrd"))
+        logic.acceptContour()  # the case's row of session_log.csv
     finally:
         logic.clear()
         slicer.mrmlScene.Clear(0)
@@ -205,6 +218,7 @@ def run(args) -> int:
         logger.error("%s", exc)
         return 1
     os.makedirs(args.output, exist_ok=True)
+    open(Path(args.output) / "session_log.csv", "w").close()  # this run's cases only
     failed = []
     with open(Path(args.output) / "metrics.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=METRICS_COLUMNS)
@@ -218,10 +232,11 @@ def run(args) -> int:
             logger.info("case %s", case.case_id)
             try:
                 processCase(module, case, args, writeRow)
-            except ValueError as exc:  # bad input of one case: report it and go on with the others
-                logger.error("%s: %s", case.case_id, exc)
+            except (ValueError, OSError, RuntimeError) as exc:  # one bad case: report it, go on
+                reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                logger.error("%s: %s", case.case_id, reason)
                 failed.append(case.case_id)
-                writeRow({"case_id": case.case_id, "clicks": 0, "error": str(exc)})
+                writeRow({"case_id": case.case_id, "clicks": 0, "error": reason})
     print(json.dumps({"cases": len(cases), "failed": failed, "output": str(args.output)}))
     return 1 if failed else 0
 

@@ -63,9 +63,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def parse_click(text: str) -> tuple[tuple[float, float, float], bool, str]:
-    """``+R,A,S`` -> (ras, True, "point"); ``-R,A,S`` -> (ras, False, "point");
-    ``t+R,A,S`` -> (ras, True, "threshold"): the PET threshold region around the point."""
+def parse_click(text: str) -> tuple[tuple[float, float, float], bool]:
+    """``+R,A,S`` -> (ras, True); ``-R,A,S`` -> (ras, False)."""
+    ras, positive, kind = parse_any_click(text)
+    if kind != "point":
+        raise InteractiveRefineError(f"a point click must start with + or -, got {text!r}")
+    return ras, positive
+
+
+def parse_any_click(text: str) -> tuple[tuple[float, float, float], bool, str]:
+    """:func:`parse_click` plus ``t+R,A,S`` -> (ras, True, "threshold"): the PET threshold
+    region around the point; the third value is the click's kind."""
     kind = "threshold" if text[:2] == "t+" else "point"
     sign = text[1:] if kind == "threshold" else text
     if not sign or sign[0] not in "+-":
@@ -126,11 +134,12 @@ def cmd_segment(args) -> dict:
     from .geometry import Volume, write_volume
     from .output_files import check_output
 
-    clicks = [parse_click(c) for c in args.click or []]
+    clicks = [parse_any_click(c) for c in args.click or []]
     check_output(args.out, "--out", inputs=(args.ct, args.pet))  # before any work
     targets = clinical.prepare(args)
     log = SessionLog(case_id=Path(args.ct).name.split(".")[0])
     session = _session(args, args.ct, args.pet)
+    clinical.check_ct(targets, session.ct.grid)  # before the model runs
     log.model, log.model_version = session.card.name, session.card.version
     results = [session.initial()]
     for ras, positive, kind in clicks:

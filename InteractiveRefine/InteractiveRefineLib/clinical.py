@@ -1,18 +1,22 @@
 """Clinical outputs of ``interactive-refine segment``: measurements, DICOM SEG/RTSTRUCT, session log.
 
 :func:`add_segment_options` adds the options; :func:`prepare` checks every target and reads the
-source CT series *before* the model runs (a refused option writes nothing); :func:`finish`
-writes the objects after the mask and returns the JSON summary's additions:
+source CT series, :func:`check_ct` matches it with the session's CT grid, both *before* the model
+runs (a refused option writes nothing); :func:`finish` writes the objects after the mask (none
+for an empty contour, with a warning) and returns the JSON summary's additions:
 ``measurements`` (per class, :mod:`.measurements`), ``dicom_seg``, ``rtstruct`` and
 ``session_log``.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ImageError
 from .measurements import DEFAULT_MTV_FRACTION
+
+logger = logging.getLogger(__name__)
 
 SUV_OVERRIDE_HELP = ("use a PET DICOM series whose SUV tags look implausible (weight, dose, delay, "
                      "SUVmax outside 1..100): each is logged as a warning instead of refused")
@@ -67,6 +71,14 @@ def prepare(args) -> Targets:
     return Targets(seg, rtstruct, log, datasets)
 
 
+def check_ct(targets: Targets, grid) -> None:
+    """Refuse, before the model runs, a CT grid that is not the DICOM series' (SEG frames map to it)."""
+    if targets.ct_datasets is not None:
+        from .dicom_export import check_grid
+
+        check_grid(grid, targets.ct_datasets)
+
+
 def finish(args, session, targets: Targets, log, labels) -> dict:
     """Measurements, DICOM objects and the session-log row for the final ``labels`` (CT grid)."""
     from .measurements import measure_classes
@@ -74,13 +86,16 @@ def finish(args, session, targets: Targets, log, labels) -> dict:
     grid = session.ct.grid
     pet = session.image.pet if session.image is not None else None
     out = {"measurements": measure_classes(labels, grid, pet, mtv_fraction=args.mtv_fraction)}
-    if targets.ct_datasets is not None:
-        from .dicom_export import check_grid, write_rtstruct, write_seg
+    if targets.ct_datasets is not None and not labels.any():
+        logger.warning("the contour is empty: no DICOM SEG or RTSTRUCT written")
+        out["dicom_skipped"] = "empty contour"
+    elif targets.ct_datasets is not None:
+        from .dicom_export import write_rtstruct, write_seg
         from .output_files import write_atomically
 
-        check_grid(grid, targets.ct_datasets)
         if targets.seg:
-            write_atomically(targets.seg, lambda tmp: write_seg(labels, grid, targets.ct_datasets, tmp), "SEG")
+            write_atomically(targets.seg,
+                             lambda tmp: write_seg(labels, grid, targets.ct_datasets, tmp), "SEG")
             out["dicom_seg"] = str(targets.seg)
         if targets.rtstruct:
             write_atomically(targets.rtstruct,

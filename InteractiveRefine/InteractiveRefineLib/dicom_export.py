@@ -75,7 +75,8 @@ def _segment_description(cls: ClassCode):
         name="InteractiveRefine", family=codes.cid7162.ArtificialIntelligence, version=__version__)
     return hd.seg.SegmentDescription(
         segment_number=cls.value, segment_label=cls.name,
-        segmented_property_category=Code(*CATEGORY), segmented_property_type=Code(cls.code, "SCT", cls.meaning),
+        segmented_property_category=Code(*CATEGORY),
+        segmented_property_type=Code(cls.code, "SCT", cls.meaning),
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC, algorithm_identification=algorithm,
         tracking_id=cls.name, tracking_uid=hd.UID())
 
@@ -155,7 +156,8 @@ def _rtstruct_header(ct, series_number: int):
     ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_SOP_CLASS, meta.MediaStorageSOPInstanceUID
     ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "RTSTRUCT", generate_uid(), series_number
     ds.SeriesDescription, ds.InstanceNumber = "InteractiveRefine GTV", 1
-    ds.Manufacturer, ds.ManufacturerModelName, ds.SoftwareVersions = ("InteractiveRefine",) * 2 + (__version__,)
+    ds.Manufacturer = ds.ManufacturerModelName = "InteractiveRefine"
+    ds.SoftwareVersions = __version__
     ds.StructureSetLabel, ds.StructureSetName = "GTV", "InteractiveRefine"
     ds.StructureSetDate = ds.InstanceCreationDate = now.strftime("%Y%m%d")
     ds.StructureSetTime = ds.InstanceCreationTime = now.strftime("%H%M%S")
@@ -211,5 +213,8 @@ def write_rtstruct(labels: np.ndarray, grid: Grid, ct_datasets, path, series_num
         ds.RTROIObservationsSequence.append(_item(
             ObservationNumber=number, ReferencedROINumber=number, RTROIInterpretedType="GTV",
             ROIInterpreter="", RTROIIdentificationCodeSequence=[code]))
-    ds.save_as(str(path), enforce_file_format=True)
+    try:
+        ds.save_as(str(path), enforce_file_format=True)  # pydicom 3
+    except TypeError:
+        ds.save_as(str(path), write_like_original=False)  # pydicom 2.4 (Python 3.9)
     return str(ds.SOPInstanceUID)

@@ -27,10 +27,12 @@ class Segment:
 
 def is_dicom_seg(path) -> bool:
     """True when ``path`` is a DICOM file of the Segmentation Storage class."""
-    import pydicom
-
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() or path.name.lower().endswith((".nii", ".nii.gz", ".nrrd", ".mha", ".mhd")):
+        return False
+    try:
+        import pydicom
+    except ImportError:  # without pydicom no file is read as DICOM
         return False
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPClassUID"])
@@ -128,12 +130,46 @@ def read_seg(path, segment=None) -> tuple[Volume, Segment]:
     return Volume.from_array(array, LPS_TO_RAS @ lps), chosen
 
 
+#: SNOMED CT (and legacy SNOMED-RT) codes of the segmented property type -> HECKTOR label value.
+CLASS_CODES = {"86049000": 1, "M-80003": 1, "14799000": 2, "M-80006": 2}
+CLASS_LABELS = {"gtvp": 1, "gtvt": 1, "gtvn": 2}
+
+
+def class_of(ds, segment: Segment) -> int | None:
+    """HECKTOR value (1 GTVp, 2 GTVn) of a segment, by its property-type code, else its label."""
+    item = next(s for s in ds.SegmentSequence if int(s.SegmentNumber) == segment.number)
+    types = getattr(item, "SegmentedPropertyTypeCodeSequence", None) or []
+    code = str(types[0].CodeValue) if types else ""
+    return CLASS_CODES.get(code) or CLASS_LABELS.get(segment.label.strip().lower())
+
+
+def read_seg_labels(path) -> Volume:
+    """A SEG as a HECKTOR label map: GTVp (Neoplasm, Primary) = 1, GTVn (Secondary) = 2."""
+    import pydicom
+
+    ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    classes = {s.number: class_of(ds, s) for s in segments(ds)}
+    if not any(classes.values()):
+        names = ", ".join(f"{s.number} {s.label!r}" for s in segments(ds))
+        raise ImageError(f"{path}: no segment is a primary or secondary neoplasm ({names}); "
+                         "choose one with --segment")
+    array, grid = None, None
+    for number, value in sorted(classes.items(), key=lambda item: item[1] or 0):
+        if value:  # GTVp first: where segments overlap, the primary keeps the voxel
+            volume = read_seg(path, number)[0]
+            array = np.zeros_like(volume.array) if array is None else array
+            grid = volume.grid
+            array[(volume.array > 0) & (array == 0)] = value
+    return Volume(array, grid)
+
+
 def read_label(path, segment=None) -> Volume:
-    """``--label``: a DICOM SEG (``segment`` chosen, value 1) or a label file (as stored)."""
+    """``--label``: a DICOM SEG (all of it as GTVp = 1 / GTVn = 2, or the ``segment`` chosen as 1)
+    or a label file (as stored)."""
     from .geometry import read_volume
 
     if is_dicom_seg(path):
-        return read_seg(path, segment)[0]
+        return read_seg_labels(path) if segment in (None, "") else read_seg(path, segment)[0]
     if segment not in (None, ""):
         raise ImageError(f"--segment applies to a DICOM SEG label; {path} is not one")
     return read_volume(path)

@@ -25,10 +25,8 @@ MAX_ABS_VALUE = {"CT": 1e5, "PET": 1e7}
 #: Directions whose axes deviate from orthogonal by more than this (|cos| of the angle between
 #: two axes, ~0.06 degrees) are a sheared grid, which the working grid cannot follow.
 ORTHOGONALITY_TOLERANCE = 1e-3
-#: A CT whose values all lie in 0..255 (an 8-bit picture or a 0/1 mask) is not in HU.
-NOT_HU_RANGE = (0.0, 255.0)
-#: Lowest value a CT in HU must reach somewhere (fat is about -100, air -1000); above it the CT
-#: is used with a warning.
+#: Lowest value a CT in HU reaches somewhere (fat is about -100, air -1000). A CT above it (an
+#: 8-bit picture in 0..255, say) is used with a warning; a CT of only 0 and 1 (a mask) is refused.
 HU_AIR_OR_FAT = -100.0
 #: Slice gaps larger than this multiple of the median gap mean a missing DICOM slice.
 MAX_SLICE_GAP_RATIO = 1.5
@@ -102,11 +100,11 @@ def _nifti_expected_bytes(head: bytes, path: Path) -> int | None:
 
 def check_file_complete(path) -> None:
     """ImageError when a NIfTI file (``.nii``, ``.nii.gz``) holds less than its header announces
-    or NaN/infinite voxels, or a gzip file is truncated or fails its CRC. Other formats are left
-    to the reader."""
+    or NaN/infinite voxels, or a gzip file is truncated or fails its CRC. Other formats (and a
+    missing file) are left to the reader."""
     path = Path(path)
     name = path.name.lower()
-    if path.is_dir() or not (name.endswith(".gz") or name.endswith(".nii")):
+    if not path.is_file() or not (name.endswith(".gz") or name.endswith(".nii")):
         return
     nifti = name.endswith(".nii") or name.endswith(".nii.gz")
     head, total, nonfinite = _scan(path, nifti)
@@ -169,12 +167,12 @@ def check_values(array: np.ndarray, name: str) -> None:
                          f"expected |value| <= {limit:.0e} (a scaling error?)")
     if name != "CT":
         return
-    if NOT_HU_RANGE[0] <= low and high <= NOT_HU_RANGE[1]:
-        raise ImageError(f"the CT image's values lie in {low:g}..{high:g}: not Hounsfield units "
-                         "(an 8-bit picture or a mask?); expected air or fat below -100 HU")
+    if low >= 0.0 and high <= 1.0 and np.all((array == 0) | (array == 1)):
+        raise ImageError("the CT image holds only 0 and 1: a mask, not Hounsfield units; expected "
+                         "a CT with air or fat below -100 HU")
     if low > HU_AIR_OR_FAT:
-        logger.warning("the CT's lowest value is %g: no fat or air below %g HU; check that it is "
-                       "in Hounsfield units", low, HU_AIR_OR_FAT)
+        logger.warning("the CT's values lie in %g..%g: no fat or air below %g HU; is it in "
+                       "Hounsfield units?", low, high, HU_AIR_OR_FAT)
 
 
 def check_distinct(ct, pet) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import ImageError
-from .geometry import Grid, Volume, resample
+from .geometry import Grid, Volume, mask_box, resample, sub_grid
 
 #: Radius (mm) of a 1 mL sphere: (3 / (4 pi))^(1/3) x 10 mm.
 PEAK_RADIUS_MM = (3.0 / (4.0 * np.pi)) ** (1.0 / 3.0) * 10.0
@@ -64,7 +64,8 @@ def suv_peak(pet: Volume, on_pet: np.ndarray, fallback: float) -> float:
         return fallback
     kernel = sphere_kernel(pet.grid.spacing)
     pad = [(n // 2, n // 2) for n in kernel.shape]
-    box = [slice(max(s.start - p[0], 0), s.stop + p[0]) for s, p in zip(ndimage.find_objects(on_pet.astype(int))[0], pad)]
+    lesion = ndimage.find_objects(on_pet.astype(int))[0]
+    box = [slice(max(s.start - p[0], 0), s.stop + p[0]) for s, p in zip(lesion, pad)]
     region = pet.array[tuple(box)].astype(np.float64)
     means = ndimage.correlate(region, kernel, mode="nearest")
     return float(means[on_pet[tuple(box)]].max())
@@ -88,6 +89,8 @@ def measure(mask: np.ndarray, ct_grid: Grid, pet: Volume | None, mtv_fraction: f
                              else f"SUV >= {mtv_fraction:.0%} of SUVmax (EANM)")
     if pet is None or not mask.any():
         return out
+    box = mask_box(mask, pad=1)  # only the contour's box is resampled (the CT may be 512^2 x 300)
+    mask, ct_grid = mask[box], sub_grid(ct_grid, box)
     pet_on_ct = resample(pet.array, pet.grid, ct_grid, order=1)
     suv_max, on_pet = _suv_max(pet, mask, ct_grid, pet_on_ct)
     values = pet_on_ct[mask]

@@ -46,6 +46,8 @@ def check_output(path, what: str = "--out", inputs=(), image: bool = True) -> Pa
             raise OutputError(f"{what} {path} is an input ({source}); choose another output file")
     if path.exists() and not path.is_file():
         raise OutputError(f"{what} {path} exists and is not a regular file (a folder or a device)")
+    if path.is_file() and not os.access(path, os.W_OK):  # read-only, or immutable (even for root)
+        raise OutputError(f"{what} {path} is read-only; choose another output file or make it writable")
     folder = path.parent
     while not folder.exists():
         folder = folder.parent

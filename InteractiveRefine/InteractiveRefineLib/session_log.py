@@ -29,10 +29,10 @@ class SessionLog:
     """Counts one case's interaction from Segment (construction) to :meth:`accept`."""
 
     def __init__(self, case_id: str = "", model: str = "", model_version: str = "", device: str = "",
-                 clock=time.perf_counter):
+                 clock=time.perf_counter, t0: float | None = None):
         self.case_id, self.model, self.model_version, self.device = case_id, model, model_version, device
         self._clock = clock
-        self._t0 = clock()
+        self._t0 = clock() if t0 is None else t0  #: when Segment was pressed (``clock``'s seconds)
         self.started = datetime.datetime.now().isoformat(timespec="seconds")
         self.counts = {"positive": 0, "negative": 0, "threshold": 0}
         self.undos = self.resets = 0

@@ -51,7 +51,7 @@ def _distance(region: np.ndarray, metric: str) -> np.ndarray:
 
     A distance transform of a region only needs the region plus a one-voxel ring of background:
     any farther background voxel is behind that ring, so cropping gives the exact same distances
-    while a 144^3 transform shrinks to the size of the error (~0.8 s to ~0.1 s measured).
+    while the transform shrinks from the whole ROI to the size of the error.
     """
     out = np.zeros(region.shape, dtype=np.float64)
     box = mask_box(region, pad=1)

@@ -19,7 +19,9 @@ class ExactPassMixin:
         """After a step that left a preview: the exact mask, in the background with a scheduler
         (the Widget), else at once."""
         session = self.session
-        if session is None or not session.needs_confirm or not self.params.exactFollowUp or self.confirmRunning:
+        if session is None or not session.needs_confirm or not self.params.exactFollowUp:
+            return
+        if self.confirmRunning:  # already on its way
             return
         if self.scheduler is None:
             self._showExact(session.confirm())
@@ -65,7 +67,42 @@ class ExactPassMixin:
         seconds = result.timings.get("confirm_total_s", 0.0)
         self._finishStep(result, "exact mask", seconds + self._writeMask())
 
-    def cancel(self) -> None:
-        """Stop the background exact pass (the preview stays)."""
-        self._stopConfirm(write=False)
+    # ------------------------------------------------ cancellable new sessions
+    def _runCancellable(self, session, function):
+        """``function()`` (model work of a new ``session``: Segment, Replay) on a thread while the
+        main thread waits with the GIL released and calls ``idleCallback`` (the Widget's
+        processEvents) every 50 ms, so Cancel works; :meth:`cancel` stops it between two network
+        layers (``ValueError``; the new session is discarded). Without ``idleCallback``: at once."""
+        if self.idleCallback is None:
+            return function()
+        import threading
 
+        from InteractiveRefineLib.backend import Cancelled
+
+        cancel = self._foregroundCancel = threading.Event()
+        outcome = {}
+
+        def work():
+            try:
+                with session.backend.cancellable(cancel):
+                    outcome["result"] = function()
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the main thread below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=work, name="InteractiveRefine-step", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.05)
+            self.idleCallback()
+        self._foregroundCancel = None
+        if isinstance(outcome.get("error"), Cancelled):
+            raise ValueError("Cancelled: the segment and the scene are as they were")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]
+
+    def cancel(self) -> None:
+        """Stop a running Segment or Replay, or the background exact pass (the preview stays)."""
+        if getattr(self, "_foregroundCancel", None) is not None:
+            self._foregroundCancel.set()
+        self._stopConfirm(write=False)

@@ -18,7 +18,8 @@ import slicer
 import vtk
 from slicer.util import VTKObservationMixin
 
-from . import markups, parameters, segments, volumes
+from . import dependencies, markups, parameters, segments, volumes
+from .clinical import ClinicalMixin
 from .exactpass import ExactPassMixin
 from .observers import MarkupsObserverMixin
 from .reporting import ReportingMixin
@@ -41,7 +42,8 @@ class SessionNodes:
         return {n.GetID() for n in (self.ct, self.pet, self.roi, self.segmentation) if n is not None}
 
 
-class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, VTKObservationMixin):
+class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, ClinicalMixin,
+                  VTKObservationMixin):
     """See the module docstring. Callbacks (all optional): ``logCallback(message)``,
     ``progressCallback(message, percent)``, ``errorCallback(message)``, ``warningCallback(message)``,
     ``resultCallback(stepResult)``, ``busyCallback(busy)``, ``scheduler(function)`` (runs refinements
@@ -50,20 +52,27 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, VTKObser
     _packageCache: dict = {}
 
     def __init__(self, scene=None, segmentationsLogic=None):
+        if getattr(self, "Observations", None):  # initialised twice (the Slicer base's super().__init__)
+            self.removeObservers()
         VTKObservationMixin.__init__(self)
         self.scene = scene if scene is not None else slicer.mrmlScene
         self.segmentationsLogic = segmentationsLogic
         self.logCallback = self.progressCallback = self.errorCallback = self.warningCallback = None
         self.resultCallback = self.busyCallback = self.scheduler = self.confirmStartedCallback = None
+        #: ``idleCallback()``: called every 50 ms while Segment/Replay run (the Widget: processEvents).
+        self.idleCallback = None
         self.session = self.sessionNodes = self.lastResult = None
         self.lastStatus = ""
         self.warnings = []
+        #: Accept a PET covering less than half of the ROI (refused by default, as in the CLI).
+        self.allowLowPetCoverage = False
         #: One entry per applied click: engine timings plus ``write_s`` and ``total_s`` (seconds).
         self.clickTimings = []
         self._worker = self._confirmJob = self._geometryKey = None
         self._busy = self._syncQueued = False
         self.addObserver(self.scene, self.scene.NodeAboutToBeRemovedEvent, self.onNodeAboutToBeRemoved)
-        self.addObserver(self.scene, self.scene.StartCloseEvent, lambda *args: self.clear(keepSceneObservers=True))
+        self.addObserver(self.scene, self.scene.StartCloseEvent,
+                         lambda *args: self.clear(keepSceneObservers=True))
 
     # ------------------------------------------------------------ parameters
     def getParameterNode(self):
@@ -88,7 +97,10 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, VTKObser
 
     @property
     def clickLists(self):
-        return markups.ClickLists(self.scene, self.params)
+        params = self.params
+        if getattr(self, "_clickLists", None) is None or self._clickLists.params is not params:
+            self._clickLists = markups.ClickLists(self.scene, params)
+        return self._clickLists
 
     def setAutoRefine(self, enabled: bool) -> None:
         self.params.autoRefine = bool(enabled)
@@ -134,6 +146,9 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, VTKObser
 
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        old = [p.describe() for p in dependencies.problems() if p.name in ("torch", "monai") and p.installed]
+        if old:  # e.g. another extension's older torch: MONAI 1.5.2 would fail later, obscurely
+            raise ValueError(f"InteractiveRefine needs {', '.join(old)}: upgrade from the module panel")
         ct = volumes.volumeFromNode(nodes.ct, "CT")
         pet = volumes.volumeFromNode(nodes.pet, "PET") if nodes.pet is not None else None
         self._progress("Loading the model", 5)
@@ -144,7 +159,11 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, VTKObser
             center = volumes.roiCenter(nodes.roi)
             size = volumes.roiSize(nodes.roi, ct.grid, package)
         self._progress("Preparing the images", 25)
-        session.set_image(ct, pet, roi_center_ras=center, roi_size_vox=size)
+        session.set_image(ct, pet, roi_center_ras=center, roi_size_vox=size,
+                          allow_low_pet_coverage=self.allowLowPetCoverage)
+        coverage = session.image.pet_coverage
+        if coverage is not None and coverage < 1.0:  # said in the status, not only in the log file
+            self._log(f"The PET covers {100 * coverage:.0f}% of the region of interest")
         return session
 
     # ---------------------------------------------------- session and nodes
@@ -153,6 +172,7 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, VTKObser
         self._geometryKey = volumes.geometryOf(nodes.ct, nodes.pet)
         self.clickTimings = []
         self._observeClickNodes()
+        self._watchSegmentEdits(nodes.segmentation)
 
     def endSession(self, reason: str) -> None:
         """Forget the session (its click points and segment stay in the scene)."""
@@ -189,13 +209,18 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, VTKObser
     def _checkGeometryUnchanged(self) -> None:
         nodes = self.sessionNodes
         if not volumes.sameGeometry(volumes.geometryOf(nodes.ct, nodes.pet), self._geometryKey):
-            raise ValueError("The CT or PET was moved (its transform changed) after Segment: press Segment again")
+            raise ValueError("The CT or PET was moved (its transform changed) after Segment: "
+                             "press Segment again")
 
     def _writeMask(self, full: bool = False) -> float:
         nodes = self.sessionNodes
-        segmentId = segments.segmentId(nodes.segmentation, self.params.segmentId)
-        self.params.segmentId = segmentId
-        return segments.writeMask(self.session, nodes.segmentation, segmentId, nodes.ct, full)
+        self._writingSegment = True  # our own write is not a Segment Editor edit
+        try:
+            segmentId = segments.segmentId(nodes.segmentation, self.params.segmentId)
+            self.params.segmentId = segmentId
+            return segments.writeMask(self.session, nodes.segmentation, segmentId, nodes.ct, full)
+        finally:
+            self._writingSegment = self._segmentEdited = False
 
     def segmentMask(self):
         """The GTVp segment read back, uint8 ``[k, j, i]`` on the CT grid."""
@@ -226,7 +251,7 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, VTKObser
             nodes = SessionNodes(ctNode, petNode, roiNode, None)
             session = self._newSession(nodes, modelPath, device)
             self._progress("Running the initial model", 50)
-            result = session.initial()
+            result = self._runCancellable(session, session.initial)
             if convertSegmentation and segmentationNode is not None:
                 segments.convertToLabelmap(segmentationNode)
                 segments.checkSegmentation(segmentationNode, ctNode)
@@ -247,7 +272,8 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, VTKObser
         params = self.params
         node = params.parameterNode if hasattr(params, "parameterNode") else self.getParameterNode()
         wasModifying = node.StartModify()
-        params.ct, params.pet, params.roi, params.segmentation = nodes.ct, nodes.pet, nodes.roi, nodes.segmentation
+        params.ct, params.pet = nodes.ct, nodes.pet
+        params.roi, params.segmentation = nodes.roi, nodes.segmentation
         params.modelPath, params.device, params.segmentId = modelPath or "", device, ""
         node.EndModify(wasModifying)
 
@@ -309,7 +335,7 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, VTKObser
         with self._action("Replay"):
             self._stopConfirm(write=False)
             session = self._newSession(nodes, params.modelPath, params.device or "auto")
-            result = session.initial()
+            result = self._runCancellable(session, session.initial)
             self._startSession(session, nodes)
             self._writeMask(full=True)
             self._finishStep(result, "initial model", result.timings.get("total_s", 0.0))
@@ -322,17 +348,22 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, VTKObser
 
         self.lastResult = result
         session = self.session
-        precision = f" ({session.precision})" if session is not None and session.amp and not result.exact else ""
+        reduced = session is not None and session.amp and not result.exact
+        precision = f" ({session.precision})" if reduced else ""
         self.lastStatus = describe(result, action, seconds, len(self.clickLists.order()) - result.n_clicks,
                                    precision, self.params.exactFollowUp, self.params.device)
         self._log(self.lastStatus)
+        self._logStep(action, seconds)  # the opt-in session log (ClinicalMixin.setSessionLog)
         if self.resultCallback:
             self.resultCallback(result)
         return result
 
     def _requireSession(self) -> None:
+        if self._busy:  # before any point is added or removed
+            raise ValueError("InteractiveRefine is busy: wait until the current step has finished")
         if self.session is None:
-            raise ValueError("No segmentation yet: press Segment first (or replay the clicks of a loaded scene)")
+            raise ValueError("No segmentation yet: press Segment first "
+                             "(or replay the clicks of a loaded scene)")
 
     def clear(self, keepSceneObservers: bool = False) -> None:
         """Forget the session and stop observing (scene closed); the scene keeps its nodes."""

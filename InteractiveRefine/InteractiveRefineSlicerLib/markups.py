@@ -125,7 +125,8 @@ class ClickLists:
         order = self.order()
         added = False
         for i in indices:
-            if 0 <= i < node.GetNumberOfControlPoints() and self.definedIndex(node, node.GetNthControlPointID(i)) >= 0:
+            inRange = 0 <= i < node.GetNumberOfControlPoints()
+            if inRange and self.definedIndex(node, node.GetNthControlPointID(i)) >= 0:
                 added |= self.record(node, i, kind, order, fraction)
         if added:
             self.setOrder(order)

@@ -11,9 +11,9 @@ logger = logging.getLogger("InteractiveRefineSlicerLib.logic")
 
 
 class MarkupsObserverMixin:
-    """Also ``_action``, ``_checkGeometryUnchanged``, ``_stopConfirm``, ``_startConfirm``,
-    ``_writeMask``, ``_finishStep``, ``clickTimings``, ``lastResult``. Needs ``clickLists``, ``params``, ``session``, ``scheduler``, ``_busy``, ``_sync``,
-    ``_log`` and ``_reportError`` from the Logic."""
+    """Needs from the Logic: ``clickLists``, ``params``, ``session``, ``scheduler``, ``_busy``,
+    ``_action``, ``_checkGeometryUnchanged``, ``_stopConfirm``, ``_startConfirm``, ``_writeMask``,
+    ``_finishStep``, ``_log``, ``_reportError``, ``clickTimings`` and ``lastResult``."""
 
     @vtk.calldata_type(vtk.VTK_INT)
     def onPointPositionDefined(self, caller, event, index=None):
@@ -81,6 +81,7 @@ class MarkupsObserverMixin:
                     self.clickLists.remove(click)  # keep markups and mask in step
                 raise
             self._stopConfirm(write=False)
+            self._warnIfEdited(bool(todo))
             result = None
             while len(self.session.clicks) > common:
                 result = self.session.undo()
@@ -119,3 +120,23 @@ class MarkupsObserverMixin:
         self.clickTimings.extend(timings)
         self._finishStep(result, action, seconds)
         self._startConfirm()
+
+    # ----------------------------------------------- Segment Editor edits
+    def _watchSegmentEdits(self, segmentationNode) -> None:
+        """Notice edits of the segment made outside the Logic (e.g. in Segment Editor)."""
+        self._segmentEdited = self._writingSegment = False
+        segmentation = segmentationNode.GetSegmentation()
+        if not self.hasObserver(segmentation, segmentation.SegmentModified, self.onSegmentModified):
+            self.addObserver(segmentation, segmentation.SegmentModified, self.onSegmentModified)
+
+    def onSegmentModified(self, caller=None, event=None) -> None:
+        if self.session is not None and not getattr(self, "_writingSegment", False):
+            self._segmentEdited = True
+
+    def _warnIfEdited(self, refining: bool) -> None:
+        """The engine refines from its own mask: say so instead of overwriting edits silently."""
+        if refining and getattr(self, "_segmentEdited", False):
+            self._segmentEdited = False
+            self._warn("The GTVp segment was edited outside InteractiveRefine; this click refines the "
+                       "module's own mask, so those edits inside the ROI are replaced (Undo restores them "
+                       "only as the module's mask)")

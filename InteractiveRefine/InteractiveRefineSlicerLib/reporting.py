@@ -16,7 +16,8 @@ class _WarningRelay(logging.Handler):
         self.sink = sink
 
     def emit(self, record):
-        self.sink(record.getMessage())
+        if not record.name.startswith("InteractiveRefineLib.runtime"):  # process settings: log only
+            self.sink(record.getMessage())
 
 
 class ReportingMixin:

@@ -11,6 +11,10 @@ import vtk
 SEGMENT_NAME = "GTVp"
 SEGMENT_COLOR = (0.95, 0.65, 0.10)
 BINARY_LABELMAP = "Binary labelmap"
+#: Slicer terminology of the GTVp (SNOMED CT codes, as in the engine's DICOM SEG), so Slicer's DICOM
+#: SEG exporter writes "Morphologically Altered Structure / Neoplasm, Primary".
+GTVP_TERMINOLOGY = ("Segmentation category and type - DICOM master list~SCT^49755003^Morphologically Altered "
+                    "Structure~SCT^86049000^Neoplasm, Primary~^^~Anatomic codes - DICOM master list~^^~^^")
 
 
 def checkSegmentation(segmentationNode, ctNode) -> None:
@@ -75,6 +79,7 @@ def segmentId(segmentationNode, stored: str = "", create: bool = True) -> str:
     found = segmentation.GetSegmentIdBySegmentName(SEGMENT_NAME)
     if not found and create:
         found = segmentation.AddEmptySegment("", SEGMENT_NAME, SEGMENT_COLOR)
+        segmentation.GetSegment(found).SetTag("TerminologyEntry", GTVP_TERMINOLOGY)
     return found or ""
 
 
@@ -86,7 +91,8 @@ def writeMask(session, segmentationNode, segmentId: str, ctNode, full: bool = Fa
     """
     t0 = time.perf_counter()
     if full:
-        slicer.util.updateSegmentBinaryLabelmapFromArray(session.mask_on_ct(), segmentationNode, segmentId, ctNode)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(session.mask_on_ct(), segmentationNode, segmentId,
+                                                          ctNode)
     else:
         writeBox(session.ct_box, session.mask_in_box(), segmentationNode, segmentId, ctNode)
     return time.perf_counter() - t0

@@ -50,7 +50,8 @@ def volumeFromNode(volumeNode, role: str = "CT"):
 
 def roiCenter(roiNode) -> np.ndarray:
     if roiNode.GetNumberOfDefinedControlPoints() < 1:
-        raise ValueError(f"The ROI '{roiNode.GetName()}' is not placed yet: place it or clear the ROI selection")
+        raise ValueError(f"The ROI '{roiNode.GetName()}' is not placed yet: place it or clear the "
+                         "ROI selection")
     center = [0.0, 0.0, 0.0]
     roiNode.GetCenterWorld(center)
     return np.array(center)
@@ -94,6 +95,9 @@ def loadVolume(scene, path: str, name: str | None = None, volumesLogic=None):
     volumesLogic = volumesLogic or slicer.modules.volumes.logic()
     if volumesLogic.GetMRMLScene() is not scene:
         raise ValueError("the Volumes logic belongs to another scene")
+    from InteractiveRefineLib.input_checks import check_file_complete
+
+    check_file_complete(path)  # Slicer's reader accepts a truncated .nii.gz and reads NaN as 0
     name = name or os.path.basename(path).split(".")[0]
     node = volumesLogic.AddArchetypeVolume(str(path), name)
     if node is None:

@@ -139,6 +139,7 @@ def test_stored_probabilities_are_numpys_float16_of_the_float32_ones(tiny_packag
     session = RefinementSession(tiny_package, device="cpu", amp=False, refine_mode="full")
     volume = geometry.Volume.from_array(
         np.random.default_rng(0).normal(size=(40, 40, 40)).astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
-    session.set_image(volume, volume, roi_center_ras=(40.0, 40.0, 40.0))
+    pet = geometry.Volume.from_array(volume.array + 1.0, volume.ijk_to_ras)  # the PET may not be the CT
+    session.set_image(volume, pet, roi_center_ras=(40.0, 40.0, 40.0))
     session.initial()
     assert session.history.initial.probability.dtype == np.float16

@@ -180,11 +180,11 @@ def test_the_command_line_takes_threshold_clicks(tiny_package_dir, images, tmp_p
     import subprocess
     import sys
 
-    from InteractiveRefineLib.cli import parse_click
+    from InteractiveRefineLib.cli import parse_any_click
     from InteractiveRefineLib.geometry import read_volume, write_volume
 
-    assert parse_click("t+-1,2.5,3") == ((-1.0, 2.5, 3.0), True, "threshold")
-    assert parse_click("-1,2,3") == ((1.0, 2.0, 3.0), False, "point")
+    assert parse_any_click("t+-1,2.5,3") == ((-1.0, 2.5, 3.0), True, "threshold")
+    assert parse_any_click("-1,2,3") == ((1.0, 2.0, 3.0), False, "point")
     ct, pet = images
     write_volume(ct, tmp_path / "ct.nii.gz")
     write_volume(pet, tmp_path / "pet.nii.gz")

@@ -148,3 +148,17 @@ def card_with(package: Path, dst: Path, section: str | None, key: str, value) ->
     (card[section] if section else card)[key] = value
     (out / "model.json").write_text(json.dumps(card))
     return out
+
+
+def transposed(src: Path, dst: Path, name: str) -> Path:
+    """The same physical image stored with its first two axes swapped (i <-> j)."""
+    image = nibabel.load(str(src))
+    array = np.ascontiguousarray(np.swapaxes(np.asarray(image.dataobj), 0, 1))
+    affine = image.affine.copy()
+    affine[:, [0, 1]] = affine[:, [1, 0]]
+    copy = nibabel.Nifti1Image(array, affine)
+    copy.set_qform(affine, code=1)
+    copy.set_sform(affine, code=1)
+    out = dst / name
+    nibabel.save(copy, str(out))
+    return out

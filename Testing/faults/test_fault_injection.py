@@ -12,12 +12,12 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import faults
 import numpy as np
 import pytest
 from InteractiveRefineLib import output_files
 from InteractiveRefineLib.cli import main
 
-import faults
 from conftest import data_path
 
 STS = ("sts_petct", "hecktor_layout", "STS_001")
@@ -53,7 +53,8 @@ FAULTS = {
     "ct_gzip_crc": (lambda t, s, m: {"ct": faults.bad_crc(s.ct, t)}, ["crc_STS_001__CT", "CRC check failed"]),
     "ct_nii_truncated": (lambda t, s, m: {"ct": faults.uncompressed_truncated(s.ct, t)},
                          ["truncated_STS_001__CT_full.nii", "truncated: the NIfTI header announces"]),
-    "ct_header_dims_larger": (lambda t, s, m: {"ct": faults.header_dims(s.ct, t, [3, 198, 202, 80, 1, 1, 1, 1])},
+    "ct_header_dims_larger": (lambda t, s, m: {"ct": faults.header_dims(
+        s.ct, t, [3, 198, 202, 80, 1, 1, 1, 1])},
                               ["dims_STS_001__CT", "truncated: the NIfTI header announces"]),
     "ct_header_dims_zero": (lambda t, s, m: {"ct": faults.header_dims(s.ct, t, [3, 0, 202, 59, 1, 1, 1, 1])},
                             ["dims_STS_001__CT", "invalid dimensions [3, 0, 202, 59"]),
@@ -62,30 +63,30 @@ FAULTS = {
     "pet_inf": (lambda t, s, m: {"pet": faults.with_values(s.pet, t, "inf.nii.gz", _poke(np.inf))},
                 ["inf.nii.gz: 3 NaN or infinite voxels"]),
     "pet_scaled_1e30": (lambda t, s, m: {"pet": faults.with_values(s.pet, t, "p.nii.gz", lambda a: a * 1e30)},
-                        ["PET image has values up to 2.5e+31", "expected |value| <= 1e+07"]),
+                        ["PET image has values up to 2.54e+31", "expected |value| <= 1e+07"]),
     "pet_scaled_3e38": (lambda t, s, m: {"pet": faults.with_values(
         s.pet, t, "p.nii.gz", lambda a: a / a.max() * 3e38)}, ["PET image has values up to 3e+38"]),
-    "ct_as_pet_same_file": (lambda t, s, m: {"pet": s.ct}, ["--ct and --pet name the same file", "STS_001__CT"]),
+    "ct_as_pet_same_file": (lambda t, s, m: {"pet": s.ct},
+                            ["--ct and --pet name the same file", "STS_001__CT"]),
     "ct_as_pet_copy": (lambda t, s, m: {"pet": faults.with_values(s.ct, t, "copy.nii.gz", lambda a: a)},
                        ["PET image is identical to the CT image"]),
-    "ct_uint8": (lambda t, s, m: {"ct": faults.with_values(
-        s.ct, t, "u8.nii.gz", lambda a: (a - a.min()) / np.ptp(a) * 255, np.uint8)},
-        ["CT image's values lie in 0..255: not Hounsfield units"]),
     "ct_binary": (lambda t, s, m: {"ct": faults.with_values(s.ct, t, "b.nii.gz", lambda a: a > 0, np.uint8)},
-                  ["CT image's values lie in 0..1: not Hounsfield units"]),
+                  ["CT image holds only 0 and 1: a mask, not Hounsfield units"]),
     "ct_sheared": (lambda t, s, m: {"ct": faults.sheared(s.ct, t, "shear.nii.gz")},
                    ["shear.nii.gz: the NIfTI sform axes are not orthogonal", "expected 90"]),
     "pet_sheared": (lambda t, s, m: {"pet": faults.sheared(s.pet, t, "shear.nii.gz", 0.05)},
                     ["shear.nii.gz: the NIfTI sform axes are not orthogonal"]),
     "pet_other_frame": (lambda t, s, m: {"pet": faults.shifted(s.pet, t, "far.nii.gz", (0, 0, 1000))},
                         ["PET does not overlap the CT region of interest"]),
-    "pet_low_coverage": (lambda t, s, m: {"pet": faults.shifted(s.pet, t, "part.nii.gz", (0, 0, 160))},
+    "pet_low_coverage": (lambda t, s, m: {"pet": faults.shifted(s.pet, t, "part.nii.gz", (0, 0, 105))},
                          ["PET covers only", "expected at least 50%"]),
     "dicom_missing_slice": (lambda t, s, m: {"ct": faults.dicom_copy(s.ct_dicom, t, "ct_gap", drop=20)},
                             ["ct_gap: the DICOM slices are not evenly spaced"]),
-    "dicom_mixed_series": (lambda t, s, m: {"ct": faults.dicom_copy(s.ct_dicom, t, "mixed", extra=s.pet_dicom)},
+    "dicom_mixed_series": (lambda t, s, m: {"ct": faults.dicom_copy(
+        s.ct_dicom, t, "mixed", extra=s.pet_dicom)},
                            ["mixed holds 2 DICOM series; expected one"]),
-    "card_spacing_zero": (lambda t, s, m: {"model": faults.card_with(m, t, "preprocessing", "spacing_mm", [0, 0, 0])},
+    "card_spacing_zero": (lambda t, s, m: {"model": faults.card_with(
+        m, t, "preprocessing", "spacing_mm", [0, 0, 0])},
                           ["preprocessing.spacing_mm must be 3 positive finite numbers, got [0, 0, 0]"]),
     "card_roi_strings": (lambda t, s, m: {"model": faults.card_with(
         m, t, "preprocessing", "roi_size_vox", ["48", "48", "48"])}, ["preprocessing.roi_size_vox must be"]),
@@ -156,11 +157,18 @@ def test_fault_exits_2_with_a_message_and_writes_nothing(fault, src, tiny_packag
 
 
 def test_low_pet_coverage_is_accepted_when_allowed_and_reported(src, tiny_package_dir, tmp_path, capsys):
-    pet = faults.shifted(src.pet, tmp_path, "part.nii.gz", (0, 0, 160))
+    pet = faults.shifted(src.pet, tmp_path, "part.nii.gz", (0, 0, 105))
     rc, out, err = _run(capsys, "segment", src.ct, pet, tiny_package_dir, tmp_path,
                         extra=["--allow-low-pet-coverage"])
     summary = json.loads(out)
     assert rc == 0 and 0.0 < summary["pet_coverage"] < 0.5 and (tmp_path / "mask.nii.gz").is_file()
+
+
+def test_an_8_bit_ct_is_used_with_a_warning(src, tiny_package_dir, tmp_path, capsys, caplog):
+    ct = faults.with_values(src.ct, tmp_path, "u8.nii.gz", lambda a: (a - a.min()) / np.ptp(a) * 255,
+                            np.uint8)
+    rc, out, err = _run(capsys, "segment", ct, src.pet, tiny_package_dir, tmp_path)
+    assert rc == 0 and "the CT's values lie in 0..255: no fat or air below -100 HU" in caplog.text
 
 
 def test_a_label_on_another_grid_is_resampled(src, tiny_package_dir, tmp_path, capsys):
@@ -201,7 +209,8 @@ def test_a_full_disk_keeps_the_previous_output(src, tiny_package_dir, tmp_path, 
     assert out.read_bytes() == previous and sorted(out.parent.iterdir()) == [out]
 
 
-def test_an_unwritable_folder_is_refused_before_any_work(src, tiny_package_dir, tmp_path, capsys, monkeypatch):
+def test_an_unwritable_folder_is_refused_before_any_work(src, tiny_package_dir, tmp_path, capsys,
+                                                          monkeypatch):
     """Root may write anywhere, so the folder's refusal is injected where the probe creates a file."""
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
@@ -212,7 +221,20 @@ def test_an_unwritable_folder_is_refused_before_any_work(src, tiny_package_dir, 
     assert rc == 2 and f"cannot write in {tmp_path}: Permission denied" in err
 
 
-def test_ctrl_c_stops_cleanly_and_keeps_the_previous_output(src, tiny_package_dir, tmp_path, capsys, monkeypatch):
+def test_a_read_only_target_is_refused_before_any_work(src, tiny_package_dir, tmp_path, capsys,
+                                                       monkeypatch):
+    """Root may write a read-only file, so read-only is injected where the check asks."""
+    out, previous = _previous_output(tmp_path)
+    monkeypatch.setattr(output_files.os, "access", lambda path, mode: Path(path) != out)
+    monkeypatch.setattr("InteractiveRefineLib.cli._session", lambda *a: pytest.fail("computed first"))
+    rc, _, err = _run(capsys, "segment", src.ct, src.pet, tiny_package_dir, out.parent, out=out)
+    assert rc == 2 and err.strip().endswith(f"--out {out} is read-only; choose another output file or "
+                                            "make it writable")
+    assert out.read_bytes() == previous
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_the_previous_output(src, tiny_package_dir, tmp_path, capsys,
+                                                            monkeypatch):
     from InteractiveRefineLib import geometry
 
     out, previous = _previous_output(tmp_path)
@@ -225,4 +247,40 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_previous_output(src, tiny_package_di
     monkeypatch.setattr(geometry, "_write_array", interrupted)
     rc, _, err = _run(capsys, "segment", src.ct, src.pet, tiny_package_dir, out.parent, out=out)
     assert rc == 130 and err.strip() == "interactive-refine segment: interrupted; no output was written"
+    assert out.read_bytes() == previous and sorted(out.parent.iterdir()) == [out]
+
+
+SLOW_WRITER = """
+import sys, time
+from InteractiveRefineLib import cli, geometry
+original = geometry._write_array
+def slow(array, matrix, path):
+    original(array, matrix, path)
+    print("temporary file written", file=sys.stderr, flush=True)
+    time.sleep(120)
+geometry._write_array = slow
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_while_overwriting_keeps_the_previous_output(src, tiny_package_dir, tmp_path):
+    """A real SIGTERM between writing the temporary file and renaming it."""
+    import signal
+    import subprocess
+    import sys
+
+    out, previous = _previous_output(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WRITER, "segment", "--ct", str(src.ct), "--pet", str(src.pet),
+         "--model", str(tiny_package_dir), "--device", "cpu", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr.readline().strip() == "temporary file written"
+        assert len(list(out.parent.iterdir())) == 2  # the previous output and the temporary file
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and stdout == ""
+    assert stderr.strip() == "interactive-refine segment: interrupted; no output was written"
     assert out.read_bytes() == previous and sorted(out.parent.iterdir()) == [out]

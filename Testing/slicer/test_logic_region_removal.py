@@ -41,7 +41,7 @@ def test_not_tumour_point_on_a_separate_region_removes_it_from_the_segment(scene
 
     logic = InteractiveRefine.InteractiveRefineLogic()
     try:
-        assert logic.regionRemoval()  # on by default
+        assert logic.params.regionRemoval  # on by default
         logic.segment(ct, pet, None, roi, modelPath="", device="cpu")
         initial = logic.segmentMask().astype(bool)
         labels, count = ndimage.label(initial, structure=np.ones((3, 3, 3)))

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from InteractiveRefineLib import geometry
 from InteractiveRefineLib.cases import Case, find_cases
+from InteractiveRefineLib.dicom_import import read_label
+from InteractiveRefineLib.dicom_series import read_pet
 from InteractiveRefineLib.geometry import Volume, read_volume
 from InteractiveRefineLib.intensity import channels_on_grid
 from InteractiveRefineLib.simulation import label_centroid_ras
@@ -99,7 +101,7 @@ def roi_center_ras(ct: Volume, label: Volume | None, label_value: int) -> np.nda
 def preprocess_case(case: Case, settings: dict) -> dict:
     """Arrays of one case on its working grid: ``image`` float16 ``[C,k,j,i]``, ``label`` uint8."""
     ct = read_volume(case.ct)
-    label = read_volume(case.label) if case.label is not None else None
+    label = read_label(case.label) if case.label is not None else None  # a DICOM SEG too
     center = ct.grid.center_ras()
     if settings["roi_center"] == "label_centroid":
         center = roi_center_ras(ct, label, settings["label_value"])
@@ -108,7 +110,7 @@ def preprocess_case(case: Case, settings: dict) -> dict:
     if "pet" in settings["image_channels"]:
         if case.pet is None:
             raise ValueError(f"case {case.case_id} has no PET image")
-        pet = read_volume(case.pet)
+        pet = read_pet(case.pet)  # a PET DICOM folder becomes SUVbw
     image = channels_on_grid(ct, pet, grid, settings["intensity_preset"]).astype(np.float16)
     if label is None:
         label_roi = np.zeros(grid.shape, dtype=np.uint8)

@@ -17,6 +17,8 @@ import logging
 import time
 from pathlib import Path
 
+from InteractiveRefineLib.dicom_import import read_label
+from InteractiveRefineLib.dicom_series import read_pet
 from InteractiveRefineLib.errors import ImageError
 from InteractiveRefineLib.geometry import read_volume
 from InteractiveRefineLib.metrics import json_number
@@ -121,8 +123,8 @@ def run_evaluation(models: dict, cases, n_clicks: int, seeds, device: str = "aut
     rows = []
     for index, case in enumerate(cases):
         ct = read_volume(case.ct)
-        pet = read_volume(case.pet) if needs_pet and case.pet is not None else None
-        label = read_volume(case.label)
+        pet = read_pet(case.pet) if needs_pet and case.pet is not None else None  # DICOM: SUVbw
+        label = read_label(case.label)  # a DICOM SEG too (GTVp 1, GTVn 2 by its codes)
         center = roi_center_ras(ct, label, label_value)
         for name, session in sessions.items():
             t0 = time.perf_counter()

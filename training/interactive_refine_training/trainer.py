@@ -305,9 +305,8 @@ class Trainer:
         """The training loader; the augmentation runs in its workers or on the training device.
 
         ``runtime.augment_on``: ``"workers"`` warps on the CPU in the loader processes, in
-        parallel with the GPU's work (a 144^3 PET/CT sample takes ~0.08 s on an H100 but the
-        same time as a forward-backward pass, so on the device it halves the initial stage's
-        throughput); ``"device"`` warps on the training device in the main process; ``"auto"``
+        parallel with the GPU's work (on the device a warp costs about as much as a
+        forward-backward pass; ``benchmarks/README.md`` has the figures); ``"device"`` warps on the training device in the main process; ``"auto"``
         is "workers" on CUDA with workers > 0, else "device".
         """
         runtime, data = self.config["runtime"], self.config["data"]
@@ -375,7 +374,7 @@ class Trainer:
     # ========================================================================= time budget
     def _note_iteration(self, seconds: float) -> None:
         """Running estimate of an iteration's duration; the first one of an invocation (cuDNN
-        autotuning, loader start: 12 s measured on an H100 against ~1 s later) is left out."""
+        autotuning, loader start: many times a later one) is left out."""
         self._iterations_timed = getattr(self, "_iterations_timed", 0) + 1
         if self._iterations_timed == 1:
             return

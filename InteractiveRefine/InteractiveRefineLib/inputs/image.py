@@ -45,16 +45,17 @@ class ImageCache:
 
 
 def check_image(volume: Volume | None, name: str) -> None:
-    """Raise :class:`ImageError` for a missing, empty, NaN-containing or constant image."""
+    """Raise :class:`ImageError` for a missing, empty or constant image, NaN or implausible
+    values, a CT not in HU, or a sheared grid (:mod:`..input_checks`)."""
     if volume is None:
         raise ImageError(f"no {name} image was given")
     array = volume.array
     if array.size == 0 or min(array.shape) == 0:
         raise ImageError(f"the {name} image is empty (shape {array.shape})")
+    if np.isfinite(array.flat[0]) and float(array.max()) == float(array.min()):
+        raise ImageError(f"the {name} image is empty: every voxel equals {float(array.max())}")
     input_checks.check_values(array, name)  # NaN, implausible magnitudes, a CT not in HU
     input_checks.check_orthogonal(volume.grid, name)
-    if float(array.max()) == float(array.min()):
-        raise ImageError(f"the {name} image is empty: every voxel equals {float(array.max())}")
 
 
 def _roi_center(ct: Volume, roi_center_ras) -> np.ndarray:

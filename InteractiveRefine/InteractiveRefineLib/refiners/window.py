@@ -43,9 +43,18 @@ class WindowRefiner:
         self.stage = card.stages["refine"]
         self.edge = int(edge)
         self.divisor = card.size_divisor
-        self._first_norms = [netcopies.first_norm(net) for net in backend.networks["refine"]]
+        self._norms = (None, [])  # (the refine members they belong to, their first norms)
         self._far_field = None  # the calibration pass's probability
         self._kernel = click_kernel(next(s for s in self.stage.inputs if s.name == "clicks_positive"))
+
+    @property
+    def _first_norms(self) -> list:
+        """Per refine member, ``(name, conv)`` of its first instance norm (the backend's current
+        copies: an out-of-memory fallback replaces them)."""
+        members = self.backend.networks["refine"]
+        if self._norms[0] is not members:
+            self._norms = (members, [netcopies.first_norm(net) for net in members])
+        return self._norms[1]
 
     @property
     def shape(self) -> tuple:

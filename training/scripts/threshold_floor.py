@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""The one-click PET threshold floor beside a model, per real case: a Markdown table and JSON.
+
+For each case and each ROI placement (the CT's centre, and centred on the label: the paper's
+cropping), one ``run_simulation`` with the 2S-ICR simulated user gives the model's Dice at 0, 1,
+3 and 5 clicks and the one-click baseline from the tumour's innermost voxel: the 40 % and 50 %
+SUVmax regions (PET grid, mapped to the CT), the model after that same click as its first,
+positive click, and the session's 40 % threshold click (the region inside the ROI).
+
+    python training/scripts/threshold_floor.py --data ../shared/data/hecktor2020_lowres \
+        --data ../shared/data/hecktor2020_chgj015 --data ../shared/data/sts_petct --json out/floor.json
+    python training/scripts/threshold_floor.py --data ... --threshold-start   # the session option
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+try:
+    import InteractiveRefineLib  # noqa: F401
+except ImportError:  # run from a checkout without the engine installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "InteractiveRefine"))
+
+from InteractiveRefineLib.cases import find_cases  # noqa: E402
+from InteractiveRefineLib.geometry import read_volume  # noqa: E402
+from InteractiveRefineLib.model_package import load_model_package  # noqa: E402
+from InteractiveRefineLib.runtime import apply_process_settings  # noqa: E402
+from InteractiveRefineLib.simulation import label_centroid_ras, run_simulation  # noqa: E402
+
+CURVE = (0, 1, 3, 5)
+
+
+def case_rows(package, case, clicks: int, seed: int, threshold_start: bool,
+              region_removal: bool) -> list[dict]:
+    from InteractiveRefineLib.session import RefinementSession
+
+    ct, pet, label = read_volume(case.ct), read_volume(case.pet), read_volume(case.label)
+    rows = []
+    for placement, centre in (("CT centre", None), ("tumour", label_centroid_ras(label))):
+        session = RefinementSession(package, device="cpu", threshold_start=threshold_start,
+                                    region_removal=region_removal)
+        session.set_image(ct, pet, roi_center_ras=centre)
+        out = run_simulation(session, label, clicks, seed=seed, surface_metrics=False)
+        base = out["baseline"]
+        rows.append({
+            "case": case.case_id, "roi": placement,
+            "threshold40": base["threshold"]["0.4"]["dice"] if base["threshold"].get("0.4") else None,
+            "threshold50": base["threshold"]["0.5"]["dice"] if base["threshold"].get("0.5") else None,
+            "model_one_click": base["model_one_click"], "threshold_click": base["threshold_click"],
+            "curve": {t: out["dice"][t] for t in CURVE if t <= clicks}, "notes": base["notes"],
+        })
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    def cell(value):
+        return "n/a" if value is None else f"{value:.3f}"
+
+    lines = ["| case | ROI | 40 % region | 50 % region | model, 1 click there | threshold click | "
+             + " | ".join(f"user {t}" for t in CURVE) + " |", "|---" * (6 + len(CURVE)) + "|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['roi']} | {cell(r['threshold40'])} | {cell(r['threshold50'])} | "
+                     f"{cell(r['model_one_click'])} | {cell(r['threshold_click'])} | "
+                     + " | ".join(cell(r["curve"].get(t)) for t in CURVE) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", action="append", required=True, help="case folder (repeat)")
+    p.add_argument("--model", help="model package folder (default: the shipped model)")
+    p.add_argument("--clicks", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold-start", action="store_true")
+    p.add_argument("--no-region-removal", action="store_true")
+    p.add_argument("--json", help="write the rows here")
+    args = p.parse_args(argv)
+    apply_process_settings()
+    package = load_model_package(args.model)
+    rows = []
+    for folder in args.data:
+        for case in find_cases(folder):
+            if case.pet is None or case.label is None:
+                continue
+            rows += case_rows(package, case, args.clicks, args.seed, args.threshold_start,
+                              not args.no_region_removal)
+            print(markdown(rows[-2:]).splitlines()[-1], file=sys.stderr)
+    print(markdown(rows))
+    for placement in ("CT centre", "tumour"):
+        chosen = [r for r in rows if r["roi"] == placement]
+        keys = ("threshold40", "model_one_click", "threshold_click")
+        means = {k: np.mean([r[k] for r in chosen if r[k] is not None]) for k in keys}
+        print(f"mean over {len(chosen)} cases, ROI at the {placement}: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
