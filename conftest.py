@@ -10,14 +10,11 @@ from pathlib import Path
 
 import pytest
 from InteractiveRefineLib.cases import find_data_dir
-from InteractiveRefineLib.networks import TINY_NETWORK
+from InteractiveRefineLib.networks import TINY_NETWORK, TINY_ROI
 
 REPO = Path(__file__).resolve().parent
 DATA_DIR = find_data_dir()
-
-#: ROI of the tests' tiny packages (``TINY_NETWORK``, the engine's, is re-exported for the tests).
-TINY_ROI = (48, 48, 48)
-
+#: ``TINY_NETWORK`` and ``TINY_ROI`` (the engine's) are imported above for the tests.
 
 def data_path(*parts: str) -> Path:
     """Path of a file under the real-data folder; skips the test when it is absent."""

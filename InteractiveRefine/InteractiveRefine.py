@@ -427,7 +427,7 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
 
     def _modelPath(self) -> str:
         from InteractiveRefineLib.model_package import DEFAULT_MODEL_DIR, create_random_model_package
-        from InteractiveRefineLib.networks import TINY_NETWORK
+        from InteractiveRefineLib.networks import TINY_NETWORK, TINY_ROI
         from InteractiveRefineLib.runtime import apply_process_settings
 
         apply_process_settings()  # as the Logic does, but before the tiny network below uses torch
@@ -437,7 +437,7 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         if not choice and os.path.isfile(os.path.join(str(DEFAULT_MODEL_DIR), "model.json")):
             return ""
         folder = self._tempDir()
-        return str(create_random_model_package(folder, network=TINY_NETWORK, roi_size_vox=(48,) * 3, seed=0))
+        return str(create_random_model_package(folder, network=TINY_NETWORK, roi_size_vox=TINY_ROI, seed=0))
 
     def _loadInputs(self):
         """(CT node, PET node, tumour label array on the CT grid) of the engine's phantom: a case

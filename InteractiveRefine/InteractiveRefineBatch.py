@@ -87,6 +87,9 @@ def parseArguments(argv):
     parser.add_argument("--label-value", type=int, default=1, help="label value of the GTVp (HECKTOR: 1)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--no-region-removal", action="store_true", help=NO_REGION_REMOVAL_HELP)
+    parser.add_argument("--dicom-export", action="store_true",
+                        help="for cases whose CT is a DICOM folder, also write <id>.seg.dcm (DICOM SEG) and "
+                             "<id>.rtstruct.dcm referencing that series")
     args = parser.parse_args(argv)
     if args.clicks < 0:
         parser.error("--clicks must be 0 or more")
@@ -142,6 +145,25 @@ def baselineRow(session, truth) -> dict:
             "model_one_click_dice": base["model_one_click"]}
 
 
+def writeDicom(session, case, output: Path) -> None:
+    """``<id>.seg.dcm`` (DICOM SEG) and ``<id>.rtstruct.dcm`` of the case's final mask, referencing
+    its CT DICOM series (engine ``dicom_export``); an empty contour writes neither."""
+    from InteractiveRefineLib.dicom_export import write_rtstruct, write_seg
+    from InteractiveRefineLib.dicom_series import load_datasets, sort_datasets
+    from InteractiveRefineLib.output_files import write_atomically
+
+    labels = session.mask_on_ct()
+    if not labels.any():
+        logger.warning("%s: the contour is empty: no DICOM SEG or RTSTRUCT written", case.case_id)
+        return
+    datasets = sort_datasets(load_datasets(case.ct, "CT"))
+    grid = session.ct.grid
+    write_atomically(output / f"{case.case_id}.seg.dcm",
+                     lambda tmp: write_seg(labels, grid, datasets, tmp), "SEG")
+    write_atomically(output / f"{case.case_id}.rtstruct.dcm",
+                     lambda tmp: write_rtstruct(labels, grid, datasets, tmp), "RTSTRUCT")
+
+
 def processCase(module, case, args, writeRow) -> None:
     """Segment one case, apply the simulated clicks, write ``<id>.seg.nrrd`` and the metric rows."""
     import numpy as np
@@ -154,7 +176,7 @@ def processCase(module, case, args, writeRow) -> None:
     logic.setAutoRefine(True)
     logic.setRegionRemoval(not args.no_region_removal)
     try:
-        ct = logic.loadVolume(str(case.ct), f"{case.case_id} CT")
+        ct = logic.loadCtVolume(str(case.ct), f"{case.case_id} CT")  # a DICOM folder too
         # A PET DICOM folder becomes SUVbw (engine ``suv``; a bad tag fails the case by name).
         pet = logic.loadPetVolume(str(case.pet), f"{case.case_id} PET") if case.pet else None
         logic.setSessionLog(Path(args.output) / "session_log.csv", case.case_id)
@@ -198,6 +220,8 @@ def processCase(module, case, args, writeRow) -> None:
             if done < args.clicks:
                 logger.info("%s: no error left after %d click(s)", case.case_id, done)
         logic.saveSegmentation(segmentation, str(Path(args.output) / f"{case.case_id}.seg.nrrd"))
+        if args.dicom_export and Path(case.ct).is_dir():
+            writeDicom(session, case, Path(args.output))
         logic.acceptContour()  # the case's row of session_log.csv
     finally:
         logic.clear()

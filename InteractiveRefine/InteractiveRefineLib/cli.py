@@ -24,7 +24,7 @@ import numpy as np
 from . import clinical
 from .click_regions import NO_REGION_REMOVAL_HELP
 from .errors import InteractiveRefineError
-from .networks import TINY_NETWORK
+from .networks import TINY_NETWORK, TINY_ROI
 from .runtime import apply_process_settings, threads_from_environment
 from .session_log import SessionLog
 
@@ -202,7 +202,7 @@ def cmd_create_model(args) -> dict:
     network = None
     roi = (144, 144, 144)
     if args.tiny:
-        network, roi = TINY_NETWORK, (48, 48, 48)
+        network, roi = TINY_NETWORK, TINY_ROI
     path = create_random_model_package(args.out, network=network, roi_size_vox=roi, seed=args.seed)
     return {"model": str(path), "note": "random weights: for pipeline tests only"}
 

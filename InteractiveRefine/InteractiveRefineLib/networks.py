@@ -16,6 +16,8 @@ PAPER_NETWORK = {
 #: paper's); random weights only (``interactive-refine create-model --tiny``, the tests, the
 #: module's self-test, the benchmarks' ``--random-tiny-model``).
 TINY_NETWORK = {"channels": [4, 8, 16, 32], "strides": [1, 2, 2], "num_res_units": 1, "norm": "INSTANCE"}
+#: The ROI (voxels ``k, j, i``) of tiny test packages.
+TINY_ROI = (48, 48, 48)
 
 
 def in_channels(stage: str, image_channels: int) -> int:

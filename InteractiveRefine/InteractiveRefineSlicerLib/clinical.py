@@ -61,6 +61,19 @@ class ClinicalMixin:
         self._sessionLog = None
         return row
 
+    def loadCtVolume(self, path: str, name: str | None = None):
+        """A CT volume node: a DICOM folder through the engine's reader (the grid a DICOM SEG or
+        RTSTRUCT of the result refers to), a file through :meth:`loadVolume`."""
+        if not os.path.isdir(path):
+            return self.loadVolume(path, name)
+        from InteractiveRefineLib.dicom_series import read_series
+
+        volume = read_series(path, "CT").volume
+        node = self.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name or os.path.basename(path))
+        slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(volume.array, dtype=np.float32))
+        node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(volume.ijk_to_ras))
+        return node
+
     # --------------------------------------------------------------- PET as SUV
     def loadPetVolume(self, path: str, name: str | None = None, allowImplausible: bool = False):
         """A PET volume node in SUVbw: a DICOM folder is converted (engine ``dicom_series``, tags

@@ -173,5 +173,5 @@ def test_a_pet_series_with_a_missing_slice_is_refused(tmp_path):
     for index, path in enumerate(sorted(data_path(*RAW_PET).iterdir())[:12]):
         if index != 5:
             shutil.copy(path, tmp_path / path.name)
-    with pytest.raises(ImageError, match="unevenly spaced"):
+    with pytest.raises(ImageError, match="not evenly spaced"):
         read_pet_series(tmp_path)

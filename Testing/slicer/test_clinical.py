@@ -76,3 +76,28 @@ def test_batch_writes_measurements_and_session_log(scene, tiny_package_dir, tmp_
             assert float(row["suv_max"]) >= float(row["suv_mean"]) > 0 and row["tlg"] != ""
     log = _rows(out / "session_log.csv")
     assert len(log) == 1 and log[0]["clicks_total"] == "1" and log[0]["device"] == "cpu"
+
+
+def test_batch_exports_dicom_seg_and_rtstruct_for_a_ct_series(scene, tiny_package_dir, tmp_path):
+    """A manifest whose CT is a DICOM folder: with --dicom-export the batch writes a SEG and an
+    RTSTRUCT of each case's final mask, referencing that series, and both re-import to it."""
+    from InteractiveRefineLib.dicom_import import read_rtstruct_mask, read_seg
+    from InteractiveRefineLib.dicom_series import read_series
+    from InteractiveRefineLib.geometry import resample
+    from InteractiveRefineLib.metrics import dice
+
+    ct_dir = data_path("sts_petct", "dicom_cropped", "STS_001", "CT", "image")
+    case = data_path("sts_petct", "hecktor_layout", "STS_001")
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(f"id,ct,pet,label\nSTS_001,{ct_dir},{case / 'STS_001__PT.nii.gz'},\n")
+    out = tmp_path / "out"
+    args = ["--input", str(manifest), "--output", str(out), "--model", str(tiny_package_dir),
+            "--device", "cpu", "--dicom-export"]
+    assert InteractiveRefineBatch.main(args) == 0
+    series = read_series(ct_dir, "CT")
+    seg, _ = read_seg(out / "STS_001.seg.dcm", 1)
+    grid = series.volume.grid
+    mask = resample(seg.array, seg.grid, grid, order=0) > 0.5  # SEG frames back on the CT series
+    assert mask.sum() > 100
+    rtstruct = read_rtstruct_mask(out / "STS_001.rtstruct.dcm", "GTVp", grid)
+    assert dice(rtstruct, mask) >= 0.95

@@ -306,8 +306,9 @@ class Trainer:
 
         ``runtime.augment_on``: ``"workers"`` warps on the CPU in the loader processes, in
         parallel with the GPU's work (on the device a warp costs about as much as a
-        forward-backward pass; ``benchmarks/README.md`` has the figures); ``"device"`` warps on the training device in the main process; ``"auto"``
-        is "workers" on CUDA with workers > 0, else "device".
+        forward-backward pass; ``benchmarks/README.md`` has the figures); ``"device"`` warps on
+        the training device in the main process; ``"auto"`` is "workers" on CUDA with workers > 0,
+        else "device".
         """
         runtime, data = self.config["runtime"], self.config["data"]
         workers = int(runtime["workers"])

@@ -32,4 +32,5 @@ def test_a_dicom_case_preprocesses_like_its_nifti_copy(tmp_path):
     np.testing.assert_array_equal(dicom["label"], files["label"])
     assert dicom["label"].sum() > 0
     # PET: SUVbw from the raw BQML series equals the SUV NIfTI (same crop; CT identical).
-    np.testing.assert_allclose(dicom["image"].astype(np.float32), files["image"].astype(np.float32), atol=2e-2)
+    np.testing.assert_allclose(dicom["image"].astype(np.float32), files["image"].astype(np.float32),
+                               atol=2e-2)
