@@ -1,4 +1,4 @@
-"""Issue 25 items 4 and 8 (package versions, one requirements list, Intel macOS, the PyTorch
+"""Dependencies and parameters (package versions, one requirements list, Intel macOS, the PyTorch
 extension) and the typed parameter node with the upgrade of older scenes (restructure)."""
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def test_version_comparison():
 
 # ---------------------------------------------------------- parameter node
 def old_parameter_node(scene, ct, node=None):
-    """A parameter node as the version before issue 25 saved it (``node``: made into one)."""
+    """A parameter node as the previous module version saved it (``node``: made into one)."""
     if node is None:
         node = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "InteractiveRefine old")
     for name in list(node.GetParameterNames()):

@@ -1,4 +1,4 @@
-"""Issue 25 item 3: the background exact pass advances at full speed although the main thread holds
+"""The background exact pass advances at full speed although the main thread holds
 the GIL the way Slicer's idle event loop does.
 
 Slicer initialises PythonQt without thread support: between events the main thread sits in Qt's

@@ -1,6 +1,7 @@
-"""Issue 25 items 2, 5, 7 and 9 (engine warnings) on real MRML with the STS_001 PET/CT and the tiny
-random network: the session keeps its own nodes, one action at a time, RTSTRUCT-like targets are
-refused before anything changes, and engine warnings reach the user."""
+"""Session inputs, re-entrant actions, RTSTRUCT targets and engine warnings on real MRML with
+the STS_001 PET/CT and the tiny random network: the session keeps its own nodes, one action at
+a time, RTSTRUCT-like targets are refused before anything changes, and engine warnings reach the
+user."""
 
 from __future__ import annotations
 

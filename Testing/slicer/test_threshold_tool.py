@@ -1,4 +1,4 @@
-"""Issue 30 item 4: the PET threshold tool in the Slicer module (third point list, in the click order
+"""The PET threshold tool in the Slicer module (third point list, in the click order
 with the other clicks: undo, reset, replay), on real MRML with STS_001 and the tiny network."""
 
 from __future__ import annotations

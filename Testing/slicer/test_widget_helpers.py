@@ -1,4 +1,4 @@
-"""Issue 25 item 1 and 9 (shortcuts): what the Widget does with Slicer's place widgets, checked with
+"""Place mode and shortcuts: what the Widget does with Slicer's place widgets, checked with
 a thin stand-in for ``qSlicerMarkupsPlaceWidget`` (slicer-core has no Qt) over the real MRML
 interaction and selection nodes."""
 
@@ -35,7 +35,7 @@ class PlaceWidgetStandIn:
 
 
 def old_set_place_mode(widgets, positive):
-    """The module's loop before issue 25 (kept here to show the stand-in reproduces the defect)."""
+    """The module's earlier loop (kept here to show the stand-in reproduces the defect)."""
     for widget, is_positive in ((widgets["positive"], True), (widgets["negative"], False)):
         if widget.currentNode() is not None:
             widget.setPlaceModeEnabled(positive is is_positive)
