@@ -184,7 +184,7 @@ def cmd_simulate(args) -> dict:
 
     result = run_simulation(
         session, label, args.clicks, seed=args.seed, preset=args.user, label_value=args.label_value,
-        on_step=progress, exact=not args.keep_previews,
+        on_step=progress, exact=not args.keep_previews, label_name=str(args.label),
     )
     result["device"] = str(session.device)
     result["model"] = session.package.spec.name

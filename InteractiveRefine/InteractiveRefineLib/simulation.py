@@ -103,6 +103,7 @@ def run_simulation(
     on_step=None,
     exact: bool = True,
     baseline: bool = True,
+    label_name: str | None = None,
 ) -> dict:
     """Initial segmentation plus ``n_clicks`` simulated clicks; metrics after every step.
 
@@ -119,11 +120,13 @@ def run_simulation(
     exact mask. False scores the previews.
 
     ``baseline`` (with a PET): also ``out["baseline"]``, the classical one-click floor from the
-    tumour's innermost voxel (:func:`one_click_baseline`).
+    tumour's innermost voxel (:func:`one_click_baseline`). ``label_name``: the label's file, for
+    the message when it has no such voxel inside the CT.
     """
     truth_ct = truth_on_grid(label, session.ct.grid, label_value)
     if not truth_ct.any():
-        raise ImageError(f"the label has no voxel with value {label_value} inside the CT")
+        where = f"{label_name}: " if label_name else ""
+        raise ImageError(f"{where}the label has no voxel with value {label_value} inside the CT")
     inside = geometry.inside_mask(session.ct.grid, session.grid)
     truth_work = truth_on_grid(label, session.grid, label_value)
     user = SimulatedUser(preset, np.random.default_rng(seed))

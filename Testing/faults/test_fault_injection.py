@@ -111,7 +111,8 @@ FAULTS = {
     "label_truncated": (lambda t, s, m: {"command": "simulate", "label": faults.truncated(s.label, t)},
                         ["truncated_STS_001.nii.gz", "gzip stream is damaged or truncated"]),
     "label_other_grid_no_overlap": (lambda t, s, m: {"command": "simulate", "label": faults.shifted(
-        s.label, t, "far_label.nii.gz", (0, 0, 1000))}, ["label has no voxel with value 1 inside the CT"]),
+        s.label, t, "far_label.nii.gz", (0, 0, 1000))},
+        ["far_label.nii.gz: the label has no voxel with value 1 inside the CT"]),
 }
 
 
