@@ -136,6 +136,8 @@ def cmd_segment(args) -> dict:
 
     clicks = [parse_any_click(c) for c in args.click or []]
     check_output(args.out, "--out", inputs=(args.ct, args.pet))  # before any work
+    if args.uncertainty:
+        check_output(args.uncertainty, "--uncertainty", inputs=(args.ct, args.pet, args.out))
     targets = clinical.prepare(args)
     log = SessionLog(case_id=Path(args.ct).name.split(".")[0])
     session = _session(args, args.ct, args.pet)
@@ -157,6 +159,8 @@ def cmd_segment(args) -> dict:
     log.device = str(last.device)
     log.observe(session.clicks)
     extra = clinical.finish(args, session, targets, log, mask.array)
+    if args.uncertainty or args.suggest:
+        extra["uncertainty"] = _uncertainty(args, session)
     return extra | {
         "out": str(args.out), "voxels": last.voxels, "volume_ml": round(last.volume_ml, 3),
         "clicks": len(clicks), "device": last.device, "pet_coverage": _pet_coverage(session),
@@ -167,6 +171,21 @@ def cmd_segment(args) -> dict:
                       "initial": round(results[0].timings["total_s"], 4),
                       "per_click": [round(r.timings["total_s"], 4) for r in results[1:]]},
     }
+
+
+def _uncertainty(args, session) -> dict:
+    """The final state's uncertainty (:mod:`.uncertainty`): its summary with the suggested next
+    click, and the entropy map on the CT grid written to ``--uncertainty``."""
+    from .geometry import Volume, resample, write_volume
+    from .uncertainty import estimate
+
+    result = estimate(session, args.uncertainty_passes)
+    summary = result.summary()
+    if args.uncertainty:
+        on_ct = resample(result.entropy, session.grid, session.ct.grid, order=1)
+        write_volume(Volume(on_ct, session.ct.grid), args.uncertainty, dtype=np.float32)
+        summary["file"] = str(args.uncertainty)
+    return summary
 
 
 def cmd_simulate(args) -> dict:
@@ -254,6 +273,13 @@ def _add_segment(sub) -> None:
                      help="a positive (+) or negative (-) click, or t+ for the PET threshold region "
                           "around the point (PET >= --threshold-percent of the SUVmax within 10 mm); "
                           "repeat for more")
+    seg.add_argument("--uncertainty", metavar="FILE",
+                     help="write the final state's uncertainty (predictive entropy, nats, of N passes "
+                          "with test-time augmentation and MC dropout) on the CT grid")
+    seg.add_argument("--suggest", action="store_true",
+                     help="report the suggested next click (the most uncertain region not clicked yet)")
+    seg.add_argument("--uncertainty-passes", type=positive_int, default=8, metavar="N",
+                     help="passes for --uncertainty/--suggest (default 8)")
     seg.add_argument("--threshold-percent", type=float, default=40.0, metavar="P",
                      help="percentage of the local SUVmax for t+ clicks (default 40; 50 is common)")
     seg.add_argument("--pet-is-suv", action="store_true",

@@ -149,11 +149,16 @@ def run_simulation(
             out["exact_seconds_per_click"].append(seconds + _make_exact(session, exact))
         out["clicks"].append({"ras": [float(v) for v in step.ras], "positive": step.click.positive})
         score()
-    while len(out["dice"]) < n_clicks + 1:  # no error left: the mask stays as it is
+    _pad(out, n_clicks)
+    return out
+
+
+def _pad(out: dict, n_clicks: int) -> None:
+    """Repeat the last step up to ``n_clicks`` (the user stopped: no error left)."""
+    while len(out["dice"]) < n_clicks + 1:
         for key in CURVES:
             out[key].append(out[key][-1])
         out["changed_voxels"].append(0)
-    return out
 
 
 def _timed(apply: Callable) -> Callable:

@@ -1,0 +1,213 @@
+"""Where the model is unsure: MC dropout plus test-time augmentation, and "click here next".
+
+HN-UISeg (section 2.4): N forward passes, each with one random test-time augmentation (Gaussian
+noise on the image channels, a flip along one axis, or a rotation of up to 5 degrees about one
+axis), mapped back to the working grid; where the network has dropout layers (a card trained with
+``network.dropout``) they stay active, so the passes also sample the weights. The mean of the
+passes is the prediction and its predictive entropy (nats, 0 where every pass says exactly 0 or
+1, at most ln 2) is the uncertainty map. The passes run on the input that produced the current
+state (the initial model's for step 0, else the refine stage with the previous state and the
+current clicks), in float32.
+
+:func:`suggest` offers the next click: the centre of the connected region of high entropy with the
+most entropy in it that no click lies in yet, signed by the mean prediction there. It is a
+suggestion for the user to accept or flip, never applied by itself.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import SessionStateError
+from .inputs import InputContext, assemble
+
+#: Passes per estimate (HN-UISeg's N; each costs one network pass).
+DEFAULT_PASSES = 8
+#: Gaussian noise (standard deviation, in normalised intensity units) on the image channels.
+NOISE_SD = 0.05
+#: The largest rotation (degrees).
+MAX_ROTATION_DEG = 5.0
+#: Entropy (nats) above which a voxel counts as uncertain for :func:`suggest` (half of ln 2).
+UNCERTAIN_NATS = 0.5 * float(np.log(2.0))
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A suggested click: RAS mm, working-grid index ``(k, j, i)``, sign from the mean
+    prediction, and the entropy (summed, nats) and volume (mL) of its uncertain region."""
+
+    ras: tuple
+    index: tuple
+    positive: bool
+    entropy_sum: float
+    volume_ml: float
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """``mean`` and ``entropy`` (float32 ``[k, j, i]`` on the working grid), the augmentation of
+    each pass, the seconds it took and the suggested next click (or None)."""
+
+    mean: np.ndarray
+    entropy: np.ndarray
+    augmentations: tuple
+    seconds: float
+    suggestion: Suggestion | None
+
+    def summary(self) -> dict:
+        out = {"passes": len(self.augmentations), "seconds": round(self.seconds, 3),
+               "max_entropy_nats": round(float(self.entropy.max()), 4),
+               "uncertain_voxels": int((self.entropy > UNCERTAIN_NATS).sum()), "suggestion": None}
+        if self.suggestion is not None:
+            s = self.suggestion
+            out["suggestion"] = {"ras": [round(float(v), 2) for v in s.ras], "positive": s.positive,
+                                 "entropy_sum": round(s.entropy_sum, 3), "volume_ml": round(s.volume_ml, 3)}
+        return out
+
+
+def predictive_entropy(mean: np.ndarray) -> np.ndarray:
+    """Binary predictive entropy (nats) of a mean foreground probability; exactly 0 at 0 and 1."""
+    from scipy.special import xlogy
+
+    p = np.clip(np.asarray(mean, dtype=np.float64), 0.0, 1.0)
+    return (-(xlogy(p, p) + xlogy(1.0 - p, 1.0 - p))).astype(np.float32)
+
+
+def estimate(session, passes: int = DEFAULT_PASSES, seed: int = 0) -> Uncertainty:
+    """The uncertainty of ``session``'s current state from ``passes`` augmented passes
+    (deterministic for a seed). The session is not changed."""
+    import torch
+
+    if int(passes) < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
+    if session.image is None or not len(session.history):
+        raise SessionStateError("no segmentation yet: run the initial segmentation first")
+    state = session.history.current
+    t0 = time.perf_counter()
+    stage, x = _input(session)
+    rng = np.random.default_rng(seed)
+    image_channels = [stage.slices()[name] for name in session.card.image_channels]
+    total, augmentations = None, []
+    with _dropout_active(session.backend.networks[stage.name]):
+        for _ in range(int(passes)):
+            augmentation = _draw(rng)
+            augmented = _augment(x, augmentation, image_channels)
+            predicted = session.backend.predict(stage.name, augmented, exact=True)
+            probability = _restore(torch.from_numpy(predicted.astype(np.float32)), augmentation)
+            total = probability if total is None else total + probability
+            augmentations.append(augmentation)
+    mean = (total / len(augmentations)).numpy()
+    entropy = predictive_entropy(mean)
+    suggestion = suggest(session, mean, entropy, state.click_indices)
+    return Uncertainty(mean, entropy, tuple(augmentations), time.perf_counter() - t0, suggestion)
+
+
+def _input(session):
+    """``(stage, input)``: what produced the current state."""
+    history = session.history
+    image = session.image.on(session.device)
+    if session.step == 0:
+        return session.card.stages["initial"], image.tensor
+    state, previous = history.current, history[len(history) - 2]
+    positives = tuple(c.positive for c in state.clicks)
+    ctx = InputContext(image, previous.probability, state.click_indices, positives)
+    stage = session.card.stages["refine"]
+    return stage, assemble(stage, ctx, tuple(slice(0, n) for n in session.grid.shape))
+
+
+def _draw(rng) -> tuple:
+    kind = ("noise", "flip", "rotate")[int(rng.integers(3))]
+    if kind == "noise":
+        return ("noise", int(rng.integers(2**31)))
+    if kind == "flip":
+        return ("flip", int(rng.integers(3)))
+    return ("rotate", int(rng.integers(3)), float(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG)))
+
+
+def _augment(x, augmentation, image_channels):
+    import torch
+
+    kind = augmentation[0]
+    if kind == "noise":
+        x = x.clone()
+        noise_generator = torch.Generator().manual_seed(augmentation[1])
+        for channels in image_channels:
+            part = x[:, channels]
+            noise = torch.randn(part.shape, generator=noise_generator).to(part.device)
+            x[:, channels] = part + NOISE_SD * noise
+        return x
+    if kind == "flip":
+        return torch.flip(x, dims=(2 + augmentation[1],))
+    return _rotate(x, augmentation[1], augmentation[2])
+
+
+def _restore(probability, augmentation):
+    """A pass's probability ``[k, j, i]`` mapped back to the unaugmented grid."""
+    import torch
+
+    if augmentation[0] == "flip":
+        return torch.flip(probability, dims=(augmentation[1],))
+    if augmentation[0] == "rotate":
+        return _rotate(probability[None, None], augmentation[1], -augmentation[2])[0, 0]
+    return probability
+
+
+def _rotate(x, axis: int, degrees: float):
+    """``x`` ``[1, C, k, j, i]`` rotated by ``degrees`` about the voxel axis ``axis`` (0 = k) around
+    the grid's centre (trilinear, zeros outside)."""
+    import torch
+
+    angle = np.deg2rad(degrees)
+    c, s = float(np.cos(angle)), float(np.sin(angle))
+    plane = [a for a in range(3) if a != axis]  # the two axes that turn, in (k, j, i) order
+    theta = torch.eye(3, 4, dtype=torch.float32)
+    # affine_grid's coordinates are (x, y, z) = (i, j, k): axis a of (k, j, i) is column 2 - a.
+    u, v = 2 - plane[0], 2 - plane[1]
+    theta[u, u], theta[u, v], theta[v, u], theta[v, v] = c, -s, s, c
+    grid = torch.nn.functional.affine_grid(theta[None].to(x.device), list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros",
+                                           align_corners=False)
+
+
+@contextlib.contextmanager
+def _dropout_active(networks):
+    """Dropout layers in training mode while inside (MC dropout); none: nothing changes."""
+    import torch
+
+    dropout = torch.nn.modules.dropout._DropoutNd
+    layers = [m for net in networks for m in net.modules() if isinstance(m, dropout)]
+    for layer in layers:
+        layer.train()
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.eval()
+
+
+def suggest(session, mean: np.ndarray, entropy: np.ndarray, clicked=()) -> Suggestion | None:
+    """The next click: in the connected region of entropy above :data:`UNCERTAIN_NATS` holding
+    the most entropy and no click yet, the region voxel nearest its entropy-weighted centroid;
+    positive when the mean prediction there is foreground. None when nothing is uncertain."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(entropy > UNCERTAIN_NATS, structure=np.ones((3, 3, 3), bool))
+    if count == 0:
+        return None
+    taken = {int(labels[tuple(index)]) for index in clicked} - {0}
+    sums = ndimage.sum(entropy, labels, index=np.arange(1, count + 1))
+    order = [int(i) + 1 for i in np.argsort(-sums) if int(i) + 1 not in taken]
+    if not order:
+        return None
+    region = labels == order[0]
+    voxels = np.argwhere(region)
+    weights = entropy[region]
+    centroid = (voxels * weights[:, None]).sum(axis=0) / weights.sum()
+    index = tuple(int(v) for v in voxels[np.argmin(((voxels - centroid) ** 2).sum(axis=1))])
+    ras = session.grid.index_to_ras(np.array(index[::-1], dtype=float))
+    voxel_ml = float(np.prod(session.grid.spacing)) / 1000.0
+    return Suggestion(tuple(float(v) for v in ras), index, bool(mean[index] >= session.card.threshold),
+                      float(sums[order[0] - 1]), float(region.sum()) * voxel_ml)
