@@ -43,8 +43,8 @@ logger = logging.getLogger("InteractiveRefineBatch")
 
 #: The one-click PET threshold floor (engine ``simulation.one_click_baseline``), on each case's
 #: 0-click row: Dice of the 40 % and 50 % SUVmax regions from the tumour's innermost voxel and of
-#: the model after that same click.
-BASELINE_COLUMNS = ("threshold40_dice", "threshold50_dice", "model_one_click_dice")
+#: the model after that same click and of the session's own 40 % threshold click.
+BASELINE_COLUMNS = ("threshold40_dice", "threshold50_dice", "model_one_click_dice", "threshold_click_dice")
 #: Lesion measurements of the GTVp after every step (engine ``measurements``: SUVpeak is PERCIST's
 #: 1 mL sphere; MTV = voxels >= 41 % of SUVmax, TLG = MTV x its SUVmean).
 MEASUREMENT_COLUMNS = ("suv_max", "suv_peak", "suv_mean", "mtv_ml", "tlg")
@@ -134,15 +134,11 @@ def caseMetrics(logic, truth, spacing) -> tuple:
 def baselineRow(session, truth) -> dict:
     """The one-click floor's CSV columns for a case with a label and a PET (else none). The
     session ends at its initial state, which the segment shows."""
-    from InteractiveRefineLib.simulation import one_click_baseline
+    from InteractiveRefineLib.simulation import baseline_fields, one_click_baseline
 
     if truth is None or session.image.pet is None:
         return {}
-    base = one_click_baseline(session, truth)
-    regions = base["threshold"]
-    return {"threshold40_dice": (regions.get("0.4") or {}).get("dice"),
-            "threshold50_dice": (regions.get("0.5") or {}).get("dice"),
-            "model_one_click_dice": base["model_one_click"]}
+    return baseline_fields(one_click_baseline(session, truth))
 
 
 def writeDicom(session, case, output: Path) -> None:

@@ -260,12 +260,10 @@ class RefinementSession:
             timings["calibrate_s"] = calibrate_s
         timings["total_s"] = time.perf_counter() - t0
         window = None if proposal.window is None else tuple((s.start, s.stop) for s in proposal.window)
-        mode = click.kind if click.kind != "point" else ("full" if window is None else "fast")
-        details = {k: v for k, v in proposal.memo.items() if k == "threshold"}
         return State(
-            state.clicks + (click,), clicks.indices, probability, ct_mask, timings, mode, window,
-            rejections, removed * float(np.prod(self.grid.spacing)) / 1000.0,
-            state.exact and proposal.exact, memo, details,
+            state.clicks + (click,), clicks.indices, probability, ct_mask, timings, proposal.mode,
+            window, rejections, removed * float(np.prod(self.grid.spacing)) / 1000.0,
+            state.exact and proposal.exact, memo, dict(proposal.details),
         )
 
     def undo(self) -> StepResult:

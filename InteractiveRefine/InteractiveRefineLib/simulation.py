@@ -245,3 +245,15 @@ def one_click_baseline(session, truth_ct: np.ndarray, exact: bool = True,
             session.reset()
     return out
 
+
+def baseline_fields(baseline: dict | None) -> dict:
+    """:func:`one_click_baseline`'s result as flat table columns (empty without one):
+    ``threshold40_dice``, ``threshold50_dice``, ``model_one_click_dice``, ``threshold_click_dice``."""
+    if not baseline:
+        return {}
+    regions = baseline.get("threshold", {})
+    return {"threshold40_dice": (regions.get("0.4") or {}).get("dice"),
+            "threshold50_dice": (regions.get("0.5") or {}).get("dice"),
+            "model_one_click_dice": baseline.get("model_one_click"),
+            "threshold_click_dice": baseline.get("threshold_click")}
+

@@ -24,7 +24,7 @@ from InteractiveRefineLib.geometry import read_volume
 from InteractiveRefineLib.metrics import json_number
 from InteractiveRefineLib.model_package import ModelPackage, load_model_package
 from InteractiveRefineLib.session import RefinementSession
-from InteractiveRefineLib.simulation import run_simulation
+from InteractiveRefineLib.simulation import baseline_fields, run_simulation
 
 from . import reporting
 from .data import load_cases, roi_center_ras
@@ -86,24 +86,13 @@ def evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surf
         result = run_simulation(session, label, n_clicks, seed=seed, preset=user,
                                 label_value=label_value, surface_metrics=surface)
         seconds = [None] + result["seconds_per_click"] + [None] * n_clicks
-        base = _baseline_fields(result.get("baseline"))
+        base = baseline_fields(result.get("baseline"))
         for t in range(n_clicks + 1):
             row = {"case_id": case.case_id, "seed": seed, "clicks": t,
                    "changed_voxels": result["changed_voxels"][t], "seconds": seconds[t], **base}
             row.update({k: result[k][t] for k in reporting.METRICS})
             rows.append(row)
     return rows
-
-
-def _baseline_fields(baseline: dict | None) -> dict:
-    """The row fields of ``run_simulation``'s one-click baseline (empty without a PET)."""
-    if not baseline:
-        return {}
-    regions = baseline.get("threshold", {})
-    return {"threshold40_dice": (regions.get("0.4") or {}).get("dice"),
-            "threshold50_dice": (regions.get("0.5") or {}).get("dice"),
-            "model_one_click_dice": baseline.get("model_one_click"),
-            "threshold_click_dice": baseline.get("threshold_click")}
 
 
 def run_evaluation(models: dict, cases, n_clicks: int, seeds, device: str = "auto", user: str = "2sicr",

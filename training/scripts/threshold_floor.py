@@ -29,7 +29,7 @@ from InteractiveRefineLib.cases import find_cases  # noqa: E402
 from InteractiveRefineLib.geometry import read_volume  # noqa: E402
 from InteractiveRefineLib.model_package import load_model_package  # noqa: E402
 from InteractiveRefineLib.runtime import apply_process_settings  # noqa: E402
-from InteractiveRefineLib.simulation import label_centroid_ras, run_simulation  # noqa: E402
+from InteractiveRefineLib.simulation import baseline_fields, label_centroid_ras, run_simulation  # noqa: E402
 
 CURVE = (0, 1, 3, 5)
 
@@ -45,13 +45,12 @@ def case_rows(package, case, clicks: int, seed: int, threshold_start: bool,
                                     region_removal=region_removal)
         session.set_image(ct, pet, roi_center_ras=centre)
         out = run_simulation(session, label, clicks, seed=seed, surface_metrics=False)
-        base = out["baseline"]
+        fields = baseline_fields(out["baseline"])
         rows.append({
-            "case": case.case_id, "roi": placement,
-            "threshold40": base["threshold"]["0.4"]["dice"] if base["threshold"].get("0.4") else None,
-            "threshold50": base["threshold"]["0.5"]["dice"] if base["threshold"].get("0.5") else None,
-            "model_one_click": base["model_one_click"], "threshold_click": base["threshold_click"],
-            "curve": {t: out["dice"][t] for t in CURVE if t <= clicks}, "notes": base["notes"],
+            "case": case.case_id, "roi": placement, "threshold40": fields["threshold40_dice"],
+            "threshold50": fields["threshold50_dice"], "model_one_click": fields["model_one_click_dice"],
+            "threshold_click": fields["threshold_click_dice"],
+            "curve": {t: out["dice"][t] for t in CURVE if t <= clicks}, "notes": out["baseline"]["notes"],
         })
     return rows
 

@@ -35,7 +35,8 @@ class Proposal:
     """A refiner's result before the constraints: float16 ``probability`` (writable, ROI);
     ``changed``: the box where it may differ from the previous state's (None: anywhere);
     ``window``: the box the network ran on (None: the whole ROI); ``exact``: float32 whole ROI;
-    ``timings``: seconds; ``memo``: what :meth:`settle` needs."""
+    ``timings``: seconds; ``memo``: what :meth:`settle` needs; ``mode``: the step's name for the
+    user (``full``, ``fast``, ``threshold``); ``details``: what the user is told besides the mask."""
 
     probability: np.ndarray
     changed: tuple | None
@@ -43,3 +44,5 @@ class Proposal:
     exact: bool
     timings: dict
     memo: dict = field(default_factory=dict)
+    mode: str = "full"
+    details: dict = field(default_factory=dict)

@@ -21,6 +21,7 @@ from . import Proposal
 class ThresholdRefiner:
     def __init__(self, image):
         self.image = image
+        self._pet_checked = False
         self._suv_median = None
 
     def check(self, pet_is_suv: bool | None) -> None:
@@ -30,7 +31,9 @@ class ThresholdRefiner:
 
         if self.image.pet is None:
             raise ThresholdError("a threshold region needs a PET image; this session has none")
-        check_image(self.image.pet, "PET")
+        if not self._pet_checked:  # once per image: the PET does not change
+            check_image(self.image.pet, "PET")
+            self._pet_checked = True
         if not pet_is_suv and self._suv_median is None:
             self._suv_median = check_suv(self.image.pet)
 
@@ -41,12 +44,13 @@ class ThresholdRefiner:
 
         from ..threshold import local_peak
 
+        settings = dict(options)
         try:
             self.check(None)
-            _, suvmax = local_peak(self.image.pet, click.ras, dict(options)["radius_mm"])
+            _, suvmax = local_peak(self.image.pet, click.ras, settings["radius_mm"])
         except ThresholdError:
             return click
-        if suvmax < dict(options)["min_suvmax"]:
+        if suvmax < settings["min_suvmax"]:
             return click
         return replace(click, kind="threshold", options=tuple(options))
 
@@ -63,7 +67,8 @@ class ThresholdRefiner:
                                     order=1, cval=0.0)
         probability = to_float16(np.clip(on_grid, 0.0, 1.0))
         timings = {"map_s": time.perf_counter() - t1, "model_s": t1 - t0}
-        return Proposal(probability, None, None, True, timings, {"threshold": region.summary()})
+        return Proposal(probability, None, None, True, timings, mode="threshold",
+                        details={"threshold": region.summary()})
 
     def settle(self, proposal, state, probability, changed) -> dict:
         return {}

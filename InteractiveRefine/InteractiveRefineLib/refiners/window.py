@@ -176,7 +176,7 @@ class WindowRefiner:
         changed = box if far is None else tuple(slice(0, n) for n in self.shape)
         memo = {"click_moments": click_moments, "far": far is not None,
                 "clicks": (tuple(clicks.indices), list(clicks.positives))}
-        return Proposal(probability, changed, box, False, timings, memo)
+        return Proposal(probability, changed, box, False, timings, memo, mode="fast")
 
     def settle(self, proposal, state, probability, changed) -> dict:
         """The new state's moments, carried forward from the click's (the probability changed
