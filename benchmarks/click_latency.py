@@ -16,6 +16,15 @@ section 3; extend, never rename)::
     python benchmarks/click_latency.py --random-paper-model --json out/latency.json
     python benchmarks/click_latency.py --model DIR --device cuda --amp --json out.json
     python benchmarks/click_latency.py --model DIR --modes full,full+amp,fast+amp --json out.json
+    python benchmarks/click_latency.py --random-paper-model --device cuda --modes \
+        full,full+host,full+bf16,full+compile,full+bf16+compile --json out/gpu.json
+
+Each mode also gets a per-part breakdown of its clicks (``breakdown_s``: input assembly, network,
+region removal, back-mapping, host transfer, the rest; medians) and the run its cold-start
+parts (``cold_start_s``: torch import, CUDA context, weights load, weights to the device, first
+pass, background compile). Mode modifiers: ``+amp`` (float16 on CUDA, bfloat16 on the CPU),
+``+bf16`` (bfloat16 everywhere), ``+compile`` (``torch.compile``d refine networks, waited for
+before the clicks), ``+host`` (the host-side click path even on CUDA), ``+confirm``.
 
 Runs under Python 3.9+ with or without psutil (peak RSS from ``resource`` then).
 """
@@ -303,8 +312,9 @@ def summarise(loop: dict) -> dict:
         "per_click": per_click,
         "effective_modes": sorted({c["mode"] for c in per_click}),
     }
-    for part in ("map_s", "norm_s", "model_s", "backmap_s", "total_s"):
+    for part in ("map_s", "norm_s", "model_s", "removal_s", "transfer_s", "backmap_s", "total_s"):
         out["median_" + part] = percentile([c.get(part, 0.0) for c in per_click], 50)
+    out["breakdown_s"] = breakdown(per_click)
     if "preview_dice" in loop:  # a confirm mode: the preview, then the exact mask
         out["preview_dice"] = loop["preview_dice"]
         out["mean_preview_dice_1_10"] = mean_dice_1_10(loop["preview_dice"])
@@ -314,6 +324,30 @@ def summarise(loop: dict) -> dict:
     faults = [c["page_faults"] for c in per_click if c.get("page_faults") is not None]
     out["median_page_faults"] = percentile(faults, 50)
     return out
+
+
+#: The parts of a click (``breakdown_s``), from the session's timings and the wall time.
+PARTS = ("input_assembly_s", "network_s", "window_norm_s", "region_removal_s", "backmap_s",
+         "host_transfer_s", "other_s", "wall_s")
+
+
+def click_parts(c: dict) -> dict:
+    """One click's parts: input assembly (``map_s``), network (``model_s`` less the copy to the
+    host), the window's norm statistics, region removal, back-mapping, the device-to-host copy,
+    and the rest of the wall time (click mapping, history, Python)."""
+    transfer = c.get("transfer_s", 0.0)
+    parts = {"input_assembly_s": c.get("map_s", 0.0), "network_s": c.get("model_s", 0.0) - transfer,
+             "window_norm_s": c.get("norm_s", 0.0), "region_removal_s": c.get("removal_s", 0.0),
+             "backmap_s": c.get("backmap_s", 0.0), "host_transfer_s": transfer}
+    parts["other_s"] = c["wall_s"] - sum(parts.values())
+    parts["wall_s"] = c["wall_s"]
+    return parts
+
+
+def breakdown(per_click) -> dict:
+    """Median of each part over the clicks (None without clicks)."""
+    rows = [click_parts(c) for c in per_click]
+    return {part: percentile([r[part] for r in rows], 50) for part in PARTS}
 
 
 # ---------------------------------------------------------------------------------- main
@@ -340,18 +374,30 @@ def parse_args(argv=None):
     p.add_argument("--window", type=int, default=None,
                    help="fast window edge (default: the model card's, else the engine's)")
     p.add_argument("--amp", action="store_true", help="every mode in reduced precision (adds +amp)")
+    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   help="every mode with torch.compile'd refine networks (adds +compile); MODE: a "
+                        "torch.compile mode for every +compile mode (default: 'default')")
+    p.add_argument("--device-path", choices=["auto", "on", "off"], default="auto",
+                   help="keep each click's arrays on the device: auto (on CUDA only), on (also on the "
+                        "CPU: a dry run of the CUDA code path), off; a +host mode is always off")
     p.add_argument("--no-replay", action="store_true", help="skip replaying the full loop's clicks")
     p.add_argument("--no-region-removal", dest="region_removal", action="store_false",
                    help=NO_REGION_REMOVAL_HELP)
     p.add_argument("--json", required=True, help="output JSON path")
     args = p.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if args.amp:
-        modes = [m if AMP in m or m.startswith("auto") else m.replace(CONFIRM, "") + AMP
-                 + (CONFIRM if confirms(m) else "") for m in modes]
     if not modes or set(modes) - set(MODES) or len(set(modes)) < len(modes):
-        p.error(f"--modes must list some of {', '.join(MODES)} once each, got {args.modes!r}")
-    args.modes = modes
+        p.error(f"--modes must list modes once each: a base ({', '.join(BASES)}) and modifiers in this "
+                f"order: {AMP} or {BF16}, {COMPILE}, {HOST}, {CONFIRM} (not on plain full; no precision "
+                f"on auto); got {args.modes!r}")
+    parts = [mode_parts(m) for m in modes]
+    if args.amp:
+        parts = [dict(x, precision=x["precision"] or ("" if x["base"] == "auto" else "amp")) for x in parts]
+    if args.compile:
+        parts = [dict(x, compiled=True) for x in parts]
+    args.modes = list(dict.fromkeys(mode_name(**x) for x in parts))
+    args.compile_mode = args.compile or "default"
+    args.device_path = {"auto": None, "on": True, "off": False}[args.device_path]
     return args
 
 
@@ -360,22 +406,66 @@ def parse_args(argv=None):
 #: mode but ``full``): each click's preview followed by ``session.confirm()``. Every mode runs in
 #: a session of its own.
 AMP = "+amp"
+BF16 = "+bf16"
+COMPILE = "+compile"
+HOST = "+host"
 CONFIRM = "+confirm"
+BASES = ("full", "fast", "auto")
 BASE_MODES = ("full", "fast", "full" + AMP, "fast" + AMP, "auto")
-MODES = BASE_MODES + tuple(m + CONFIRM for m in BASE_MODES if m != "full")
+
+
+def mode_name(base: str, precision: str = "", compiled: bool = False, host: bool = False,
+              confirm: bool = False) -> str:
+    """The benchmark mode's name: ``base[+amp|+bf16][+compile][+host][+confirm]``."""
+    return (base + ("+" + precision if precision else "") + (COMPILE if compiled else "")
+            + (HOST if host else "") + (CONFIRM if confirm else ""))
+
+
+def _all_modes() -> tuple:
+    names = []
+    for base in BASES:
+        for precision in ("", "amp", "bf16"):
+            for compiled in (False, True):
+                for host in (False, True):
+                    for confirm in (False, True):
+                        if base == "auto" and precision:
+                            continue  # auto picks its own precision
+                        if confirm and base == "full" and not (precision or compiled):
+                            continue  # float32 eager full-ROI clicks are exact already
+                        names.append(mode_name(base, precision, compiled, host, confirm))
+    return tuple(BASE_MODES) + tuple(n for n in names if n not in BASE_MODES)
+
+
+#: Every valid mode name (the plain ones first).
+MODES = _all_modes()
+
+
+def mode_parts(mode: str) -> dict:
+    """The arguments of :func:`mode_name` that give ``mode``."""
+    base, *modifiers = mode.split("+")
+    precision = next((m for m in modifiers if m in ("amp", "bf16")), "")
+    return {"base": base, "precision": precision, "compiled": "compile" in modifiers,
+            "host": "host" in modifiers, "confirm": "confirm" in modifiers}
 
 
 def confirms(mode: str) -> bool:
     return mode.endswith(CONFIRM)
 
 
-def session_settings(mode: str) -> dict:
+def session_settings(mode: str, device_path=None, compile_mode: str = "default") -> dict:
     """``RefinementSession`` arguments of a benchmark mode (``"fast+amp"`` -> fast, reduced
-    precision; ``"auto"``: the session's defaults)."""
-    base = mode[: -len(CONFIRM)] if confirms(mode) else mode
-    if base == "auto":
-        return {"refine_mode": "auto", "amp": "auto"}
-    return {"refine_mode": base.replace(AMP, ""), "amp": base.endswith(AMP)}
+    precision; ``"auto"``: the session's defaults; ``+bf16``: bfloat16 also on CUDA;
+    ``+compile``: compiled refine networks; ``+host``: the host-side click path)."""
+    parts = mode_parts(mode)
+    if parts["base"] == "auto":
+        settings = {"refine_mode": "auto", "amp": "auto"}
+    else:
+        settings = {"refine_mode": parts["base"], "amp": bool(parts["precision"])}
+        if parts["precision"] == "bf16":
+            settings["amp_dtype"] = "bfloat16"
+    settings["compile"] = compile_mode if parts["compiled"] else False
+    settings["device_path"] = False if parts["host"] else device_path
+    return settings
 
 
 def plan_fields(session) -> dict:
@@ -409,8 +499,11 @@ def open_session(package, mode, args, ct, pet, centre, one_time: dict):
     costs = dict(one_time)
     t0 = time.perf_counter()
     session = RefinementSession(package, device=args.device, fast_window=args.window,
-                                region_removal=args.region_removal, **session_settings(mode))
-    costs["session_s"] = time.perf_counter() - t0
+                                region_removal=args.region_removal,
+                                **session_settings(mode, args.device_path, args.compile_mode))
+    synchronize(session.device)
+    costs["session_s"] = time.perf_counter() - t0  # the network copies placed on the device
+    session.backend.sync_timing = True  # each part of a click timed alone (CUDA)
     t0 = time.perf_counter()
     session.set_image(ct, pet, roi_center_ras=centre)
     costs["set_image_s"] = time.perf_counter() - t0
@@ -423,7 +516,37 @@ def open_session(package, mode, args, ct, pet, centre, one_time: dict):
     costs["calibrate_s"] = initial.timings.get("calibrate_s", 0.0)
     costs["warmup_s"] = {}
     costs.update(refine_mode=session.refine_mode, amp=reduced(session), precision=session.precision)
+    if session.backend.compile_mode:  # compiled in the background: wait, so the clicks use it
+        t0 = time.perf_counter()
+        costs["compiled"] = session.backend.wait_compiled()
+        costs["compile_wait_s"] = time.perf_counter() - t0
+        costs["compile"] = dict(session.backend.compile_info)
     return session, costs
+
+
+def cuda_context_seconds(device: str) -> float | None:
+    """Seconds to create the CUDA context (None without CUDA): the first cold-start part."""
+    import torch
+
+    if device == "cpu" or not torch.cuda.is_available():
+        return None
+    t0 = time.perf_counter()
+    torch.cuda.init()
+    torch.zeros(1, device="cuda")
+    torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def cold_start(by_session: dict, torch_import_s, cuda_context_s) -> dict:
+    """The cold-start parts: the first session's one-time costs, and the first compiling
+    session's compile time (it ran in the background after its initial segmentation)."""
+    first = next(iter(by_session.values()))
+    compile_info = next((c["compile"] for c in by_session.values() if c.get("compile")), {})
+    return {"torch_import_s": torch_import_s, "cuda_context_s": cuda_context_s,
+            "weights_load_s": first["model_load_s"], "weights_to_device_s": first["session_s"],
+            "set_image_s": first["set_image_s"], "first_pass_s": first["initial_model_s"],
+            "first_initial_s": first["initial_s"], "compile_s": compile_info.get("seconds"),
+            "compile_error": compile_info.get("error")}
 
 
 def measure_modes(args, sessions, one_time_by_session, truth_ct, truth_work, inside):
@@ -442,7 +565,9 @@ def measure_modes(args, sessions, one_time_by_session, truth_ct, truth_work, ins
         user = SimulatedUser("2sicr", np.random.default_rng(args.seed))
         loops[mode] = run_loop(own, user, args.clicks, truth_ct, truth_work, inside, confirm=confirms(mode))
         modes[mode] = summarise(loops[mode])
-        modes[mode].update(amp=reduced(own), precision=own.precision, plan=plan_fields(own))
+        modes[mode].update(amp=reduced(own), precision=own.precision, plan=plan_fields(own),
+                           compile=own.backend.compile_mode, compiled=bool(own.backend.compiled),
+                           device_path=own.backend.device_path)
         modes[mode]["rss_peak_so_far_mb"] = peak_rss_mb()
         if cuda:
             modes[mode]["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated(own.device) / 2**20
@@ -465,6 +590,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     apply_process_settings(threads=args.threads or None)  # before torch is used
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    imported = "torch" in sys.modules  # then the import below costs nothing: not a cold start
+    t0 = time.perf_counter()
+    import torch  # noqa: F401 (timed: a cold-start part)
+
+    torch_import_s = None if imported else time.perf_counter() - t0
+    cuda_context_s = cuda_context_seconds(args.device)
     one_time = {}
     package_dir, model_kind, package, (name, ct, pet, label) = load_inputs(args, one_time)
     centre = _label_centre(label)
@@ -480,6 +611,7 @@ def main(argv=None) -> int:
     replays = replay_modes(args, sessions, loops, truth_ct, truth_work, inside)
     result = describe(args, session, package, package_dir, model_kind, name, load_before)
     result.update(modes=modes, replay=replays, one_time_s=next(iter(one_time_by_session.values())),
+                  cold_start_s=cold_start(one_time_by_session, torch_import_s, cuda_context_s),
                   one_time_s_by_session=one_time_by_session,
                   amp=any(m["amp"] for m in modes.values()),  # some mode ran in reduced precision
                   amp_by_mode={mode: m["amp"] for mode, m in modes.items()})
@@ -532,7 +664,7 @@ def _label_centre(label):
     centre = label_centroid_ras(label, 1)
     if centre is None:
         raise SystemExit("the label has no voxel with value 1")
-    return centre
+    return tuple(float(v) for v in centre)
 
 
 def _jsonable(value):
@@ -556,6 +688,24 @@ def _replay_lines(result: dict) -> list[str]:
                 per_click = " ".join(f"{d:.3f}" for d in r[prefix + "dice_vs_reference"][1:])
                 lines.append(f"replay of full's clicks in {mode}, {masks}: mean Dice 1-10 "
                              f"{_fmt(r[f'mean_{prefix}dice_1_10'])}, Dice vs full mask per click {per_click}")
+    return lines
+
+
+def _breakdown_lines(result: dict) -> list[str]:
+    """Per mode, the median of each part of a click (ms), and the cold-start parts (s)."""
+    names = ("input", "network", "win-norm", "removal", "backmap", "transfer", "other", "wall")
+    width = max([6] + [len(mode) for mode in result["modes"]])
+    lines = [f"breakdown (median ms per click)  {'mode':<{width}} "
+             + " ".join(f"{n:>9}" for n in names) + "  precision compile device-path"]
+    for mode, m in result["modes"].items():
+        b = m["breakdown_s"]
+        cells = " ".join(f"{_fmt(None if b[p] is None else b[p] * 1000, 1):>9}" for p in PARTS)
+        lines.append(f"breakdown (median ms per click)  {mode:<{width}} {cells}  {m['precision']} "
+                     f"{m['compile'] or 'off'} {'on' if m['device_path'] else 'off'}")
+    cold = result["cold_start_s"]
+    lines.append("cold start (s): " + ", ".join(
+        f"{k[:-2].replace('_', ' ')} {_fmt(v)}" for k, v in cold.items() if k.endswith("_s")
+    ) + (f"; compile failed: {cold['compile_error']}" if cold.get("compile_error") else ""))
     return lines
 
 
@@ -588,6 +738,7 @@ def format_table(result: dict) -> str:
                 f"{_fmt(m['mean_preview_dice_1_10'])}, of the exact masks {_fmt(m['mean_dice_1_10'])}"
             )
     lines += _replay_lines(result)
+    lines += _breakdown_lines(result)
     for key, one in result["one_time_s_by_session"].items():
         lines.append(
             f"one-time ({key} session: {one['refine_mode']}, {one['precision']}): "

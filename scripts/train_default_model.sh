@@ -28,7 +28,6 @@ FOLDS=${FOLDS:-10}
 # Optional epoch counts: with a wall-clock budget, set them to what fits so the cosine schedule anneals.
 INITIAL_EPOCHS=${INITIAL_EPOCHS:-}
 REFINE_EPOCHS=${REFINE_EPOCHS:-}
-REFINE_ITERATIONS=${REFINE_ITERATIONS:-50}
 # Optional learning rate of the refine stage (it starts from the trained initial network: fine-tuning).
 REFINE_LR=${REFINE_LR:-}
 # Optional second refine run (a warm restart of the cosine schedule): it starts from the first
@@ -50,6 +49,12 @@ FT_REFINE_LR=${FT_REFINE_LR:-}
 FT_REFINE2_MINUTES=${FT_REFINE2_MINUTES:-}
 FT_REFINE2_EPOCHS=${FT_REFINE2_EPOCHS:-}
 FT_REFINE2_LR=${FT_REFINE2_LR:-}
+# Optional real cases trained beside the phantoms: a case folder (HECKTOR layout) and the ids kept out
+# of training for evaluation (comma-separated). Phantoms and these cases are sampled uniformly per case,
+# so the real share of training iterations is N_REAL / (N_PHANTOMS + N_REAL).
+EXTRA_DATA=${EXTRA_DATA:-}
+EXTRA_HOLDOUT=${EXTRA_HOLDOUT:-}
+REFINE_ITERATIONS=${REFINE_ITERATIONS:-50}
 PY=${PYTHON:-python3}
 TRAIN="$PY -m interactive_refine_training.cli"
 
@@ -70,9 +75,15 @@ train() {
 REFINE_OPTS=(--iterations-per-epoch "$REFINE_ITERATIONS")
 
 phantoms "$OUT_DIR/phantoms" "$PHANTOM_SEED"
-train initial "$OUT_DIR/phantoms" "$OUT_DIR/initial" "$INITIAL_MINUTES" "$INITIAL_EPOCHS" ""
+DATA="$OUT_DIR/phantoms"
+if [ -n "$EXTRA_DATA" ]; then  # one CSV manifest of the phantoms and the real training cases
+  DATA="$OUT_DIR/train_cases.csv"
+  $PY -m interactive_refine_training.cli manifest --out "$DATA" --data "$OUT_DIR/phantoms" \
+    --data "$EXTRA_DATA" ${EXTRA_HOLDOUT:+--exclude "$EXTRA_HOLDOUT"}
+fi
+train initial "$DATA" "$OUT_DIR/initial" "$INITIAL_MINUTES" "$INITIAL_EPOCHS" ""
 INITIAL="$OUT_DIR/initial"
-train refine "$OUT_DIR/phantoms" "$OUT_DIR/refine" "$REFINE_MINUTES" "$REFINE_EPOCHS" "$REFINE_LR" \
+train refine "$DATA" "$OUT_DIR/refine" "$REFINE_MINUTES" "$REFINE_EPOCHS" "$REFINE_LR" \
   --initial "$INITIAL" "${REFINE_OPTS[@]}"
 REFINED="$OUT_DIR/refine"
 if [ -n "$REFINE2_MINUTES" ]; then

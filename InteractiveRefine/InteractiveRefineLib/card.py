@@ -37,6 +37,8 @@ FORMAT_VERSION = 1
 #: Image inputs a card may name; ``preprocessing.image_channels`` lists those the model reads.
 IMAGE_INPUTS = ("ct", "pet")
 CLICK_INPUTS = ("clicks_positive", "clicks_negative")
+#: Inputs computed from the PET's SUV values (the card's model must read PET).
+PET_VALUE_INPUTS = ("pet_region",)
 #: The refine stage's inputs after the images, in the layout of format-1 cards without inputs.
 INTERACTION_INPUTS = ("previous_probability",) + CLICK_INPUTS
 #: The click section's settings a click input reads, with their defaults.
@@ -109,7 +111,9 @@ class ModelCard:
     metrics, members). ``network``: the package-wide network section. ``stages``: the inputs
     of each of :data:`STAGES`. ``spacing_mm``: working-grid spacing along (i, j, k);
     ``roi_size_vox``: the model's ROI (k, j, i). ``size_divisor``: spatial sizes every member
-    network takes are multiples of it (the product of its strides).
+    network takes are multiples of it (the product of its strides). ``pet_optional``
+    (``preprocessing.pet_optional``, default false): a PET/CT model trained with PET dropped may
+    run on CT alone, its normalised PET channel zero-filled (HN-UISeg).
     """
 
     raw: Mapping = field(hash=False, repr=False)
@@ -128,10 +132,17 @@ class ModelCard:
     click_truncate: float
     fast_window_vox: int | None
     size_divisor: int
+    pet_optional: bool = False
 
     @property
     def needs_pet(self) -> bool:
+        """The model reads a PET channel (given, or zero-filled when :attr:`pet_optional`)."""
         return "pet" in self.image_channels
+
+    @property
+    def requires_pet(self) -> bool:
+        """A PET image must be given: the model reads PET and its card does not allow CT-only."""
+        return self.needs_pet and not self.pet_optional
 
     def roi_size_for(self, extent_vox_kji=None) -> tuple[int, int, int]:
         """The working-grid size ``(k, j, i)`` covering ``extent_vox_kji`` voxels (rounded up):
@@ -223,6 +234,9 @@ def check_network(network, name: str = "network", source: str | None = None) -> 
     units = network.get("num_res_units", 2)
     if not _is_int(units) or units < 0:
         raise _fail(source, f"{name}.num_res_units", "a non-negative integer", units)
+    dropout = network.get("dropout", 0.0)
+    if not _is_number(dropout) or not 0.0 <= float(dropout) < 1.0:
+        raise _fail(source, f"{name}.dropout", "a number in [0, 1) (the MC-dropout rate)", dropout)
     norm = network.get("norm", "INSTANCE")
     norm_name = norm[0] if isinstance(norm, (list, tuple)) and len(norm) == 2 and isinstance(
         norm[1], Mapping) else norm
@@ -267,6 +281,12 @@ def _preprocessing(raw: Mapping, source) -> tuple[Mapping, tuple[str, ...]]:
     channels = pre["image_channels"]
     if not isinstance(channels, (list, tuple)) or list(channels) not in (["ct"], ["ct", "pet"]):
         raise _fail(source, "preprocessing.image_channels", "['ct'] or ['ct', 'pet']", channels)
+    optional = pre.get("pet_optional", False)
+    if not isinstance(optional, bool):
+        raise _fail(source, "preprocessing.pet_optional", "true or false", optional)
+    if optional and "pet" not in channels:
+        raise _fail(source, "preprocessing.pet_optional", "false for a model without a 'pet' channel",
+                    optional)
     return pre, tuple(channels)
 
 
@@ -306,20 +326,25 @@ def _click_options(clicks: Mapping, source) -> dict:
 
 
 # ------------------------------------------------------------------------ inputs and outputs
-def default_inputs_section(image_channels: Sequence[str]) -> dict:
+def default_inputs_section(image_channels: Sequence[str], refine_extra: Sequence[Mapping] = ()) -> dict:
     """The ``inputs`` section of the classic layout (JSON): initial = the images; refine = the
-    images, the previous probability and the positive and negative guidance."""
+    images, the previous probability and the positive and negative guidance, then the entries
+    ``refine_extra`` (e.g. ``{"name": "pet_region", "options": {...}}``)."""
     images = [{"name": name} for name in image_channels]
     return {
         "initial": copy.deepcopy(images),
-        "refine": copy.deepcopy(images) + [{"name": name} for name in INTERACTION_INPUTS],
+        "refine": copy.deepcopy(images) + [{"name": name} for name in INTERACTION_INPUTS]
+        + [copy.deepcopy(dict(entry)) for entry in refine_extra],
     }
 
 
-def default_stages(image_channels: Sequence[str], clicks: Mapping | None = None) -> dict[str, StageSpec]:
-    """The typed stages of the classic layout, as a card without ``inputs`` gets them."""
+def default_stages(image_channels: Sequence[str], clicks: Mapping | None = None,
+                   refine_extra: Sequence[Mapping] = ()) -> dict[str, StageSpec]:
+    """The typed stages of the classic layout (a card without ``inputs`` gets them), with the
+    refine stage's extra inputs ``refine_extra`` after it."""
     options = _click_options(clicks or {}, None)
-    return _stages(default_inputs_section(image_channels), tuple(image_channels), options, None)
+    section = default_inputs_section(image_channels, refine_extra)
+    return _stages(section, tuple(image_channels), options, None)
 
 
 def _input(entry, where: str, image_channels, click_options: Mapping, source) -> InputSpec:
@@ -340,6 +365,17 @@ def _input(entry, where: str, image_channels, click_options: Mapping, source) ->
         raise _fail(source, f"{where}.optional", "true or false", optional)
     if not isinstance(options, Mapping):
         raise _fail(source, f"{where}.options", "a JSON object", options)
+    if name in PET_VALUE_INPUTS:
+        if "pet" not in image_channels:
+            raise _fail(source, f"{where}.name", "an input of a model whose image_channels include 'pet'",
+                        name)
+        from .inputs.pet_region import DEFAULTS, options_of
+
+        try:
+            options = options_of(options)
+        except (TypeError, ValueError):
+            raise _fail(source, f"{where}.options", f"an object of numbers among {sorted(DEFAULTS)}",
+                        options) from None
     if name in CLICK_INPUTS:
         for key, value in options.items():
             if key in click_options and value != click_options[key]:
@@ -442,5 +478,6 @@ def parse_card(raw: dict, source: str = CARD_NAME) -> ModelCard:
         click_sigma_vox=click_options["sigma_vox"],
         click_truncate=click_options["truncate"],
         size_divisor=divisor,
+        pet_optional=pre.get("pet_optional", False),
         **_scalars(raw, source),
     )

@@ -98,7 +98,7 @@ def _join_click_values(argv: list[str]) -> list[str]:
 
 
 #: ``--precision`` -> the session's ``amp``
-PRECISIONS = {"auto": "auto", "float32": False, "reduced": True}
+PRECISIONS = {"auto": "auto", "float32": False, "reduced": True, "bfloat16": True}
 
 
 def _session(args, ct_path, pet_path):
@@ -113,15 +113,34 @@ def _session(args, ct_path, pet_path):
     package = load_model_package(args.model)
     ct = read_volume(ct_path)
     pet = read_pet(pet_path, getattr(args, "allow_implausible_suv", False)) if pet_path else None
+    if package.requires_pet and pet is None:
+        raise InteractiveRefineError("this model needs --pet (its card does not allow CT-only input)")
     if package.needs_pet and pet is None:
-        raise InteractiveRefineError("this model needs --pet")
+        logger.warning("no --pet: the model runs on the CT alone, its PET channel zero-filled (the card "
+                       "allows CT-only input)")
     session = RefinementSession(package, device=args.device, refine_mode=args.refine_mode,
                                 fast_window=args.fast_window, region_removal=not args.no_region_removal,
                                 amp=PRECISIONS[args.precision],
-                                threshold_start=getattr(args, "threshold_start", False))
-    center = parse_triplet(args.roi_center, "--roi-center") if args.roi_center else None
-    session.set_image(ct, pet, roi_center_ras=center, allow_low_pet_coverage=args.allow_low_pet_coverage)
+                                threshold_start=getattr(args, "threshold_start", False),
+                                compile=getattr(args, "compile", None) or False,
+                                amp_dtype="bfloat16" if args.precision == "bfloat16" else None)
+    session.set_image(ct, pet, roi_center_ras=parse_roi_center(args.roi_center),
+                      allow_low_pet_coverage=args.allow_low_pet_coverage)
+    roi = session.roi_placement
+    logger.info("ROI: %s, centre RAS %s (%s)", roi.description, roi.as_dict()["center_ras"], roi.reason)
     return session
+
+
+def parse_roi_center(text):
+    """``--roi-center``: ``auto`` (the default), ``ct`` or ``R,A,S``."""
+    if text is None or text.strip().lower() in ("auto", "ct"):
+        return "auto" if text is None else text.strip().lower()
+    return parse_triplet(text, "--roi-center (auto, ct or R,A,S)")
+
+
+def _roi(session) -> dict:
+    """The ROI's placement for JSON summaries: centre, method and reason."""
+    return session.roi_placement.as_dict()
 
 
 def _pet_coverage(session):
@@ -130,11 +149,17 @@ def _pet_coverage(session):
     return None if coverage is None else round(coverage, 3)
 
 
+def _pet_zero_filled(session) -> bool:
+    """A PET/CT model ran on the CT alone (no PET given; its card allows it)."""
+    return session.card.needs_pet and session.image.pet is None
+
+
 def cmd_segment(args) -> dict:
     from .geometry import Volume, write_volume
     from .output_files import check_output
 
     clicks = [parse_any_click(c) for c in args.click or []]
+    _check_threshold_has_pet(args, any(kind == "threshold" for _, _, kind in clicks))
     check_output(args.out, "--out", inputs=(args.ct, args.pet))  # before any work
     if args.uncertainty:
         check_output(args.uncertainty, "--uncertainty", inputs=(args.ct, args.pet, args.out))
@@ -164,6 +189,8 @@ def cmd_segment(args) -> dict:
     return extra | {
         "out": str(args.out), "voxels": last.voxels, "volume_ml": round(last.volume_ml, 3),
         "clicks": len(clicks), "device": last.device, "pet_coverage": _pet_coverage(session),
+        "roi": _roi(session),
+        "pet_zero_filled": _pet_zero_filled(session),
         "threshold_regions": [r.details["threshold"] for r in results if "threshold" in r.details],
         "refine_mode": session.refine_mode, "precision": session.precision,
         "exact": not (previews and args.keep_previews),
@@ -171,6 +198,14 @@ def cmd_segment(args) -> dict:
                       "initial": round(results[0].timings["total_s"], 4),
                       "per_click": [round(r.timings["total_s"], 4) for r in results[1:]]},
     }
+
+
+def _check_threshold_has_pet(args, threshold_clicks: bool) -> None:
+    """The PET threshold tool (t+ clicks, --threshold-start) reads PET values: refuse it without
+    --pet before any work (a CT-only run of a PET-optional model has no PET to threshold)."""
+    if args.pet is None and (threshold_clicks or getattr(args, "threshold_start", False)):
+        tool = "t+ clicks" if threshold_clicks else "--threshold-start"
+        raise InteractiveRefineError(f"the PET threshold tool ({tool}) needs --pet; none was given")
 
 
 def _uncertainty(args, session) -> dict:
@@ -193,6 +228,7 @@ def cmd_simulate(args) -> dict:
     from .output_files import check_output, write_text_atomically
     from .simulation import run_simulation
 
+    _check_threshold_has_pet(args, False)
     if args.json:
         check_output(args.json, "--json", inputs=(args.ct, args.pet, args.label), image=False)
     session = _session(args, args.ct, args.pet)
@@ -210,9 +246,11 @@ def cmd_simulate(args) -> dict:
     result["refine_mode"] = session.refine_mode
     result["precision"] = session.precision
     result["pet_coverage"] = _pet_coverage(session)
+    result["roi"] = _roi(session)
+    result["pet_zero_filled"] = _pet_zero_filled(session)
     if args.json:
         write_text_atomically(args.json, json.dumps(result, indent=2) + "\n", "JSON")
-    return {"dice": [round(d, 4) for d in result["dice"]], "json": args.json}
+    return {"dice": [round(d, 4) for d in result["dice"]], "json": args.json, "roi": result["roi"]}
 
 
 def cmd_create_model(args) -> dict:
@@ -237,19 +275,28 @@ def cmd_demo(args) -> dict:
 
 def _add_session_options(p, pet_required: bool = False) -> None:
     """Options of every subcommand that runs a session on a CT (and PET)."""
+    from .backend import COMPILE_MODES
     from .policy import AUTO_PRECISION_RULE, AUTO_REFINE_RULE
 
     p.add_argument("--ct", required=True, help="CT file (NIfTI/NRRD/MHA) or DICOM folder")
     p.add_argument("--pet", required=pet_required, help="PET (SUV) file or DICOM folder")
     p.add_argument("--model", help="model package folder (default: the shipped default model)")
-    p.add_argument("--roi-center", help="ROI centre R,A,S in mm (default: centre of the CT)")
+    p.add_argument("--roi-center", default="auto", metavar="auto|ct|R,A,S",
+                   help="ROI centre: auto (default: the head-and-neck field below the brain on "
+                        "PET, else centred on the body), ct (the CT's centre) or R,A,S in mm")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--refine-mode", default="auto", choices=["auto", "full", "fast"],
                    help=f"auto: {AUTO_REFINE_RULE}; full: always the whole ROI (the paper's "
                         "method); fast: always a window")
     p.add_argument("--precision", default="auto", choices=sorted(PRECISIONS),
                    help=f"auto: {AUTO_PRECISION_RULE}; reduced: bfloat16 on the CPU, float16 on "
-                        "CUDA; float32")
+                        "CUDA; bfloat16: bfloat16 on either; float32")
+    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   choices=list(COMPILE_MODES),
+                   help="torch.compile the refine networks for the ROI's shape in the background after "
+                        "the initial segmentation (eager passes serve the clicks until it is done; its "
+                        "kernels are cached under the user's cache folder); MODE: "
+                        + ", ".join(COMPILE_MODES) + " (default: default); off by default")
     p.add_argument("--fast-window", type=positive_int, default=None, metavar="N",
                    help="edge in voxels of the fast path's window (default: the model card's "
                         "fast_path.window_vox, else 64)")

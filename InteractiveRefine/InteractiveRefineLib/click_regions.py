@@ -47,8 +47,26 @@ def rejected_region(foreground: np.ndarray, index) -> np.ndarray | None:
     index = tuple(int(v) for v in index)
     if not foreground[index]:
         return None
-    labels, _ = ndimage.label(foreground, structure=_STRUCTURE)
-    return labels == labels[index]
+    labels, box = _labels(foreground)
+    region = np.zeros(foreground.shape, dtype=bool)
+    region[box] = labels == labels[tuple(i - s.start for i, s in zip(index, box))]
+    return region
+
+
+def _labels(foreground: np.ndarray) -> tuple:
+    """``(labels, box)``: the 26-connected regions of ``foreground`` labelled inside its bounding
+    box ``box`` only (every region lies inside it, so this equals labelling the whole ROI, up to
+    the numbering, at the cost of the box). ``box`` covers the whole array when it is empty."""
+    box = mask_box(foreground) or tuple(slice(0, 0) for _ in foreground.shape)
+    labels, _ = ndimage.label(foreground[box], structure=_STRUCTURE)
+    return labels, box
+
+
+def _label_at(labels, box, index) -> int:
+    local = tuple(int(i) - s.start for i, s in zip(index, box))
+    if any(v < 0 or v >= n for v, n in zip(local, labels.shape)):
+        return 0  # outside the foreground's box: background
+    return int(labels[local])
 
 
 def suppressed(rejections, foreground: np.ndarray, positive_indices) -> np.ndarray | None:
@@ -60,11 +78,12 @@ def suppressed(rejections, foreground: np.ndarray, positive_indices) -> np.ndarr
     positive_indices = [tuple(int(v) for v in p) for p in positive_indices]
     if not rejections or not positive_indices:
         return None
-    labels, _ = ndimage.label(foreground, structure=_STRUCTURE)
-    kept = {int(labels[p]) for p in positive_indices} - {0}
+    labels, found = _labels(foreground)  # labelled inside the foreground's bounding box
+    kept = {_label_at(labels, found, p) for p in positive_indices} - {0}
     tumour = None
     if kept:  # the positive clicks' regions grown by one voxel, computed in their bounding box
-        core = np.isin(labels, sorted(kept))
+        core = np.zeros(foreground.shape, dtype=bool)
+        core[found] = np.isin(labels, sorted(kept))
         box = mask_box(core, pad=1)
         tumour = np.zeros_like(core)
         tumour[box] = ndimage.binary_dilation(core[box], structure=_STRUCTURE)

@@ -41,11 +41,21 @@ def normalize_pet(pet: np.ndarray, preset_name: str = "2sicr") -> np.ndarray:
     """Normalise PET (SUV): z-score over the given array, or SUV clipped and scaled to [0, 1]."""
     settings = preset(preset_name)
     pet = np.asarray(pet, dtype=np.float32)
+    offset, scale = pet_to_suv(pet, preset_name)
     if settings["pet"] == "zscore":
-        std = float(pet.std())
-        return ((pet - float(pet.mean())) / max(std, 1e-6)).astype(np.float32)
-    suv_max = settings["suv_max"]
-    return (np.clip(pet, 0.0, suv_max) / suv_max).astype(np.float32)
+        return ((pet - offset) / scale).astype(np.float32)
+    return (np.clip(pet, 0.0, settings["suv_max"]) / scale).astype(np.float32)
+
+
+def pet_to_suv(pet: np.ndarray, preset_name: str = "2sicr") -> tuple:
+    """``(offset, scale)`` with SUV = channel x scale + offset for the PET channel
+    :func:`normalize_pet` makes of ``pet`` (exact below the preset's clipping), so that a
+    training sample's augmented channel gives back SUV values (the ``pet_region`` input)."""
+    settings = preset(preset_name)
+    if settings["pet"] == "zscore":
+        pet = np.asarray(pet, dtype=np.float32)
+        return float(pet.mean()), max(float(pet.std()), 1e-6)
+    return 0.0, float(settings["suv_max"])
 
 
 def normalize_channels(ct: np.ndarray, pet: np.ndarray | None, preset_name: str) -> np.ndarray:
@@ -63,8 +73,16 @@ def channels_on_grid(ct, pet, grid, preset_name: str) -> np.ndarray:
     fields filled with air / zero uptake, then normalised with the preset. The session and the
     training cache both call this, so inference sees exactly what training saw.
     """
+    return normalize_channels(*images_on_grid(ct, pet, grid), preset_name)
+
+
+def images_on_grid(ct, pet, grid) -> tuple:
+    """``(ct, pet)`` resampled linearly onto ``grid`` (HU and SUV, float32 ``[k, j, i]``; pet None
+    without one), outside their fields filled with air / zero uptake."""
     ct_roi = geometry.resample(ct.array, ct.grid, grid, order=1, cval=CT_OUTSIDE_HU)
+    ct_roi = ct_roi.astype(np.float32, copy=False)
     pet_roi = None
     if pet is not None:
         pet_roi = geometry.resample(pet.array, pet.grid, grid, order=1, cval=PET_OUTSIDE)
-    return normalize_channels(ct_roi, pet_roi, preset_name)
+        pet_roi = pet_roi.astype(np.float32, copy=False)
+    return ct_roi, pet_roi

@@ -10,7 +10,8 @@ Card layout (``format_version`` 1)::
     {"format_version": 1, "name": ..., "version": ..., "license": ..., "intended_use": ...,
      "network": {"channels": [...], "strides": [...], "num_res_units": 2, "norm": "INSTANCE"},
      "preprocessing": {"image_channels": ["ct", "pet"], "spacing_mm": [1, 1, 1],
-                       "roi_size_vox": [144, 144, 144], "intensity_preset": "2sicr"},
+                       "roi_size_vox": [144, 144, 144], "intensity_preset": "2sicr",
+                       "pet_optional": false},   # optional: true = may run CT-only (PET zero-filled)
      "clicks": {"encoding": "gaussian", "sigma_vox": 2.0, "truncate": 4.0,
                 "simulated_user": "2sicr"},
      "inputs": {"initial": [{"name": "ct"}, ...], "refine": [...]},   # optional: card.py
@@ -134,6 +135,11 @@ class ModelPackage:
         return self.spec.needs_pet
 
     @property
+    def requires_pet(self) -> bool:
+        """A PET must be given (a PET/CT model whose card lacks ``preprocessing.pet_optional``)."""
+        return self.spec.requires_pet
+
+    @property
     def roi_size_vox(self) -> tuple[int, int, int]:
         return self.spec.roi_size_vox
 
@@ -252,8 +258,10 @@ def create_random_model_package(
     image_channels=("ct", "pet"),
     seed: int = 0,
     ensemble: int = 1,
+    refine_extra=(),
 ) -> Path:
-    """A package with randomly initialised weights, for tests and pipeline checks only."""
+    """A package with randomly initialised weights, for tests and pipeline checks only.
+    ``refine_extra``: card input entries after the classic refine inputs (e.g. ``pet_region``)."""
     import torch
 
     card = default_card(
@@ -263,7 +271,9 @@ def create_random_model_package(
     card["intended_use"] = "Pipeline testing only: randomly initialised weights, no training."
     card["training"] = {"data": "none", "seed": seed}
     torch.manual_seed(seed)
-    stages = default_stages(image_channels, card["clicks"])  # the layout default_card wrote
+    if refine_extra:
+        card["inputs"] = default_inputs_section(image_channels, refine_extra)
+    stages = default_stages(image_channels, card["clicks"], refine_extra)  # the layout of the card
     states = {
         stage: [
             build_network(card["network"], stages[stage].in_channels).state_dict()

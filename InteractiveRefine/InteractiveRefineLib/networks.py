@@ -27,9 +27,12 @@ def in_channels(stage: str, image_channels: int) -> int:
 
 
 def build_network(config: dict, in_channels: int):
-    """A MONAI ``UNet`` (3D, one output logit channel) from a card's ``network`` section."""
+    """A MONAI ``UNet`` (3D, one output logit channel) from a card's ``network`` section; its
+    ``dropout`` (e.g. 0.05, HN-UISeg's MC-dropout rate) adds dropout after every convolution,
+    absent or 0 adds none (the same modules as before the key existed)."""
     from monai.networks.nets import UNet
 
+    extra = {"dropout": float(config["dropout"])} if float(config.get("dropout") or 0.0) > 0 else {}
     return UNet(
         spatial_dims=3,
         in_channels=int(in_channels),
@@ -38,6 +41,7 @@ def build_network(config: dict, in_channels: int):
         strides=tuple(int(s) for s in config["strides"]),
         num_res_units=int(config.get("num_res_units", 2)),
         norm=config.get("norm", "INSTANCE"),
+        **extra,
     )
 
 

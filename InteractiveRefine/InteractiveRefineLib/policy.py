@@ -43,11 +43,14 @@ REFINE_PATHS = ("full", "window", "measure")
 @dataclass(frozen=True)
 class Request:
     """What the caller asked for: ``device`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``),
-    ``refine_mode`` (``auto``, ``full``, ``fast``) and ``amp`` (True, False or ``"auto"``)."""
+    ``refine_mode`` (``auto``, ``full``, ``fast``), ``amp`` (True, False or ``"auto"``) and
+    ``amp_dtype``: the reduced precision on CUDA, ``"float16"`` (None: the default) or
+    ``"bfloat16"`` (the CPU always uses bfloat16)."""
 
     device: str = "auto"
     refine_mode: str = "auto"
     amp: object = "auto"
+    amp_dtype: object = None
 
     def __post_init__(self):
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
@@ -56,6 +59,8 @@ class Request:
             raise ValueError(f"refine_mode must be one of {REFINE_MODES}, got {self.refine_mode!r}")
         if self.amp not in (True, False, "auto"):
             raise ValueError(f"amp must be True, False or 'auto', got {self.amp!r}")
+        if self.amp_dtype not in (None, "float16", "bfloat16"):
+            raise ValueError(f"amp_dtype must be None, 'float16' or 'bfloat16', got {self.amp_dtype!r}")
 
 
 @dataclass(frozen=True)
@@ -70,10 +75,11 @@ class Hardware:
 class Plan:
     """How a session runs its networks.
 
-    ``device``: ``cpu``, ``cuda`` or ``cuda:N``. ``precision``: ``float32``, ``bfloat16`` (CPU) or
-    ``float16`` (CUDA). ``layout``: ``contiguous`` or ``channels_last`` (CPU copies for large
-    ROIs); it depends on the device and the ROI, never on the precision, so an exact float32
-    pass of a reduced-precision session uses the same network copies as a float32 session.
+    ``device``: ``cpu``, ``cuda`` or ``cuda:N``. ``precision``: ``float32``, ``bfloat16`` (CPU, or
+    CUDA when asked for) or ``float16`` (CUDA). ``layout``: ``contiguous`` or ``channels_last``
+    (CPU copies for large ROIs); it depends on the device and the ROI, never on the precision,
+    so an exact float32 pass of a reduced-precision session uses the same network copies as a
+    float32 session.
     ``refine_path``: ``full``, ``window`` or ``measure``. ``retime``: the measured pass was close
     to the limit; time another. ``warmup``: run one discarded refine pass after the initial
     segmentation (CUDA kernel selection). ``notes``: why, in words.
@@ -124,7 +130,8 @@ def plan(request: Request, hardware: Hardware, roi_voxels: int, *, members_ratio
     amp = request.amp
     if amp == "auto":
         amp = cpu and large and hardware.cpu_bfloat16
-    precision = "float32" if not amp else ("bfloat16" if cpu else "float16")
+    reduced = "bfloat16" if cpu or request.amp_dtype == "bfloat16" else "float16"
+    precision = reduced if amp else "float32"
     layout = "channels_last" if cpu and large else "contiguous"
     path, retime = _refine_path(request.refine_mode, cpu and large, members_ratio, ())
     current = Plan(device, precision, layout, path, retime, not cpu and path == "full", notes)

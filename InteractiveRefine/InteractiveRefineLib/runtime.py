@@ -13,6 +13,9 @@ a session, the batch script) call :func:`apply_process_settings` first:
   logged warning), since the setting may then have no effect in this process.
 - torch's intra-op thread count, when ``threads`` is given (the command lines take it from
   ``$INTERACTIVE_REFINE_THREADS``: :func:`threads_from_environment`).
+- ``TORCHINDUCTOR_CACHE_DIR``, unless already set: ``torch.compile``'s kernel cache (the
+  ``compile`` session option) under the user's cache folder (:func:`user_cache_dir`), so a
+  compiled network is built once per machine, not in a temporary folder per boot.
 """
 from __future__ import annotations
 
@@ -30,6 +33,24 @@ logger = logging.getLogger(__name__)
 HUGE_PAGES_VARIABLE = "THP_MEM_ALLOC_ENABLE"
 #: torch thread count for the command lines (unset: torch's own choice).
 THREADS_VARIABLE = "INTERACTIVE_REFINE_THREADS"
+#: Where torch.compile's inductor keeps its compiled kernels.
+INDUCTOR_CACHE_VARIABLE = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def user_cache_dir(environ: Mapping[str, str] | None = None, platform: str | None = None) -> str:
+    """The user's cache folder for this project: ``%LOCALAPPDATA%`` (Windows),
+    ``~/Library/Caches`` (macOS), else ``$XDG_CACHE_HOME`` or ``~/.cache``; then
+    ``InteractiveRefine``."""
+    environ = os.environ if environ is None else environ
+    platform = sys.platform if platform is None else platform
+    home = os.path.expanduser("~")
+    if platform.startswith("win"):
+        base = environ.get("LOCALAPPDATA") or os.path.join(home, "AppData", "Local")
+    elif platform == "darwin":
+        base = os.path.join(home, "Library", "Caches")
+    else:
+        base = environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+    return os.path.join(base, "InteractiveRefine")
 
 #: Whether an earlier call set the variable after torch was imported (reported on every call).
 _late = {"value": False}
@@ -86,6 +107,8 @@ def apply_process_settings(threads: int | None = None) -> ProcessSettings:
                 "allocation, so huge-page allocations may be off in this process (set it in the "
                 "environment, or apply the settings before importing torch)", HUGE_PAGES_VARIABLE,
             )
+    if INDUCTOR_CACHE_VARIABLE not in os.environ:
+        os.environ[INDUCTOR_CACHE_VARIABLE] = os.path.join(user_cache_dir(), "inductor")
     if threads is not None:
         import torch
 

@@ -59,17 +59,21 @@ class RefinementSession:
             else :data:`~.refiners.window.DEFAULT_WINDOW`.
         region_removal: a negative click on a separate region of the mask removes that whole
             region (:mod:`.constraints`); False leaves every click to the network alone.
-        amp: reduced precision (float16 on CUDA, bfloat16 on the CPU): True, False, or
+        amp: reduced precision (float16 on CUDA unless ``amp_dtype="bfloat16"``, bfloat16 on the
+            CPU): True, False, or
             ``"auto"`` (:mod:`.policy`: on a CPU with native bfloat16, for large ROIs).
         threshold_start: the first positive click adds the 40 % SUVmax PET region
             (:meth:`add_threshold`) where the PET has uptake there, instead of a refinement.
+        device_path, compile: the click on the device (None: on CUDA only) and compiled refine
+            networks (False, True or a mode): :class:`.backend.InferenceBackend`.
     """
 
     def __init__(self, package: ModelPackage | str | None = None, device: str = "auto",
                  refine_mode: str = "auto", fast_window: int | None = None,
                  region_removal: bool = True, amp: bool | str = "auto",
-                 threshold_start: bool = False):
-        self._request = policy.Request(device, refine_mode, amp)
+                 threshold_start: bool = False, device_path: bool | None = None,
+                 compile: bool | str = False, amp_dtype: str | None = None):
+        self._request = policy.Request(device, refine_mode, amp, amp_dtype)
         if fast_window is not None and int(fast_window) < 1:
             raise ValueError(f"fast_window must be >= 1, got {fast_window}")
         if not isinstance(package, ModelPackage):
@@ -84,7 +88,7 @@ class RefinementSession:
                            members_ratio=self._members_ratio())
         for note in plan.notes:
             warnings.warn(note, stacklevel=2)
-        self.backend = InferenceBackend(package, plan, hardware)
+        self.backend = InferenceBackend(package, plan, hardware, device_path, compile)
         self.history = History()
         self.image: image_inputs.ImageCache | None = None
         self._full = self._window = None
@@ -127,9 +131,11 @@ class RefinementSession:
     # ------------------------------------------------------------------ image
     def set_image(self, ct: Volume, pet: Volume | None = None, roi_center_ras=None,
                   roi_size_vox=None, allow_low_pet_coverage: bool = False) -> None:
-        """Validate and cache the image (:func:`.inputs.image.prepare`); ``roi_center_ras``
-        defaults to the CT's centre, ``roi_size_vox`` ``(k, j, i)`` to the model's ROI. A PET
-        covering less than half the ROI is refused unless ``allow_low_pet_coverage``."""
+        """Validate and cache the image (:func:`.inputs.image.prepare`); ``roi_center_ras``:
+        RAS mm, ``"ct"`` (the CT's centre) or None / ``"auto"`` (placed automatically below the
+        brain, :mod:`.auto_roi`; see :attr:`roi_placement`); ``roi_size_vox`` ``(k, j, i)``
+        defaults to the model's ROI. A PET covering less than half the ROI is refused unless
+        ``allow_low_pet_coverage``."""
         with self._busy():
             cache = image_inputs.prepare(self.card, ct, pet, roi_center_ras, roi_size_vox, self.device,
                                          allow_low_pet_coverage)
@@ -148,6 +154,12 @@ class RefinementSession:
     @property
     def grid(self):
         return None if self.image is None else self.image.grid
+
+    @property
+    def roi_placement(self):
+        """Where the ROI was placed and why (:class:`.auto_roi.AutoRoi`; ``.as_dict()`` for
+        reports); None before :meth:`set_image`."""
+        return None if self.image is None else self.image.roi_placement
 
 
     # ------------------------------------------------------------ interaction
@@ -179,6 +191,8 @@ class RefinementSession:
             center = tuple(s // 2 for s in self.grid.shape)
             if self.plan.refine_path == "window" and self._window.box_for(center) is not None:
                 state.timings["calibrate_s"] = self._window.prepare(state)  # once, not per click
+            else:
+                self.backend.compile_in_background("refine")  # eager passes serve until it is done
             state.timings["total_s"] = time.perf_counter() - t0
             return self._result()
 
@@ -238,22 +252,30 @@ class RefinementSession:
         positives = tuple(c.positive for c in state.clicks) + (click.positive,)
         clicks = Clicks(state.click_indices + (index,), positives, click)
         threshold = self.card.threshold
+        t_rejections = time.perf_counter()
         rejections = constraints.rejections_after(
             state.rejections, state.probability, threshold, index, click.positive, self.region_removal)
+        removal_s = time.perf_counter() - t_rejections
         refiner, calibrate_s = self._refiner_for(click, index, exact)
         proposal = refiner.refine(state, clicks, exact=exact, first=state is self.history.initial)
         t1 = time.perf_counter()
         probability = proposal.probability
         removed_box, removed = constraints.remove_rejected(
             probability, rejections, clicks.indices, clicks.positives, state.probability, threshold)
+        self.backend.resident.update(probability, removed_box)  # a device copy stays equal
         changed = proposal.changed
         if changed is not None:  # a removed region may reach outside the window: it changed too
             changed = union(changed, removed_box)
+        t_removed = time.perf_counter()
         ct_mask = self._to_ct(probability, state, changed)
         t2 = time.perf_counter()
         memo = refiner.settle(proposal, state, probability, changed)
         timings = dict(proposal.timings)
-        timings["backmap_s"] = t2 - t1 + timings.pop("blend_s", 0.0)
+        # backmap_s: back-mapping only (and a window's blend); removal_s: region removal
+        timings["backmap_s"] = t2 - t_removed + timings.pop("blend_s", 0.0)
+        timings["removal_s"] = removal_s + (t_removed - t1)
+        if proposal.mode != "threshold":
+            timings["transfer_s"] = self.backend.last_transfer_s
         if "norm_s" in timings:
             timings["norm_s"] += time.perf_counter() - t2
         if calibrate_s:
@@ -340,8 +362,9 @@ class RefinementSession:
         return click_index(self._require_image().ct.grid, self.grid, ras)
 
     def _to_ct(self, probability, previous: State | None = None, box=None) -> np.ndarray:
+        copies = self.backend.resident if self.backend.device_path else None  # None: numpy, bit-exact
         return backmap.to_ct(probability, self.card.threshold, self.grid, self.image.ct_box_grid,
-                             previous, box)
+                             previous, box, copies=copies, device=self.device)
 
     # ---------------------------------------------------------------- results
     @property

@@ -136,3 +136,31 @@ def innermost_point(label: np.ndarray, grid) -> np.ndarray | None:
     depth = ndimage.distance_transform_edt(np.pad(label, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
     index = np.unravel_index(int(np.argmax(depth)), depth.shape)
     return grid.index_to_ras(np.array(index[::-1], float))
+
+
+def region_in_array(suv: np.ndarray, index, spacing_kji, fraction: float = DEFAULT_FRACTION,
+                    radius_mm: float = SEARCH_RADIUS_MM, min_suvmax: float = MIN_SUVMAX):
+    """:func:`threshold_region` on an axis-aligned array (the working grid): the connected
+    region (26-connectivity) of ``suv >= fraction x`` the hottest voxel within ``radius_mm`` of
+    ``index`` ``(k, j, i)`` (``spacing_kji`` in mm), as a bool array; None where that maximum is
+    below ``min_suvmax`` (no uptake to threshold). The network input ``pet_region``
+    (:mod:`.inputs.pet_region`) and the training package both build it with this function.
+    """
+    from scipy import ndimage
+
+    spacing = np.asarray(spacing_kji, float)
+    centre = np.clip(np.rint(np.asarray(index, float)).astype(int), 0, np.array(suv.shape) - 1)
+    reach = np.ceil(radius_mm / spacing).astype(int)
+    box = tuple(slice(max(int(c - r), 0), min(int(c + r + 1), n))
+                for c, r, n in zip(centre, reach, suv.shape))
+    offsets = np.meshgrid(*[(np.arange(s.start, s.stop) - c) * d for s, c, d in zip(box, centre, spacing)],
+                          indexing="ij", sparse=True)
+    near = sum(o ** 2 for o in offsets) <= radius_mm ** 2
+    values = np.where(near, suv[box], -np.inf)
+    flat = int(np.argmax(values))
+    suvmax = float(values.flat[flat])
+    if not np.isfinite(suvmax) or suvmax < min_suvmax:
+        return None
+    peak = tuple(int(a + s.start) for a, s in zip(np.unravel_index(flat, values.shape), box))
+    labels, _ = ndimage.label(suv >= check_fraction(fraction) * suvmax, structure=np.ones((3, 3, 3), bool))
+    return labels == labels[peak]

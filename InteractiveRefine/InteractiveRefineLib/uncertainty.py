@@ -12,6 +12,10 @@ current clicks), in float32.
 :func:`suggest` offers the next click: the centre of the connected region of high entropy with the
 most entropy in it that no click lies in yet, signed by the mean prediction there. It is a
 suggestion for the user to accept or flip, never applied by itself.
+
+How good the map is, against a ground truth: :func:`calibration` (:func:`expected_calibration_error`
+of the mean probability, and :func:`error_detection_auc`, the ROC AUC of the entropy as a detector
+of the misclassified voxels).
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ NOISE_SD = 0.05
 MAX_ROTATION_DEG = 5.0
 #: Entropy (nats) above which a voxel counts as uncertain for :func:`suggest` (half of ln 2).
 UNCERTAIN_NATS = 0.5 * float(np.log(2.0))
+#: Equal-width bins of the mean probability for :func:`expected_calibration_error`.
+ECE_BINS = 15
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,9 @@ def estimate(session, passes: int = DEFAULT_PASSES, seed: int = 0) -> Uncertaint
     t0 = time.perf_counter()
     stage, x = _input(session)
     rng = np.random.default_rng(seed)
-    image_channels = [stage.slices()[name] for name in session.card.image_channels]
+    # the noise goes on the images given: a zero-filled PET (CT-only input) stays zero, as in training
+    image_channels = [stage.slices()[name] for name in session.card.image_channels
+                      if name != "pet" or session.image.pet is not None]
     total, augmentations = None, []
     with _dropout_active(session.backend.networks[stage.name]):
         for _ in range(int(passes)):
@@ -211,3 +219,76 @@ def suggest(session, mean: np.ndarray, entropy: np.ndarray, clicked=()) -> Sugge
     voxel_ml = float(np.prod(session.grid.spacing)) / 1000.0
     return Suggestion(tuple(float(v) for v in ras), index, bool(mean[index] >= session.card.threshold),
                       float(sums[order[0] - 1]), float(region.sum()) * voxel_ml)
+
+
+# ------------------------------------------------------------------------ calibration
+def _voxels(name: str, values, shape, mask) -> np.ndarray:
+    array = np.asarray(values)
+    if array.shape != shape:
+        raise ValueError(f"{name} has shape {array.shape}, expected {shape} (the probability's)")
+    return array[mask] if mask is not None else array.ravel()
+
+
+def _checked(probability, truth, mask) -> tuple:
+    """``(probability, truth, mask)`` as flat float64 / bool arrays over the voxels of ``mask``."""
+    p = np.asarray(probability, dtype=np.float64)
+    if mask is not None:
+        mask = _voxels("mask", mask, p.shape, None).reshape(p.shape).astype(bool)
+    y = _voxels("truth", truth, p.shape, mask).astype(bool)
+    p = _voxels("probability", p, p.shape, mask)
+    if p.size == 0:
+        raise ValueError("no voxels to measure (an empty array or mask)")
+    if not np.all(np.isfinite(p)) or p.min() < 0.0 or p.max() > 1.0:
+        raise ValueError("probabilities must be finite numbers in [0, 1]")
+    return p, y, mask
+
+
+def expected_calibration_error(probability, truth, bins: int = ECE_BINS, mask=None) -> float:
+    """Expected calibration error of a foreground ``probability`` against a binary ``truth``:
+    ``sum_b n_b / N * |mean truth_b - mean probability_b|`` over ``bins`` equal-width bins of the
+    probability on [0, 1] (the last bin closed), over the voxels of ``mask`` (default all).
+    0 for a calibrated map; up to 1 for a confident and wrong one."""
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"bins must be a positive integer, got {bins!r}")
+    p, y, _ = _checked(probability, truth, mask)
+    index = np.minimum((p * bins).astype(np.int64), bins - 1)
+    gap = np.bincount(index, weights=y.astype(np.float64), minlength=bins) - np.bincount(
+        index, weights=p, minlength=bins)
+    return float(np.abs(gap).sum() / p.size)
+
+
+def error_detection_auc(uncertainty, errors, mask=None) -> float | None:
+    """ROC AUC of ``uncertainty`` as a detector of the ``errors`` (bool, e.g. misclassified
+    voxels), over the voxels of ``mask``: the chance that an error voxel is more uncertain than a
+    correct one (ties count half; rank-based, Mann-Whitney). 1: the most uncertain voxels are
+    exactly the errors; 0.5: no better than chance. None when no voxel or every voxel is an error."""
+    from scipy.stats import rankdata
+
+    u = np.asarray(uncertainty, dtype=np.float64)
+    if mask is not None:
+        mask = _voxels("mask", mask, u.shape, None).reshape(u.shape).astype(bool)
+    e = _voxels("errors", errors, u.shape, mask).astype(bool)
+    u = _voxels("uncertainty", u, u.shape, mask)
+    if not np.all(np.isfinite(u)):
+        raise ValueError("uncertainty values must be finite")
+    positives, negatives = int(e.sum()), int(e.size - e.sum())
+    if positives == 0 or negatives == 0:
+        return None
+    ranks = rankdata(u)  # ties get their average rank
+    return float((ranks[e].sum() - positives * (positives + 1) / 2.0) / (positives * negatives))
+
+
+def calibration(mean, entropy, truth, threshold: float = 0.5, mask=None, bins: int = ECE_BINS) -> dict:
+    """How well an estimate (:func:`estimate`'s ``mean`` and ``entropy``) knows its errors against
+    the binary ``truth`` on the same grid: ``ece`` (:func:`expected_calibration_error` of the
+    mean), ``error_auc`` (:func:`error_detection_auc` of the entropy for the voxels the mean
+    gets wrong at ``threshold``; None without errors), and the voxel and error counts."""
+    p, y, mask = _checked(mean, truth, mask)
+    errors = (p >= threshold) != y
+    return {
+        "ece": expected_calibration_error(p, y, bins),
+        "error_auc": error_detection_auc(_voxels("entropy", entropy, np.shape(mean), mask), errors),
+        "voxels": int(p.size),
+        "error_voxels": int(errors.sum()),
+    }
+

@@ -161,6 +161,9 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, Clinical
         self._progress("Preparing the images", 25)
         session.set_image(ct, pet, roi_center_ras=center, roi_size_vox=size,
                           allow_low_pet_coverage=self.allowLowPetCoverage)
+        if nodes.roi is None:  # no ROI node: placed automatically (InteractiveRefineLib.auto_roi)
+            roi = session.roi_placement
+            self._log(f"ROI: {roi.description}, centre RAS {roi.as_dict()['center_ras']} ({roi.reason})")
         coverage = session.image.pet_coverage
         if coverage is not None and coverage < 1.0:  # said in the status, not only in the log file
             self._log(f"The PET covers {100 * coverage:.0f}% of the region of interest")

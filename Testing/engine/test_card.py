@@ -236,3 +236,21 @@ def test_member_networks_are_checked_and_set_the_divisor():
 def test_stage_spec_without_cards():
     stage = StageSpec("refine", (InputSpec("a", 2), InputSpec("b")))
     assert stage.in_channels == 3 and stage.channel("b") == 2 and stage.slices()["a"] == slice(0, 2)
+
+
+def test_a_network_dropout_rate_adds_dropout_layers_and_bad_rates_are_refused(tmp_path):
+    """``network.dropout`` (HN-UISeg's MC-dropout rate) builds dropout layers the uncertainty
+    passes keep active; without it every dropout layer has rate 0, as before the key existed."""
+    import torch
+    from InteractiveRefineLib.card import check_network
+    from InteractiveRefineLib.networks import TINY_NETWORK, build_network
+
+    with_dropout = build_network({**TINY_NETWORK, "dropout": 0.05}, 5)
+    plain = build_network(TINY_NETWORK, 5)
+    dropouts = [m for m in with_dropout.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+    assert dropouts and all(m.p == 0.05 for m in dropouts)
+    assert all(m.p == 0.0 for m in plain.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd))
+    assert list(with_dropout.state_dict()) == list(plain.state_dict())  # old weights load into either
+    for bad in (1.0, -0.1, "0.05", True):
+        with pytest.raises(ModelPackageError, match="network.dropout"):
+            check_network({**TINY_NETWORK, "dropout": bad})

@@ -188,3 +188,25 @@ def test_cancel_stops_segment_and_changes_nothing(logic, sts_nodes, tiny_package
     logic.segment(ct, pet, None, None, modelPath=str(tiny_package_dir), device="cpu")
     assert logic.session is not None
     np.testing.assert_array_equal(logic.segmentMask(), logic.session.mask_on_ct())
+
+
+def test_without_an_roi_node_the_box_is_placed_automatically_and_the_log_says_so(logic, sts_nodes,
+                                                                                  tiny_package_dir):
+    """No ROI node: the engine places the box (InteractiveRefineLib.auto_roi) and the status log
+    names the method and centre; an ROI node's centre wins."""
+    ct, pet, _ = sts_nodes
+    messages = []
+    logic.logCallback = messages.append
+    logic.segment(ct, pet, None, None, modelPath=str(tiny_package_dir), device="cpu")
+    said = [m for m in messages if m.startswith("ROI: automatic")]
+    assert len(said) == 1 and "centred on the body" in said[0]  # a thigh: no brain on this PET
+    assert logic.session.roi_placement.method == "body"
+    roi = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "ROI")
+    centre = logic.session.grid.center_ras() + np.array([6.0, -4.0, 3.0])
+    roi.SetCenter(*centre)
+    roi.SetSize(60.0, 60.0, 60.0)
+    messages.clear()
+    logic.segment(ct, pet, None, roi, modelPath=str(tiny_package_dir), device="cpu")
+    assert not [m for m in messages if m.startswith("ROI:")]
+    assert logic.session.roi_placement.method == "explicit"
+    np.testing.assert_allclose(logic.session.roi_placement.center_ras, centre, atol=1e-3)

@@ -158,12 +158,12 @@ def _card_data(spec) -> dict:
 
 def _check_layout(spec, config: dict, source, stage: str) -> None:
     """The package's ``stage`` inputs must be the layout training builds (names and channels)."""
-    from InteractiveRefineLib.card import default_stages
+    from .config import training_stages
 
     def names(layout):
         return [(s.name, s.channels) for s in layout.inputs]
 
-    found, wanted = names(spec.stages[stage]), names(default_stages(config["data"]["image_channels"])[stage])
+    found, wanted = names(spec.stages[stage]), names(training_stages(config)[stage])
     if found != wanted:
         raise ValueError(f"{source}: the card's {stage!r} inputs {found} differ from the training "
                          f"layout {wanted}")

@@ -42,6 +42,7 @@ TRAIN_OVERRIDES = {
     "user": "interaction.simulated_user",
     "deepedit_free_prob": "interaction.deepedit_free_prob",
     "mask_dropout": "interaction.mask_dropout",
+    "pet_dropout": "data.pet_dropout",
     "min_clicks": "interaction.min_clicks",
     "max_clicks": "interaction.max_clicks",
     "val_clicks": "interaction.val_clicks",
@@ -100,6 +101,8 @@ def _add_train(sub) -> None:
     p.add_argument("--user", choices=["2sicr", "deepgrow", "deepedit"], help="simulated-user preset")
     p.add_argument("--deepedit-free-prob", type=float, help="DeepEdit click-free fraction (0.25, 0.5)")
     p.add_argument("--mask-dropout", type=float)
+    p.add_argument("--pet-dropout", type=float,
+                   help="probability of zeroing a training sample's PET (CT-only ready; default 0)")
     p.add_argument("--min-clicks", type=int)
     p.add_argument("--max-clicks", type=int)
     p.add_argument("--val-clicks", type=int)
@@ -137,6 +140,12 @@ def _add_commands(sub) -> None:
                    help="full: the paper's whole-ROI refinement (default); auto: what this device's "
                         "user gets (the fast path on a CPU)")
     p.add_argument("--no-region-removal", action="store_true", help=NO_REGION_REMOVAL_HELP)
+    p.add_argument("--roi-center", default="label", choices=["label", "auto", "ct"],
+                   help="ROI centre per case: label (the GTVp centroid, the paper's protocol; "
+                        "default), auto (what a user without an ROI gets) or ct (the CT's centre)")
+    p.add_argument("--uncertainty", type=int, default=0, metavar="N",
+                   help="also the calibration of the N-pass uncertainty (TTA + MC dropout) at 0 clicks "
+                        "and after the last: ECE and the entropy's error-detection AUC, per case")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate)
 
@@ -153,6 +162,13 @@ def _add_commands(sub) -> None:
                    help="the card's fast_path.window_vox: the CPU fast path's window edge for this "
                         "network (default: the engine's, 64)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("manifest", help="one CSV manifest of the labelled cases of several folders "
+                                        "(e.g. phantoms and real cases trained together)")
+    p.add_argument("--out", required=True, help="CSV file to write (columns id,ct,pet,label)")
+    p.add_argument("--data", action="append", required=True, help="case folder or manifest (repeatable)")
+    p.add_argument("--exclude", default="", help="comma-separated case ids to leave out (held out)")
+    p.set_defaults(func=cmd_manifest)
 
     p = sub.add_parser("metrics", help="Dice/HD95/ASSD/surface Dice and DSCagg of mask folders")
     p.add_argument("--pred", required=True)
@@ -227,8 +243,12 @@ def cmd_evaluate(args) -> dict:
     summary = evaluate(args.model, args.data, args.out, case_ids=cases, n_clicks=args.clicks,
                        n_seeds=args.seeds, device=args.device, user=args.user, label_value=args.label,
                        surface=not args.no_surface, refine_mode=args.refine_mode,
-                       region_removal=not args.no_region_removal)
-    return {"out": str(args.out), "n_cases": summary["n_cases"], "dice_mean": summary["dice_mean"]}
+                       region_removal=not args.no_region_removal, uncertainty=args.uncertainty,
+                       roi_center=args.roi_center)
+    out = {"out": str(args.out), "n_cases": summary["n_cases"], "dice_mean": summary["dice_mean"]}
+    if "uncertainty_calibration" in summary:
+        out["uncertainty_calibration"] = summary["uncertainty_calibration"]
+    return out
 
 
 def cmd_export(args) -> dict:
@@ -238,6 +258,14 @@ def cmd_export(args) -> dict:
     path = export_package(split(args.initial), split(args.refine), args.out, name=args.name, half=args.half,
                           fast_window=args.fast_window)
     return {"model": str(path)}
+
+
+def cmd_manifest(args) -> dict:
+    from .data import write_manifest
+
+    excluded = [c for c in args.exclude.split(",") if c.strip()]
+    counts = write_manifest(args.out, args.data, excluded)
+    return {"manifest": args.out, "cases": counts}
 
 
 def cmd_metrics(args) -> dict:

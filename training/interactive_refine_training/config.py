@@ -31,6 +31,9 @@ DEFAULTS: dict = {
         "split_seed": 0,
         # Cases whose ids give the same first regex group belong to one patient (same fold).
         "patient_id_regex": None,
+        # Probability that a training sample's (normalised) PET channel is zeroed after the
+        # augmentation, as for HN-UISeg's CT-only cases; > 0 makes the exported card pet_optional.
+        "pet_dropout": 0.0,
     },
     "network": copy.deepcopy(PAPER_NETWORK),
     "optimization": {
@@ -78,6 +81,9 @@ DEFAULTS: dict = {
         # initial network's weights, new input channels zero (for short, budgeted runs)
         "refine_init": "random",
         "baseline_max_interactions": 15,
+        # None, or the options of a refine input "pet_region" (the union of the one-click PET
+        # threshold regions of the positive clicks), e.g. {"fraction": 0.4, "radius_mm": 10.0}
+        "pet_region": None,
     },
     "runtime": {
         "device": "auto",
@@ -168,17 +174,31 @@ def validate(config: dict) -> None:
         raise ValueError("interaction.refine_init must be 'random' or 'initial'")
     if inter["val_metric"] not in ("dice_last", "dice_mean"):
         raise ValueError("interaction.val_metric must be 'dice_last' or 'dice_mean'")
+    if inter.get("pet_region") is not None:
+        from InteractiveRefineLib.inputs.pet_region import options_of
+
+        if "pet" not in data["image_channels"]:
+            raise ValueError("interaction.pet_region needs 'pet' in data.image_channels")
+        if not isinstance(inter["pet_region"], dict):
+            raise ValueError("interaction.pet_region must be null or an object of options")
+        options_of(inter["pet_region"])  # unknown keys or non-numbers: ValueError
     if int(opt["batch_size"]) != 1:
         raise ValueError("optimization.batch_size: only 1 is supported (the paper's)")
     if data["image_channels"] not in (["ct"], ["ct", "pet"]):
         raise ValueError("data.image_channels must be ['ct'] or ['ct', 'pet']")
+    pet_dropout = data.get("pet_dropout", 0.0)
+    is_number = isinstance(pet_dropout, (int, float)) and not isinstance(pet_dropout, bool)
+    if not is_number or not 0.0 <= pet_dropout <= 1.0:
+        raise ValueError(f"data.pet_dropout must be a probability in [0, 1], got {pet_dropout!r}")
+    if pet_dropout > 0 and "pet" not in data["image_channels"]:
+        raise ValueError("data.pet_dropout > 0 needs 'pet' in data.image_channels")
 
 
 def preprocessing_settings(config: dict) -> dict:
     """The settings that determine a case's cached arrays (and nothing else)."""
     data = config["data"]
     return {
-        "format": 1,
+        "format": 2,  # 2: with "pet_to_suv" (the PET channel's map back to SUV)
         "label_value": int(data["label_value"]),
         "image_channels": list(data["image_channels"]),
         "roi_size_vox": [int(v) for v in data["roi_size_vox"]],
@@ -186,6 +206,22 @@ def preprocessing_settings(config: dict) -> dict:
         "intensity_preset": data["intensity_preset"],
         "roi_center": data["roi_center"],
     }
+
+
+def refine_extra_inputs(config: dict) -> list:
+    """The refine stage's inputs after the classic layout (card ``inputs`` entries)."""
+    options = config["interaction"].get("pet_region")
+    return [] if options is None else [{"name": "pet_region", "options": dict(options)}]
+
+
+def training_stages(config: dict) -> dict:
+    """The card stages (:class:`~InteractiveRefineLib.card.StageSpec`) a run's networks take:
+    the engine's classic layout plus :func:`refine_extra_inputs`."""
+    from InteractiveRefineLib.card import default_stages
+
+    inter = config["interaction"]
+    clicks = {"sigma_vox": float(inter["sigma_vox"]), "truncate": float(inter["truncate"])}
+    return default_stages(config["data"]["image_channels"], clicks, refine_extra_inputs(config))
 
 
 def settings_hash(settings: dict) -> str:

@@ -25,7 +25,7 @@ from InteractiveRefineLib.cases import Case, find_cases
 from InteractiveRefineLib.dicom_import import read_label
 from InteractiveRefineLib.dicom_series import read_pet
 from InteractiveRefineLib.geometry import Volume, read_volume
-from InteractiveRefineLib.intensity import channels_on_grid
+from InteractiveRefineLib.intensity import images_on_grid, normalize_channels, pet_to_suv
 from InteractiveRefineLib.simulation import label_centroid_ras
 
 from .config import settings_hash
@@ -54,6 +54,38 @@ def load_cases(source: str | os.PathLike, case_ids=None, need_label: bool = True
     if not cases:
         raise ValueError(f"no labelled cases in {source}")
     return cases
+
+
+def write_manifest(out, sources, exclude=()) -> dict:
+    """Write one CSV manifest (``id,ct,pet,label``, paths relative to it) of the labelled cases of
+    ``sources`` less the ids ``exclude``; returns the number of cases taken from each source.
+    ValueError for an id found twice or an excluded id found nowhere."""
+    import csv
+
+    out = Path(out)
+    rows, counts, seen = [], {}, set()
+    for source in sources:
+        cases = load_cases(source)
+        counts[str(source)] = 0
+        for case in cases:
+            if case.case_id in seen:
+                raise ValueError(f"case id {case.case_id} appears in more than one source")
+            seen.add(case.case_id)
+            if case.case_id in exclude:
+                continue
+            rel = {key: os.path.relpath(getattr(case, key), out.parent) if getattr(case, key) else ""
+                   for key in ("ct", "pet", "label")}
+            rows.append({"id": case.case_id, **rel})
+            counts[str(source)] += 1
+    unknown = sorted(set(exclude) - seen)
+    if unknown:
+        raise ValueError(f"excluded case id(s) not found in {list(map(str, sources))}: {unknown}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "ct", "pet", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return counts
 
 
 # ------------------------------------------------------------------------------------- folds
@@ -111,13 +143,16 @@ def preprocess_case(case: Case, settings: dict) -> dict:
         if case.pet is None:
             raise ValueError(f"case {case.case_id} has no PET image")
         pet = read_pet(case.pet)  # a PET DICOM folder becomes SUVbw
-    image = channels_on_grid(ct, pet, grid, settings["intensity_preset"]).astype(np.float16)
+    ct_roi, pet_roi = images_on_grid(ct, pet, grid)
+    image = normalize_channels(ct_roi, pet_roi, settings["intensity_preset"]).astype(np.float16)
+    to_suv = pet_to_suv(pet_roi, settings["intensity_preset"]) if pet_roi is not None else (0.0, 1.0)
     if label is None:
         label_roi = np.zeros(grid.shape, dtype=np.uint8)
     else:
         values = np.clip(np.rint(label.array), 0, 255)
         label_roi = geometry.resample(values, label.grid, grid, order=0, cval=0).astype(np.uint8)
-    return {"image": image, "label": label_roi, "ijk_to_ras": grid.ijk_to_ras, "center_ras": center}
+    return {"image": image, "label": label_roi, "ijk_to_ras": grid.ijk_to_ras, "center_ras": center,
+            "pet_to_suv": np.array(to_suv, dtype=np.float64)}
 
 
 def source_fingerprint(case: Case) -> str:
@@ -181,7 +216,9 @@ class CachedDataset:
     """Map-style dataset over cached cases.
 
     An item is ``{"image": [C,k,j,i], "label": float32 [1,k,j,i] (1 where label ==
-    label_value), "index": int, "seed": int}``. The key is a case index or ``(index, seed)``;
+    label_value), "index": int, "seed": int, "pet_to_suv": (offset, scale)}`` (SUV = PET
+    channel x scale + offset; :func:`~InteractiveRefineLib.intensity.pet_to_suv`). The key is a
+    case index or ``(index, seed)``;
     with a ``transform`` (augmentation on the CPU, e.g. in DataLoader workers) the transform's
     random state is set from that per-sample seed, so the result does not depend on which
     worker or in which order a sample is loaded. Without one, the image stays float16.
@@ -200,6 +237,7 @@ class CachedDataset:
         with np.load(self.paths[index]) as stored:
             image = stored["image"]
             label = (stored["label"] == self.label_value).astype(np.float32)[None]
+            to_suv = np.asarray(stored["pet_to_suv"] if "pet_to_suv" in stored else (0.0, 1.0), float)
         if self.transform is not None:
             import torch
 
@@ -209,4 +247,4 @@ class CachedDataset:
             image_t, label_t = augment(self.transform, torch.from_numpy(image.astype(np.float32)),
                                        torch.from_numpy(label))
             image, label = image_t.numpy(), label_t.numpy()
-        return {"image": image, "label": label, "index": index, "seed": int(seed)}
+        return {"image": image, "label": label, "index": index, "seed": int(seed), "pet_to_suv": to_suv}

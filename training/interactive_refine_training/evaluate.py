@@ -30,6 +30,9 @@ from . import reporting
 from .data import load_cases, roi_center_ras
 
 logger = logging.getLogger(__name__)
+#: Where :func:`run_evaluation` centres each case's ROI: the GTVp centroid (the paper), the
+#: automatic placement a user without an ROI gets, or the CT's centre.
+ROI_CENTERS = ("label", "auto", "ct")
 
 #: Card sections that must agree for packages to be pooled into one ensemble.
 ENSEMBLE_SECTIONS = ("network", "preprocessing", "clicks", "threshold", "inputs", "outputs")
@@ -79,32 +82,68 @@ def load_ensemble(folders: list[str]) -> ModelPackage:
     return ModelPackage(path=first.path, card=card, networks=networks)
 
 
-def evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surface) -> list[dict]:
-    """Rows (one per seed and click count) of one model on one case."""
+def uncertainty_calibration(session, label, label_value: int, passes: int) -> dict:
+    """The calibration (``InteractiveRefineLib.uncertainty.calibration``) of the session's
+    current state's uncertainty from ``passes`` passes, against the label on the working grid,
+    over the voxels inside the CT: ECE, error-detection AUC, and the estimate's seconds."""
+    from InteractiveRefineLib.geometry import inside_mask
+    from InteractiveRefineLib.simulation import truth_on_grid
+    from InteractiveRefineLib.uncertainty import calibration, estimate
+
+    result = estimate(session, passes)
+    truth = truth_on_grid(label, session.grid, label_value)
+    values = calibration(result.mean, result.entropy, truth, session.card.threshold,
+                         mask=inside_mask(session.ct.grid, session.grid))
+    return {"ece": json_number(values["ece"]), "error_auc": json_number(values["error_auc"]),
+            "error_voxels": values["error_voxels"], "uncertainty_seconds": round(result.seconds, 3)}
+
+
+def evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surface,
+                  uncertainty: int = 0) -> list[dict]:
+    """Rows (one per seed and click count) of one model on one case. ``uncertainty`` N > 0: the
+    rows at 0 clicks and after the last click also hold the calibration of the N-pass uncertainty
+    (:func:`uncertainty_calibration`; at 0 clicks the same for every seed)."""
     rows = []
+    at_zero: dict = {}
+
+    def on_step(step, values):
+        if uncertainty and step == 0 and not at_zero:
+            at_zero.update(uncertainty_calibration(session, label, label_value, uncertainty))
+
     for seed in seeds:
         result = run_simulation(session, label, n_clicks, seed=seed, preset=user,
-                                label_value=label_value, surface_metrics=surface)
+                                label_value=label_value, surface_metrics=surface, on_step=on_step)
+        last = {}
+        if uncertainty and n_clicks:  # the session is at the last click
+            last = uncertainty_calibration(session, label, label_value, uncertainty)
         seconds = [None] + result["seconds_per_click"] + [None] * n_clicks
         base = baseline_fields(result.get("baseline"))
         for t in range(n_clicks + 1):
             row = {"case_id": case.case_id, "seed": seed, "clicks": t,
                    "changed_voxels": result["changed_voxels"][t], "seconds": seconds[t], **base}
             row.update({k: result[k][t] for k in reporting.METRICS})
+            row.update(at_zero if t == 0 else last if t == n_clicks else {})
             rows.append(row)
     return rows
 
 
 def run_evaluation(models: dict, cases, n_clicks: int, seeds, device: str = "auto", user: str = "2sicr",
                    label_value: int = 1, surface: bool = True, refine_mode: str = "full",
-                   region_removal: bool = True) -> list[dict]:
+                   region_removal: bool = True, uncertainty: int = 0,
+                   roi_center: str = "label") -> list[dict]:
     """Rows for every model, case, seed and click count 0..``n_clicks``.
 
     ``refine_mode`` "full" evaluates the paper's method (the refine network on the whole ROI);
     "auto" evaluates what a user of this device gets (the fast path on a CPU).
     ``region_removal`` False evaluates the networks alone, without the session's rule that a
     negative click removes the whole region it lands on (``InteractiveRefineLib.click_regions``).
+    ``uncertainty`` N > 0: the calibration of the N-pass uncertainty too (:func:`evaluate_case`).
+    ``roi_center``: where each case's ROI goes: ``label`` (the GTVp centroid, the paper's
+    protocol), ``auto`` (what a user without an ROI gets: ``InteractiveRefineLib.auto_roi``) or
+    ``ct`` (the CT's centre).
     """
+    if roi_center not in ROI_CENTERS:
+        raise ValueError(f"roi_center must be one of {ROI_CENTERS}, got {roi_center!r}")
     sessions = {name: RefinementSession(package, device=device, refine_mode=refine_mode,
                                         region_removal=region_removal)
                 for name, package in models.items()}
@@ -114,12 +153,13 @@ def run_evaluation(models: dict, cases, n_clicks: int, seeds, device: str = "aut
         ct = read_volume(case.ct)
         pet = read_pet(case.pet) if needs_pet and case.pet is not None else None  # DICOM: SUVbw
         label = read_label(case.label)  # a DICOM SEG too (GTVp 1, GTVn 2 by its codes)
-        center = roi_center_ras(ct, label, label_value)
+        center = roi_center_ras(ct, label, label_value) if roi_center == "label" else roi_center
         for name, session in sessions.items():
             t0 = time.perf_counter()
             try:
                 session.set_image(ct, pet, roi_center_ras=center)
-                case_rows = evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surface)
+                case_rows = evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surface,
+                                          uncertainty)
             except ImageError as exc:
                 logger.warning("skipping case %s for %s: %s", case.case_id, name, exc)
                 continue
@@ -138,7 +178,8 @@ def write_reports(rows: list[dict], n_clicks: int, out_dir: Path, meta: dict) ->
     reporting.write_table_csv(table, out_dir / "table.csv")
     header = (f"## Simulated-user evaluation ({meta['n_cases']} cases, {len(meta['seeds'])} seed(s), "
               f"user preset {meta['user']!r}; mean ± sd over cases)")
-    text = reporting.markdown(table, n_clicks, header) + reporting.baseline_markdown(rows)
+    text = (reporting.markdown(table, n_clicks, header) + reporting.baseline_markdown(rows)
+            + reporting.uncertainty_markdown(rows, n_clicks))
     (out_dir / "table.md").write_text(text)
     reporting.plot_dice_curves(rows, n_clicks, out_dir / "dice_vs_clicks.png")
     files = ["per_case.csv", "table.csv", "table.md", "dice_vs_clicks.png"]
@@ -152,14 +193,20 @@ def write_reports(rows: list[dict], n_clicks: int, out_dir: Path, meta: dict) ->
         if entry["metric"] == "dice":
             dice.setdefault(entry["model"], {})[entry["column"]] = json_number(entry["mean"])
     summary = {**meta, "dice_mean": dice, "files": files + ["summary.json"]}
+    calibration = reporting.uncertainty_per_case(rows)
+    if calibration:
+        summary["uncertainty_calibration"] = calibration
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 def evaluate(model_specs, data, out_dir, case_ids=None, n_clicks: int = 10, n_seeds: int = 3,
              device: str = "auto", user: str = "2sicr", label_value: int = 1, surface: bool = True,
-             refine_mode: str = "full", region_removal: bool = True) -> dict:
+             refine_mode: str = "full", region_removal: bool = True, uncertainty: int = 0,
+             roi_center: str = "label") -> dict:
     """The ``evaluate`` subcommand: load models and cases, run, write the reports."""
+    if isinstance(uncertainty, bool) or not isinstance(uncertainty, int) or uncertainty < 0:
+        raise ValueError(f"uncertainty passes must be a non-negative integer, got {uncertainty!r}")
     models = {}
     for spec in model_specs:
         name, folders = parse_model(spec)
@@ -169,11 +216,13 @@ def evaluate(model_specs, data, out_dir, case_ids=None, n_clicks: int = 10, n_se
     cases = load_cases(data, case_ids)
     seeds = list(range(n_seeds))
     rows = run_evaluation(models, cases, n_clicks, seeds, device, user, label_value, surface, refine_mode,
-                          region_removal)
+                          region_removal, uncertainty, roi_center)
     if not rows:
         raise ValueError("no case could be evaluated (see the warnings)")
     meta = {"models": {n: p.spec.name for n, p in models.items()}, "data": str(data),
             "n_cases": len({r["case_id"] for r in rows}), "seeds": seeds, "clicks": n_clicks, "user": user,
             "label_value": label_value, "device": device, "refine_mode": refine_mode,
-            "region_removal": region_removal}
+            "region_removal": region_removal, "roi_center": roi_center}
+    if uncertainty:
+        meta["uncertainty_passes"] = uncertainty
     return write_reports(rows, n_clicks, Path(out_dir), meta)

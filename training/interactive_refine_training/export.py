@@ -21,11 +21,12 @@ from pathlib import Path
 
 import torch
 from InteractiveRefineLib import __version__ as engine_version
-from InteractiveRefineLib.card import default_stages
+from InteractiveRefineLib.card import PET_VALUE_INPUTS, default_inputs_section, default_stages
 from InteractiveRefineLib.model_package import default_card, load_model_package, save_model_package
 from InteractiveRefineLib.networks import build_network, size_divisor
 
 from .checkpoint import TrainedRun, load_run
+from .config import refine_extra_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,9 @@ def package_runs(path: str | os.PathLike, stage: str) -> list[TrainedRun]:
     package = load_model_package(path)
     spec = package.spec
     clicks = {"sigma_vox": spec.click_sigma_vox, "truncate": spec.click_truncate}
-    classic = default_stages(spec.image_channels, clicks)[stage]
+    extra = [{"name": s.name, "options": dict(s.options)} for s in spec.stages["refine"].inputs
+             if s.name in PET_VALUE_INPUTS] if stage == "refine" else []
+    classic = default_stages(spec.image_channels, clicks, extra)[stage]
     if spec.stages[stage] != classic:
         raise ValueError(f"{path}: the card's {stage!r} inputs are not the training layout {classic}")
     records = (package.card.get("training") or {}).get(stage) or []
@@ -143,6 +146,11 @@ def _load_runs(sources, stage: str) -> list[TrainedRun]:
     return runs
 
 
+def pet_dropout(config: dict) -> float:
+    """A run's ``data.pet_dropout`` (0 for runs from before the setting)."""
+    return float(config["data"].get("pet_dropout", 0.0))
+
+
 def _card(initial: list[TrainedRun], refine: list[TrainedRun], name: str) -> dict:
     runs = initial + refine
     data = _common(runs, "data", ("image_channels", "roi_size_vox", "spacing_mm", "intensity_preset",
@@ -154,6 +162,13 @@ def _card(initial: list[TrainedRun], refine: list[TrainedRun], name: str) -> dic
                         roi_size_vox=data["roi_size_vox"], spacing_mm=data["spacing_mm"],
                         intensity_preset=data["intensity_preset"], simulated_user=user)
     card["clicks"].update(sigma_vox=float(inter["sigma_vox"]), truncate=float(inter["truncate"]))
+    extra = refine_extra_inputs(refine[0].config)
+    if any(refine_extra_inputs(r.config) != extra for r in refine[1:]):
+        raise ValueError("the refine runs differ in their extra inputs (interaction.pet_region)")
+    if extra:  # the classic layout plus these: named explicitly
+        card["inputs"] = default_inputs_section(data["image_channels"], extra)
+    if "pet" in data["image_channels"]:  # every member learnt zero-filled PET: it may run CT-only
+        card["preprocessing"]["pet_optional"] = all(pet_dropout(r.config) > 0 for r in runs)
     method = refine[0].trainer if refine[0].trainer in BASELINES else "2sicr"
     card["training"] = {
         "method": method, "engine_version": engine_version, "label_value": int(data["label_value"]),

@@ -7,9 +7,12 @@ real PET/CT:
 
 - the primary tumour (label 1) is a hot, heterogeneous PET region in the neck soft tissue next to
   the airway, and is barely visible on CT (its HU overlap muscle: p50 ~45, p5..p95 ~25..70);
-- physiological uptake of similar SUV is *not* tumour: brain at the top of the field of view
-  (SUV ~6-12, tens of mL), tonsils, parotid and submandibular glands, lingual tonsil, vocal
-  cords, active muscles, brown fat, sometimes an inflamed region as hot as the tumour;
+- physiological uptake of similar SUV is *not* tumour: the brain at the top of the field of view
+  (``p_brain``, default 0.8: in a 144 mm field centred on the GTVp its hot part starts ~10-35 mm
+  above the tumour centre, holds ~50-250 mL, ~15x the tumour, at SUV p50 ~6 / p95 ~8.5, as in
+  4 of the 5 measured HECKTOR fields), symmetric tonsils, parotid and submandibular glands
+  (SUVmax ~3.5-5.5), lingual tonsil, vocal cords, active muscles, brown fat, sometimes an
+  inflamed region as hot as the tumour; background soft tissue SUV p50 ~1.3;
 - lymph nodes (label 2, GTVn) are small lateral ovals of moderate uptake;
 - the PET goes through a Gaussian PSF (5-7 mm FWHM), optional voxel integration onto a coarser
   PET grid (e.g. 4 mm) and signal-dependent, spatially correlated noise.
@@ -22,7 +25,10 @@ Anatomy is built in millimetres at a realistic size (neck ~100-125 mm wide) and 
 in-plane). Tumour volumes are log-uniform in 1-60 mL (bulky tumours, with probability ``p_bulky``:
 80-450 mL, hot rim and cold core, SUVmax ~7, like the measured thigh sarcoma); the upper end is capped at
 ``max(60 * scale**3, 5 % of the FOV volume)`` for small fields of view (44 mL at 96^3 x 1 mm,
-5.5 mL at 48^3 x 1 mm). The measured SUVmax in the GTVp is targeted log-normal around 10, clipped to 3-25.
+5.5 mL at 48^3 x 1 mm). The measured SUVmax in the GTVp is targeted log-normal around 13.5, clipped
+to 3-25. With the brain, the (non-bulky) tumour sits at the oro-/nasopharynx level, 3-32 mm below
+the skull base. ``field_statistics`` measures these properties in the model's 144 mm field; the
+comparison with the real cases is in ``training/README.md`` (generator 1.2).
 
 Everything is deterministic by seed (one ``numpy.random.default_rng(seed)`` drives each case):
 the same seed and parameters give bit-identical arrays.
@@ -38,12 +44,12 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from InteractiveRefineLib.geometry import Grid, Volume, resample, write_volume
+from InteractiveRefineLib.geometry import Grid, Volume, inside_mask, resample, write_volume
 from scipy import ndimage
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.1"
+GENERATOR_VERSION = "1.2"
 
 #: Documented ranges (full anatomical scale); see the module docstring for small fields of view.
 TUMOUR_ML_RANGE = (1.0, 60.0)
@@ -52,6 +58,8 @@ SUVMAX_RANGE = (3.0, 25.0)
 BULKY_ML_RANGE = (80.0, 450.0)
 BULKY_SUVMAX_RANGE = (4.0, 12.0)
 PSF_FWHM_RANGE_MM = (5.0, 7.0)
+#: Chance that the brain sits at the top of the field of view (4 of the 5 measured H&N fields).
+P_BRAIN = 0.8
 
 # Tissue classes of the internal tissue map (index into the per-case HU / SUV tables).
 (AIR, SKIN, FAT, MUSCLE, BLOOD, PAROTID, SUBMAND, THYROID, TONSIL, LINGUAL, VOCAL, HOTMUSCLE,
@@ -193,16 +201,16 @@ def _tissue_tables(rng) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     values = {
         # class: (HU, HU texture, SUV, SUV texture (relative))
         AIR: (-1000, 0, 0.0, 0), SKIN: (u(15, 35), 5, u(0.7, 1.1), 0.1),
-        FAT: (u(-112, -92), 7, u(0.5, 0.8), 0.2), MUSCLE: (muscle_hu, 5, u(1.3, 1.8), 0.22),
-        BLOOD: (u(35, 45), 3, u(1.5, 2.2), 0.05), PAROTID: (u(-15, 25), 12, u(2.0, 4.0), 0.15),
-        SUBMAND: (u(30, 45), 6, u(2.5, 5.0), 0.12), THYROID: (u(70, 110), 10, u(1.2, 2.4), 0.1),
-        TONSIL: (u(40, 55), 6, u(3.0, 8.0), 0.15), LINGUAL: (u(45, 60), 6, u(2.2, 5.5), 0.2),
+        FAT: (u(-98, -80), 7, u(0.5, 0.8), 0.2), MUSCLE: (muscle_hu, 5, u(1.3, 1.8), 0.22),
+        BLOOD: (u(35, 45), 3, u(1.5, 2.2), 0.05), PAROTID: (u(-15, 25), 12, u(1.4, 2.8), 0.15),
+        SUBMAND: (u(30, 45), 6, u(1.6, 3.4), 0.12), THYROID: (u(70, 110), 10, u(1.2, 2.4), 0.1),
+        TONSIL: (u(40, 55), 6, u(2.2, 4.6), 0.15), LINGUAL: (u(45, 60), 6, u(2.2, 5.5), 0.2),
         VOCAL: (muscle_hu, 5, u(1.8, 4.0), 0.1), HOTMUSCLE: (muscle_hu, 5, u(2.2, 5.5), 0.15),
-        BNODE: (u(30, 45), 5, u(1.3, 2.6), 0.1), CORTICAL: (u(800, 1300), 150, u(0.4, 0.8), 0.1),
+        BNODE: (u(30, 45), 5, u(1.3, 2.6), 0.1), CORTICAL: (u(450, 750), 100, u(0.4, 0.8), 0.1),
         CANCELLOUS: (u(200, 380), 70, u(1.8, 3.5), 0.15), DISC: (u(70, 100), 10, u(0.6, 1.0), 0.1),
         CSF: (u(5, 15), 3, u(0.3, 0.6), 0.1), CORD: (u(30, 40), 4, u(1.3, 2.0), 0.1),
         CARTILAGE: (u(120, 220), 60, u(0.5, 0.9), 0.1), AIRWAY: (-1000, 0, 0.0, 0),
-        BRAIN_GM: (u(36, 44), 3, u(7.5, 13.0), 0.1), BRAIN_WM: (u(26, 33), 3, u(2.8, 4.5), 0.1),
+        BRAIN_GM: (u(36, 44), 3, u(6.5, 11.5), 0.1), BRAIN_WM: (u(26, 33), 3, u(2.8, 4.5), 0.1),
         BROWNFAT: (u(-85, -60), 10, u(2.0, 8.0), 0.35), TUMOUR: (muscle_hu + u(-5, 8), 4, 0.0, 0),
         NECROSIS: (u(15, 30), 6, 0.0, 0), NODE: (u(30, 45), 6, 0.0, 0),
         INFLAM: (muscle_hu + u(0, 8), 6, 0.0, 0), TEETH: (u(1600, 2600), 300, u(0.3, 0.6), 0.1),
@@ -234,7 +242,7 @@ def generate_case(
     tumour_ml_range=TUMOUR_ML_RANGE,
     suvmax_range=SUVMAX_RANGE,
     psf_fwhm_mm: float | None = None,
-    p_brain: float = 0.45,
+    p_brain: float = P_BRAIN,
     p_bulky: float = 0.0,
 ) -> PhantomCase:
     """One head-and-neck PET/CT phantom, deterministic by ``seed``.
@@ -244,10 +252,11 @@ def generate_case(
     the same field of view; ``None`` keeps it on the CT grid. The label (uint8, CT grid) holds
     0 background, 1 GTVp, 2 GTVn. ``anatomy_scale`` (default: automatic from the field of view)
     shrinks the anatomy; ``psf_fwhm_mm`` defaults to a random 5-7 mm; ``p_brain`` is the chance
-    that the brain sits at the top of the field of view. ``p_bulky`` is the chance of a bulky
-    tumour instead (``BULKY_ML_RANGE``, capped at 15 % of the FOV volume): large, low SUVmax
-    (``BULKY_SUVMAX_RANGE``), a hot heterogeneous rim around a cold necrotic core, free to bulge
-    out of the neck; ``p_bulky=0`` draws exactly the cases of generator 1.0.
+    that the brain sits in the upper part of the field of view, above the tumour. ``p_bulky`` is
+    the chance of a bulky tumour instead (``BULKY_ML_RANGE``, capped at 15 % of the FOV volume):
+    large, low SUVmax (``BULKY_SUVMAX_RANGE``), a hot heterogeneous rim around a cold necrotic
+    core, free to bulge out of the neck; with the brain, only a slab of it at the top.
+    ``p_bulky=0`` draws no random number for it.
     """
     _check_probability("p_bulky", p_bulky)
     rng = np.random.default_rng(int(seed))
@@ -264,9 +273,12 @@ def generate_case(
 
     # ---- vertical placement: nominal levels (mm at scale 1) with the skull base at +55
     SKULL_BASE = 55.0
+    bulky = bool(p_bulky > 0 and rng.uniform() < p_bulky)
     brain = bool(rng.uniform() < p_brain)
-    if brain:
-        z_sb = z_top - u(0.04, 0.16) * fov_z  # skull base position in the FOV (scaled mm)
+    if brain and bulky:  # a bulky mass fills the FOV centre: only a slab of brain at the top
+        z_sb = z_top - u(0.08, 0.22) * fov_z
+    elif brain:  # the upper third of the FOV, ~5-35 mm above the (pharyngeal) tumour
+        z_sb = z_top - u(0.2, 0.45) * fov_z  # skull base position in the FOV (scaled mm)
     else:
         z_sb = z_top + u(0.02, 0.25) * fov_z + 5.0 * s
     # level(z) = z / s + shift maps FOV z (mm) to the nominal anatomical level
@@ -281,7 +293,7 @@ def generate_case(
     lev = level(zs).astype(np.float64)  # per slice
 
     # ---- body outline: superellipse whose axes and centre vary along z
-    ax0, ay0 = u(50, 62), u(45, 56)
+    ax0, ay0 = u(52, 64), u(48, 58)
     head_x, head_y = u(6, 16), u(18, 30)
     shoulders = u(20, 45) if rng.uniform() < 0.3 else 0.0
     wob = rng.uniform(0, 2 * np.pi, 4)
@@ -505,9 +517,10 @@ def generate_case(
 
     brain_mask = np.zeros(space.shape, dtype=bool)
     if brain:
-        bc = (float(np.mean(cx)), float(cy[-1]) + u(8, 16) * s, z_sb + 50 * s)
-        semi = np.array(((ax0 + head_x) * 0.78, (ay0 + head_y) * 0.62, 58.0)) * s
-        skull_t = u(5, 7) * s
+        # narrow at its base (temporal lobes, cerebellum): ~10-20x a typical GTVp in a 144 mm field
+        bc = (float(np.mean(cx)), float(cy[-1]) + u(8, 16) * s, z_sb + 67 * s)
+        semi = np.array(((ax0 + head_x) * 0.72, (ay0 + head_y) * 0.6, 75.0)) * s
+        skull_t = u(6, 9) * s
         box, r2 = space.ellipsoid(bc, semi + skull_t)
         if box is not None:
             dxb, ddy, dzz = space.local(box, bc)
@@ -540,7 +553,6 @@ def generate_case(
 
     # ---- primary tumour (label 1): irregular blob next to the airway wall
     fov_ml = nk * nj * ni * space.voxel_ml
-    bulky = bool(p_bulky > 0 and rng.uniform() < p_bulky)
     lo_ml, hi_ml = tumour_ml_range
     vmax = min(hi_ml, max(hi_ml * s ** 3, 0.05 * fov_ml))
     vmin = min(lo_ml, vmax / 3.0)
@@ -553,6 +565,9 @@ def generate_case(
     z_lo_lev, z_hi_lev = -35.0, 38.0
     zmin = max(zpos(z_lo_lev), z_bot + margin)
     zmax = min(zpos(z_hi_lev), z_top - margin, (z_sb - 10 * s - r_eq) if brain else 1e9)
+    if brain and not bulky:  # oro-/nasopharynx level: the brain's lower edge ~5-35 mm above the tumour centre
+        zmin = max(zmin, z_sb - 32.0 * s)
+        zmax = min(z_top - margin, z_sb - 3.0 * s - 0.5 * r_eq)
     if zmax <= zmin:  # small FOV: the FOV wins over the anatomical levels
         zmin, zmax = z_bot + margin, max(z_bot + margin, min(z_top - margin, z_sb - 8 * s - 0.6 * r_eq))
     tz = u(zmin, zmax) if zmax > zmin else (zmin + zmax) / 2
@@ -672,7 +687,7 @@ def generate_case(
 
     # ---- an inflamed / physiological focus as hot as the tumour (a distractor), sometimes
     # log-normal around SUVmax 10 (HECKTOR-like spread), clipped to the documented range
-    suv_target = float(np.clip(math.exp(rng.normal(math.log(10.0), 0.5)), *suvmax_range))
+    suv_target = float(np.clip(math.exp(rng.normal(math.log(13.5), 0.45)), *suvmax_range))
     if bulky:
         suv_target = float(np.clip(math.exp(rng.normal(math.log(7.0), 0.3)), *BULKY_SUVMAX_RANGE))
         suv *= u(0.45, 0.75)  # limb-like background (the sarcoma case: body SUV p50 ~0.5)
@@ -754,9 +769,9 @@ def generate_case(
         tis_t = tis[tbox]
         if bulky:  # more heterogeneous; the necrotic core keeps some uptake
             h = np.clip(0.5 + 0.25 * t_hetero, 0.2, 1.0)
-            core_rel = u(0.15, 0.3)
+            core_rel = u(0.08, 0.22)
         else:
-            h = np.clip(0.62 + 0.22 * t_hetero, 0.25, 1.0)
+            h = np.clip(0.7 + 0.2 * t_hetero, 0.3, 1.0)
             core_rel = u(0.08, 0.2)
         # rim-enhanced, heterogeneous uptake; a cold necrotic core in some large tumours
         prof = np.where(tis_t == TUMOUR, h, 0.0).astype(np.float32)
@@ -917,6 +932,106 @@ def case_statistics(case: PhantomCase, min_region_ml: float = 0.03) -> dict:
     return {k: float(v) if k != "hot_regions" else v for k, v in stats.items()}
 
 
+def field_statistics(ct, pet, label, field_mm: float = 144.0, voxel_mm: float = 2.0) -> dict:
+    """Statistics of a ``field_mm`` cube centred on the GTVp centroid, all on one ``voxel_mm`` grid.
+
+    CT and PET are resampled linearly, the label linearly and thresholded at 0.5, onto the
+    model's input field (144 mm at 2 mm); field voxels outside the scan are ignored. Body = CT >
+    -300 HU. The brain is the connected region of SUV >= 4 at 0..70 HU that reaches the top
+    15 mm of the scanned field and lies above the tumour (at least 5 mL). "Glands" are hot regions
+    (SUV >= max(2.5, 2 x background), 0.3-40 mL, not tumour or brain) whose centroid mirrors
+    another's across the body midline within 12 mm; the rest above 50 % of the tumour SUVmax
+    count as other hot regions.
+    """
+    n = int(round(field_mm / voxel_mm))
+    lab_grid = label.grid
+    centre = _mask_centroid_ras(label.array == 1, lab_grid)
+    m = np.diag([-voxel_mm, -voxel_mm, voxel_mm, 1.0])
+    m[:3, 3] = centre - m[:3, :3] @ np.full(3, (n - 1) / 2.0)
+    grid = Grid((n, n, n), m)
+    valid = inside_mask(ct.grid, grid) & inside_mask(pet.grid, grid)
+    c = resample(ct.array.astype(np.float32), ct.grid, grid, order=1, cval=-1024.0)
+    p = resample(pet.array.astype(np.float32), pet.grid, grid, order=1)
+    tum = (resample((label.array == 1).astype(np.float32), lab_grid, grid, order=1) > 0.5) & valid
+    vml = voxel_mm ** 3 / 1000.0
+    body = (c > -300) & valid
+    other = body & ~ndimage.binary_dilation(tum, iterations=2)
+    st = {"tumour_ml": tum.sum() * vml, "suvmax": float(p[tum].max()), "suvmean": float(p[tum].mean()),
+          "tumour_hu": float(np.median(c[tum])), "body_fraction": body.sum() / max(valid.sum(), 1)}
+    bg = float(np.median(p[other]))
+    st["bg_suv"] = bg
+    fat = other & (c >= -190) & (c <= -30)
+    bone = other & (c > 300)
+    muscle = other & (c >= 20) & (c <= 80) & (p < 2.5)
+    st["fat_hu"] = float(np.median(c[fat])) if fat.any() else np.nan
+    st["bone_hu"] = float(np.median(c[bone])) if bone.any() else np.nan
+    st["muscle_hu"] = float(np.median(c[muscle])) if muscle.any() else np.nan
+    st["fat_fraction"] = fat.sum() / max(body.sum(), 1)
+    st["bone_fraction"] = bone.sum() / max(body.sum(), 1)
+    mean = ndimage.uniform_filter(p, 5)
+    sq = ndimage.uniform_filter(p * p, 5)
+    cov = np.sqrt(np.maximum(sq - mean * mean, 0)) / np.maximum(mean, 1e-3)
+    core = ndimage.binary_erosion(muscle, iterations=1)
+    st["pet_cov"] = float(np.median(cov[core])) if core.any() else np.nan
+    # brain
+    kk = np.nonzero(valid.any(axis=(1, 2)))[0]
+    k_top = kk.max()
+    k_t = np.argwhere(tum)[:, 0].mean()
+    cand = (p >= 4.0) & (c >= 0) & (c <= 70) & body & ~tum
+    cand[: int(k_t) + 1] = False
+    regs, nreg = ndimage.label(cand)
+    brain = np.zeros_like(cand)
+    top = int(round(15.0 / voxel_mm))
+    if nreg:
+        hits = np.unique(regs[k_top - top:k_top + 1])
+        sizes = np.bincount(regs.ravel())
+        for r in hits[hits > 0]:
+            if sizes[r] * vml >= 5.0:
+                brain |= regs == r
+    st["brain"] = float(brain.any())
+    st["brain_ml"] = brain.sum() * vml
+    st["brain_x_tumour"] = st["brain_ml"] / st["tumour_ml"]
+    if brain.any():
+        st["brain_suv_p50"], st["brain_suv_p95"] = (float(v) for v in np.percentile(p[brain], (50, 95)))
+        st["brain_dz_mm"] = (np.percentile(np.argwhere(brain)[:, 0], 2) - k_t) * voxel_mm
+    else:
+        st["brain_suv_p50"] = st["brain_suv_p95"] = st["brain_dz_mm"] = np.nan
+    # glands: symmetric hot pairs
+    hot = (p >= max(2.5, 2.0 * bg)) & other & ~ndimage.binary_dilation(brain, iterations=1)
+    regs, nreg = ndimage.label(hot)
+    sizes = np.bincount(regs.ravel()) * vml
+    keep = [r for r in range(1, nreg + 1) if 0.3 <= sizes[r] <= 40.0]
+    cents = {r: np.argwhere(regs == r).mean(axis=0) * voxel_mm for r in keep}
+    xs = np.argwhere(body)[:, 2]
+    mid = float(np.median(xs)) * voxel_mm
+    pairs, used = [], set()
+    for a in keep:
+        for b in keep:
+            if a < b and a not in used and b not in used:
+                ca, cb = cents[a], cents[b]
+                mirrored = np.array((cb[0], cb[1], 2 * mid - cb[2]))
+                if abs(ca[2] - mid) > 8 and np.linalg.norm(ca - mirrored) <= 12.0:
+                    pairs.append((a, b))
+                    used |= {a, b}
+    st["sym_pairs"] = len(pairs)
+    if pairs:
+        st["gland_suvmax"] = float(np.median([max(p[regs == a].max(), p[regs == b].max()) for a, b in pairs]))
+        st["gland_ml"] = float(np.median([sizes[r] for ab in pairs for r in ab]))
+    else:
+        st["gland_suvmax"] = st["gland_ml"] = np.nan
+    thr = 0.5 * st["suvmax"]
+    hot2 = (p > thr) & other & ~brain
+    regs, nreg = ndimage.label(hot2)
+    sizes = np.bincount(regs.ravel())[1:] * vml
+    st["hot_regions"] = int((sizes >= 0.1).sum())
+    return {k: float(v) for k, v in st.items()}
+
+
+def _mask_centroid_ras(mask, grid):
+    kji = np.argwhere(mask).mean(axis=0)
+    return grid.index_to_ras(kji[::-1])
+
+
 # ------------------------------------------------------------------------------------- files
 def write_case(case: PhantomCase, out_dir, case_id: str) -> Path:
     """Write ``out_dir/<id>/<id>__CT.nii.gz``, ``<id>__PT.nii.gz`` and ``<id>.nii.gz`` (HECKTOR 2022)."""
@@ -985,5 +1100,5 @@ def generate_dataset(
 
 
 __all__ = ["GENERATOR_VERSION", "PhantomCase", "generate_case", "write_case", "generate_dataset",
-           "case_statistics", "CHGJ015_STATS", "TUMOUR_ML_RANGE", "SUVMAX_RANGE", "BULKY_ML_RANGE",
-           "BULKY_SUVMAX_RANGE"]
+           "case_statistics", "field_statistics", "CHGJ015_STATS", "P_BRAIN", "TUMOUR_ML_RANGE",
+           "SUVMAX_RANGE", "BULKY_ML_RANGE", "BULKY_SUVMAX_RANGE"]

@@ -25,7 +25,11 @@ METRIC_TITLES = {"dice": "DSC", "hd95_mm": "HD95 (mm)", "assd_mm": "ASSD (mm)",
 #: same click as its first, positive click, and of the session's 40 % threshold click.
 BASELINE_FIELDS = {"threshold40_dice": "40 % SUVmax region", "threshold50_dice": "50 % SUVmax region",
                    "model_one_click_dice": "model, 1 click there", "threshold_click_dice": "threshold click"}
-ROW_FIELDS = ("model", "case_id", "seed", "clicks", *METRICS, "changed_voxels", "seconds", *BASELINE_FIELDS)
+#: The calibration of the uncertainty (``evaluate --uncertainty N``), at 0 clicks and after the
+#: last: expected calibration error (15 bins) and the entropy's error-detection ROC AUC.
+UNCERTAINTY_FIELDS = {"ece": "ECE", "error_auc": "error AUC"}
+ROW_FIELDS = ("model", "case_id", "seed", "clicks", *METRICS, "changed_voxels", "seconds", *BASELINE_FIELDS,
+              *UNCERTAINTY_FIELDS)
 
 
 def write_rows(rows: list[dict], path: Path) -> None:
@@ -142,6 +146,43 @@ def baseline_markdown(rows: list[dict]) -> str:
         means["mean"] = [_nanmean([m[i] for m in means.values()]) for i in range(len(fields))]
         for case_id, values in means.items():
             lines.append(f"| {model} | {case_id} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def uncertainty_per_case(rows: list[dict]) -> dict:
+    """``{model: {case_id: {clicks: {"ece": ..., "error_auc": ...}}}}`` (clicks "0" and the last,
+    means over seeds, None where undefined) from the rows that hold a calibration; empty without."""
+    grouped = defaultdict(lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    for row in rows:
+        if row.get("ece") not in (None, ""):
+            for field in UNCERTAINTY_FIELDS:
+                grouped[row["model"]][row["case_id"]][str(int(row["clicks"]))][field].append(_number(row[field]))
+
+    def mean(values):
+        value = _nanmean(values)
+        return None if math.isnan(value) else round(value, 4)
+
+    return {model: {case_id: {t: {f: mean(v[f]) for f in UNCERTAINTY_FIELDS} for t, v in by_click.items()}
+                    for case_id, by_click in cases.items()} for model, cases in grouped.items()}
+
+
+def uncertainty_markdown(rows: list[dict], n_clicks: int) -> str:
+    """Per model and case, the uncertainty's calibration at 0 clicks and after the last click
+    (:func:`uncertainty_per_case`); empty without it."""
+    per_case = uncertainty_per_case(rows)
+    if not per_case:
+        return ""
+    columns = [(str(t), f) for t in dict.fromkeys(["0", str(n_clicks)]) for f in UNCERTAINTY_FIELDS]
+    lines = ["", "### Calibration of the uncertainty (ECE: 15 bins of the mean probability; error AUC: "
+             "the entropy's ROC AUC for the misclassified voxels)", "",
+             "| Model | Case | " + " | ".join(f"{UNCERTAINTY_FIELDS[f]} {t} clicks" for t, f in columns)
+             + " |",
+             "|---" * (len(columns) + 2) + "|"]
+    for model, cases in per_case.items():
+        for case_id, by_click in cases.items():
+            cells = [by_click.get(t, {}).get(f) for t, f in columns]
+            lines.append(f"| {model} | {case_id} | "
+                         + " | ".join("n/a" if v is None else f"{v:.4f}" for v in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,8 @@ network initialisation ``torch.manual_seed(seed)``; per epoch, the sampler order
 rank])``; the number of clicks of an iteration comes from ``SeedSequence([seed, epoch])``,
 identical on every rank so DDP ranks run the same number of backward passes. Validation clicks
 use ``SeedSequence([seed, VALIDATION_STREAM, case_index])``: the same clicks every epoch.
+Whether a sample's PET is dropped (``data.pet_dropout``) comes from ``SeedSequence([its
+augmentation seed, PET_DROPOUT_STREAM])``; with pet_dropout 0 nothing is drawn.
 Re-seeding per epoch makes a resumed run continue exactly like an uninterrupted one.
 """
 from __future__ import annotations
@@ -26,17 +28,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from InteractiveRefineLib.backend import member_mean
-from InteractiveRefineLib.networks import build_network, in_channels
+from InteractiveRefineLib.networks import build_network
 
 from . import distributed
 from .augment import augment, build_augmentation
 from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
-from .config import RESUMABLE_SECTIONS, preprocessing_settings
+from .config import RESUMABLE_SECTIONS, preprocessing_settings, training_stages
 from .data import CachedDataset, build_cache, load_cases, split
 
 logger = logging.getLogger("interactive_refine_training")
 
 VALIDATION_STREAM = 104729
+PET_DROPOUT_STREAM = 7919
 
 
 class _EpochIndices(torch.utils.data.Sampler):
@@ -75,6 +78,7 @@ class Trainer:
         self.data_source = str(data)
         self.fold = int(fold)
         self.initial_source = initial
+        self.pet_to_suv = (0.0, 1.0)  # the current sample's PET channel -> SUV (offset, scale)
         #: a run folder, checkpoint or model package whose network of this stage is the start
         #: (fine-tuning a trained model, e.g. the shipped one, on new data or for longer)
         self.init_weights = init_weights
@@ -207,6 +211,8 @@ class Trainer:
             if self.augmentation is not None:  # on the device (else done in the loader, or none)
                 self.augmentation.set_random_state(seed=int(batch["seed"][0]))
                 image, label = augment(self.augmentation, image, label)
+            image = self.drop_pet(image, int(batch["seed"][0]))
+            self.pet_to_suv = tuple(float(v) for v in batch["pet_to_suv"][0])
             losses.append(self.train_step(image[None], label[None]))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             self._note_iteration(time.perf_counter() - t_iter)
@@ -219,6 +225,23 @@ class Trainer:
         if self.device.type == "cuda":
             out["max_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 1e9
         return out
+
+    def drop_pet(self, image: torch.Tensor, sample_seed: int) -> torch.Tensor:
+        """``image`` ``[C, k, j, i]`` with its PET channel zeroed with probability
+        ``data.pet_dropout`` (HN-UISeg's zero-filled PET of CT-only cases); training samples only.
+
+        The draw comes from ``SeedSequence([sample seed, PET_DROPOUT_STREAM])``, so it does not
+        depend on where the sample was augmented, and pet_dropout 0 draws nothing (same run)."""
+        data = self.config["data"]
+        probability = float(data.get("pet_dropout", 0.0))
+        if probability <= 0.0:
+            return image
+        draw = np.random.default_rng(np.random.SeedSequence([sample_seed, PET_DROPOUT_STREAM])).random()
+        if draw >= probability:
+            return image
+        image = image.clone()
+        image[list(data["image_channels"]).index("pet")] = 0.0
+        return image
 
     def validate(self) -> dict:
         every = int(self.config["runtime"].get("val_every", 1))
@@ -237,6 +260,7 @@ class Trainer:
                 item = dataset[index]
                 image = torch.from_numpy(item["image"]).to(self.device).float()[None]
                 label = torch.from_numpy(item["label"]).to(self.device)[None]
+                self.pet_to_suv = tuple(float(v) for v in item["pet_to_suv"])
                 values = self.validate_case(image, label, index)
                 totals = [t + v for t, v in zip(totals, [values[k] for k in keys] + [1.0])]
         totals = distributed.sum_across(self.ctx, totals)
@@ -283,8 +307,7 @@ class Trainer:
         return paths[: len(train_ids)], paths[len(train_ids):]
 
     def build_network(self):
-        channels = in_channels(self.stage, len(self.config["data"]["image_channels"]))
-        return build_network(self.config["network"], channels)
+        return build_network(self.config["network"], training_stages(self.config)[self.stage].in_channels)
 
     def build_optimizer(self):
         opt = self.config["optimization"]

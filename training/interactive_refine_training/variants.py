@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from InteractiveRefineLib.card import default_stages
 from InteractiveRefineLib.clicks import encode_guidance
 from InteractiveRefineLib.inputs import stack
+from InteractiveRefineLib.inputs.pet_region import region_channel
 from InteractiveRefineLib.simulated_user import SimulatedUser
 
 from .checkpoint import load_initial_networks
+from .config import training_stages
 from .trainer import VALIDATION_STREAM, Trainer
 
 
@@ -36,6 +37,8 @@ class Clicks:
     def __init__(self):
         self.positive: list = []
         self.negative: list = []
+        self.suv = None  # the sample's PET in SUV, when an input reads it (pet_region)
+        self.regions: dict = {}  # the pet_region of each positive click, found once
 
     def add(self, click) -> None:
         (self.positive if click.positive else self.negative).append(click.index)
@@ -182,7 +185,23 @@ class RefineTrainer(Trainer):
         named = {name: image[:, i:i + 1] for i, name in enumerate(names)}
         named.update(previous_probability=previous.to(image.dtype), clicks_positive=guidance[:, 0:1],
                      clicks_negative=guidance[:, 1:2])
-        return stack(default_stages(names)["refine"], named)
+        stage = training_stages(self.config)["refine"]
+        if stage.has("pet_region"):
+            spec = next(spec for spec in stage.inputs if spec.name == "pet_region")
+            named["pet_region"] = self.pet_region(image, clicks, spec.options)
+        return stack(stage, named)
+
+    def pet_region(self, image, clicks: Clicks, options) -> torch.Tensor:
+        """The engine's ``pet_region`` channel ``[1, 1, k, j, i]`` of the positive clicks, from the
+        sample's (augmented) PET channel mapped back to SUV."""
+        if clicks.suv is None:
+            pet = image[0, self.config["data"]["image_channels"].index("pet")].float().cpu().numpy()
+            offset, scale = self.pet_to_suv
+            # A dropped PET (data.pet_dropout: all zeros) has no region, as the engine without PET.
+            clicks.suv = pet * np.float32(scale) + np.float32(offset) if pet.any() else np.zeros_like(pet)
+        spacing = [float(v) for v in self.config["data"]["spacing_mm"][::-1]]
+        channel = region_channel(clicks.suv, clicks.positive, spacing, options, clicks.regions)
+        return torch.from_numpy(channel[None, None]).to(image.device, image.dtype, non_blocking=True)
 
 
 class DeepEditTrainer(RefineTrainer):
@@ -247,7 +266,7 @@ def widened_state(initial_network, config: dict) -> dict:
     computing exactly the initial model (``interaction.refine_init = "initial"``)."""
     from .export import input_conv_names
 
-    stages = default_stages(config["data"]["image_channels"])
+    stages = training_stages(config)
     added = stages["refine"].in_channels - stages["initial"].in_channels
     state = {k: v.detach().clone() for k, v in initial_network.state_dict().items()}
     for name in input_conv_names(config["network"], stages["refine"].in_channels):

@@ -12,6 +12,13 @@ least 0.03 mL). Phantom columns give the median and the min-max over the generat
 
 With ``--real FOLDER`` (holding ``CHGJ015_{ct,pt,ct_gtvt}.nii.gz``) the CHGJ015 column is
 recomputed from the files with the same code; otherwise the documented values are shown.
+
+``--field`` measures what the model sees instead: the 144 mm cube centred on the GTVp centroid,
+resampled to 2 mm (``phantoms.field_statistics``: tumour, background, HU of fat / muscle / bone,
+brain, symmetric hot glands, PET noise), for the phantoms next to the five real head-and-neck
+cases (CHGJ015 and the four ``hecktor2020_lowres`` cases under ``--data``):
+
+    python training/scripts/phantom_stats.py --field --n 20 --size 144 --spacing 1 --pet-spacing 4
 """
 from __future__ import annotations
 
@@ -27,6 +34,11 @@ try:
 except ImportError:  # run from a checkout without the training package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from interactive_refine_training import phantoms
+from InteractiveRefineLib.geometry import Volume, read_volume
+
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+HN_CASES = ("hecktor2020_chgj015", "hecktor2020_lowres/CHGJ007", "hecktor2020_lowres/CHGJ010",
+            "hecktor2020_lowres/CHGJ026", "hecktor2020_lowres/CHGJ038")
 
 ROWS = [
     ("tumour volume (mL)", "tumour_ml", "{:.1f}"),
@@ -50,10 +62,67 @@ ROWS = [
 ]
 
 
+FIELD_ROWS = [
+    ("tumour volume (mL)", "tumour_ml", "{:.1f}"),
+    ("SUVmax in tumour", "suvmax", "{:.1f}"),
+    ("SUVmean in tumour", "suvmean", "{:.1f}"),
+    ("CT HU in tumour p50", "tumour_hu", "{:.0f}"),
+    ("body fraction of the field", "body_fraction", "{:.2f}"),
+    ("background SUV (body median)", "bg_suv", "{:.2f}"),
+    ("PET local CoV in muscle (10 mm window)", "pet_cov", "{:.2f}"),
+    ("fat HU p50 (−190..−30)", "fat_hu", "{:.0f}"),
+    ("muscle HU p50 (20..80, SUV < 2.5)", "muscle_hu", "{:.0f}"),
+    ("bone HU p50 (> 300)", "bone_hu", "{:.0f}"),
+    ("fat fraction of body", "fat_fraction", "{:.2f}"),
+    ("bone fraction of body", "bone_fraction", "{:.3f}"),
+    ("brain in the field (cases; 1/0)", "brain", "share"),
+    ("brain volume in the field (mL)", "brain_ml", "{:.0f}"),
+    ("brain volume / tumour volume", "brain_x_tumour", "{:.1f}"),
+    ("brain SUV p50", "brain_suv_p50", "{:.1f}"),
+    ("brain SUV p95", "brain_suv_p95", "{:.1f}"),
+    ("brain lower edge above tumour centre (mm)", "brain_dz_mm", "{:.0f}"),
+    ("symmetric hot pairs (glands, tonsils)", "sym_pairs", "{:.0f}"),
+    ("gland SUVmax (pair median)", "gland_suvmax", "{:.1f}"),
+    ("gland volume, each (mL)", "gland_ml", "{:.1f}"),
+    ("other hot regions > 50 % tumour SUVmax", "hot_regions", "{:.0f}"),
+]
+
+
+def read_hn_case(folder: Path):
+    """CT, PET and GTVp label (uint8) of a HECKTOR case folder (2020 or 2022+ file names)."""
+    ct = sorted(folder.glob("*__CT.nii.gz")) or sorted(folder.glob("*_ct.nii.gz"))
+    pt = sorted(folder.glob("*__PT.nii.gz")) or sorted(folder.glob("*_pt.nii.gz"))
+    lab = [f for f in folder.glob("*.nii.gz") if f.name.endswith(("_gtvt.nii.gz",))
+           or f.name == f"{folder.name}.nii.gz"]
+    ct, pet, lab = read_volume(ct[0]), read_volume(pt[0]), read_volume(lab[0])
+    label = Volume.from_array((lab.array > 0.5).astype(np.uint8), lab.ijk_to_ras)
+    return ct, pet, label
+
+
+def field_table(phantom_rows, real_rows, real_names) -> list[str]:
+    """Markdown lines: per statistic, phantom median (range) next to real median (range) and cases."""
+    lines = ["| statistic | phantoms: median (min – max) | real H&N: median (min – max) | "
+             + " | ".join(real_names) + " |", "|---|---|---|" + "---|" * len(real_names)]
+
+    def cell(values, fmt):
+        v = np.array(values, dtype=float)
+        if fmt == "share":
+            return f"{int(np.nansum(v))}/{v.size}"
+        v = v[np.isfinite(v)]
+        if not v.size:
+            return "–"
+        return f"{fmt.format(np.median(v))} ({fmt.format(v.min())} – {fmt.format(v.max())})"
+
+    for name, key, fmt in FIELD_ROWS:
+        ph = [r[key] for r in phantom_rows]
+        re = [r[key] for r in real_rows]
+        per = [("{:.0f}" if fmt == "share" else fmt).format(v) if np.isfinite(v) else "–" for v in re]
+        lines.append(f"| {name} | {cell(ph, fmt)} | {cell(re, fmt)} | " + " | ".join(per) + " |")
+    return lines
+
+
 def real_statistics(folder: Path) -> dict:
     """Statistics of CHGJ015 computed with the phantoms' own code (HECKTOR 2020 file names)."""
-    from InteractiveRefineLib.geometry import Volume, read_volume
-
     ct = read_volume(folder / "CHGJ015_ct.nii.gz")
     pet = read_volume(folder / "CHGJ015_pt.nii.gz")
     lab = read_volume(folder / "CHGJ015_ct_gtvt.nii.gz")
@@ -70,7 +139,14 @@ def main(argv=None) -> int:
                         help="PET voxel size (mm), default CT grid")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--real", type=Path, default=None, help="folder with the CHGJ015 files")
+    parser.add_argument("--field", action="store_true",
+                        help="statistics of the 144 mm field centred on the tumour (2 mm grid), phantoms "
+                             "next to the five real head-and-neck cases under --data")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder (with --field)")
+    parser.add_argument("--p-bulky", type=float, default=0.0)
     args = parser.parse_args(argv)
+    if args.field:
+        return field_main(args)
 
     rows, seconds, flags = [], [], {"brain": 0, "hot": 0, "necrotic": 0, "nodes": 0}
     for i in range(args.n):
@@ -105,6 +181,30 @@ def main(argv=None) -> int:
     print(f"\nCases with brain in the FOV: {flags['brain']}/{n}; with a hot non-tumour region >= 0.5 mL: "
           f"{flags['hot']}/{n}; necrotic core: {flags['necrotic']}/{n}; with GTVn: {flags['nodes']}/{n}.")
     print(f"Generation time per case: median {np.median(seconds):.2f} s, max {max(seconds):.2f} s.")
+    return 0
+
+
+def field_main(args) -> int:
+    rows, seconds = [], []
+    for i in range(args.n):
+        t0 = time.perf_counter()
+        case = phantoms.generate_case(args.seed + i, shape=(args.size,) * 3, spacing_mm=(args.spacing,) * 3,
+                                      pet_spacing_mm=args.pet_spacing, p_bulky=args.p_bulky)
+        seconds.append(time.perf_counter() - t0)
+        rows.append(phantoms.field_statistics(case.ct, case.pet, case.label))
+    names, real = [], []
+    for rel in HN_CASES:
+        folder = args.data / rel
+        names.append(folder.name.replace("hecktor2020_", "").upper())
+        real.append(phantoms.field_statistics(*read_hn_case(folder)))
+    pet_desc = f"PET on a {args.pet_spacing} mm grid" if args.pet_spacing else "PET on the CT grid"
+    print(f"Phantoms: {args.n} cases, {args.size}^3 at {args.spacing} mm, {pet_desc}, "
+          f"p_bulky {args.p_bulky}, "
+          f"seeds {args.seed}..{args.seed + args.n - 1}, generator {phantoms.GENERATOR_VERSION}; "
+          f"real: {len(real)} HECKTOR 2020 cases from {args.data}. Field: 144 mm cube centred on the "
+          "GTVp centroid, resampled to 2 mm.\n")
+    print("\n".join(field_table(rows, real, names)))
+    print(f"\nGeneration time per case: median {np.median(seconds):.2f} s, max {max(seconds):.2f} s.")
     return 0
 
 

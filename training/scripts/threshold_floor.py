@@ -40,7 +40,7 @@ def case_rows(package, case, clicks: int, seed: int, threshold_start: bool,
 
     ct, pet, label = read_volume(case.ct), read_volume(case.pet), read_volume(case.label)
     rows = []
-    for placement, centre in (("CT centre", None), ("tumour", label_centroid_ras(label))):
+    for placement, centre in (("CT centre", "ct"), ("tumour", label_centroid_ras(label))):
         session = RefinementSession(package, device="cpu", threshold_start=threshold_start,
                                     region_removal=region_removal)
         session.set_image(ct, pet, roi_center_ras=centre)

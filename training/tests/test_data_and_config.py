@@ -88,3 +88,24 @@ def test_paper_config_is_the_paper_protocol():
     inter = config["interaction"]
     clicks = (inter["min_clicks"], inter["max_clicks"], inter["mask_dropout"], inter["val_clicks"])
     assert clicks == (1, 15, 0.2, 10)
+
+
+def test_a_manifest_joins_folders_and_leaves_held_out_cases_out(tmp_path, shared_data):
+    """``manifest``: phantoms and real cases in one CSV the trainer reads; held-out ids absent;
+    a held-out id found nowhere is refused and writes nothing."""
+    from interactive_refine_training.cli import main
+    from InteractiveRefineLib.cases import find_cases
+    from training_helpers import phantom_data
+
+    real = shared_data / "sts_ibsi"
+    if not real.is_dir():
+        pytest.skip(f"{real} is absent")
+    out = tmp_path / "lists" / "train.csv"
+    assert main(["-q", "manifest", "--out", str(out), "--data", str(phantom_data()), "--data", str(real),
+                 "--exclude", "STS_048,STS_051"]) == 0
+    cases = {c.case_id: c for c in find_cases(out)}
+    assert len(cases) == len(find_cases(phantom_data())) + len(find_cases(real)) - 2
+    assert "STS_048" not in cases and "STS_004" in cases and cases["STS_004"].ct.is_file()
+    assert main(["-q", "manifest", "--out", str(tmp_path / "bad.csv"), "--data", str(real),
+                 "--exclude", "STS_999"]) == 2
+    assert not (tmp_path / "bad.csv").exists()

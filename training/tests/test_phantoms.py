@@ -57,7 +57,7 @@ def test_volumes_labels_and_meta():
     assert pet.dtype == np.float32 and pet.min() >= 0.0 and np.isfinite(pet).all()
     assert case.ct.array.min() >= -1024 and case.ct.array.max() <= 3071
     meta = case.meta
-    assert meta["seed"] == 1 and meta["generator_version"] == phantoms.GENERATOR_VERSION == "1.1"
+    assert meta["seed"] == 1 and meta["generator_version"] == phantoms.GENERATOR_VERSION == "1.2"
     assert meta["tumour_ml"] == pytest.approx((case.label.array == 1).sum() * 1e-3, abs=1e-3)
     assert meta["suvmax"] == pytest.approx(float(pet[case.label.array == 1].max()), rel=1e-4)
 
@@ -207,3 +207,51 @@ def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+# ---- what the model sees: the 144 mm field centred on the GTVp (72^3 at 2 mm, PET on a 4 mm grid)
+FIELD_SEEDS = range(8)
+
+
+@functools.lru_cache(maxsize=None)
+def _field(seed: int, p_brain: float = phantoms.P_BRAIN) -> dict:
+    case = phantoms.generate_case(seed, shape=(72, 72, 72), spacing_mm=(2.0, 2.0, 2.0), pet_spacing_mm=4.0,
+                                  p_brain=p_brain)
+    return {**phantoms.field_statistics(case.ct, case.pet, case.label), "meta_brain": case.meta["brain"]}
+
+
+def test_most_fields_hold_a_hot_brain_above_the_tumour_like_the_real_scans():
+    """4 of the 5 real H&N fields show brain 3-33 mm above the tumour centre, SUV p50 5-9, ~17x the GTVp."""
+    fields = [_field(s) for s in FIELD_SEEDS]
+    with_brain = [f for f in fields if f["brain"]]
+    assert len(with_brain) >= 5, [f["brain"] for f in fields]
+    for f in with_brain:
+        assert f["meta_brain"]
+        assert 5.0 <= f["brain_dz_mm"] <= 45.0, f["brain_dz_mm"]  # above the tumour, not far
+        assert 4.5 <= f["brain_suv_p50"] <= 10.0, f["brain_suv_p50"]
+        assert f["brain_suv_p50"] > 3.0 * f["bg_suv"]  # clearly hotter than the background
+        assert 50.0 <= f["brain_ml"] <= 320.0, f["brain_ml"]
+    assert 8.0 <= np.median([f["brain_x_tumour"] for f in with_brain]) <= 40.0
+    # p_brain=0: no brain-sized hot region at the top of any field
+    assert all(_field(s, 0.0)["brain_ml"] < 10.0 for s in FIELD_SEEDS)
+
+
+def test_hot_glands_come_in_left_right_pairs_milder_than_the_tumour():
+    fields = [_field(s) for s in FIELD_SEEDS]
+    paired = [f for f in fields if f["sym_pairs"] >= 1]
+    assert len(paired) >= len(fields) // 2, [f["sym_pairs"] for f in fields]
+    for f in paired:
+        assert 2.5 <= f["gland_suvmax"] <= 8.0, f["gland_suvmax"]
+        assert 0.3 <= f["gland_ml"] <= 8.0, f["gland_ml"]
+    assert sum(f["gland_suvmax"] < f["suvmax"] for f in paired) >= len(paired) - 1
+
+
+def test_field_background_noise_and_tumour_uptake_match_the_real_scans():
+    """Real H&N fields: body SUV p50 1.17-1.45, local PET CoV 0.10-0.14, GTVp SUVmax 9-22, body 60-82 %."""
+    fields = [_field(s) for s in FIELD_SEEDS]
+    assert 1.1 <= np.median([f["bg_suv"] for f in fields]) <= 1.5
+    assert 0.08 <= np.median([f["pet_cov"] for f in fields]) <= 0.16
+    assert 9.0 <= np.median([f["suvmax"] for f in fields]) <= 22.0
+    assert 0.6 <= np.median([f["body_fraction"] for f in fields]) <= 0.85
+    assert -85 <= np.median([f["fat_hu"] for f in fields]) <= -60
+    assert 30 <= np.median([f["tumour_hu"] for f in fields]) <= 60

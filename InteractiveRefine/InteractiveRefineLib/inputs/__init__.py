@@ -44,12 +44,15 @@ def builder(name: str):
 @dataclass(frozen=True)
 class InputContext:
     """What the builders read: the cached image (:class:`.image.ImageCache`), the state's
-    probability (float16 numpy ``[k, j, i]``) and the clicks (working-grid indices, signs)."""
+    probability (float16 numpy ``[k, j, i]``) and the clicks (working-grid indices, signs);
+    ``device_probability``: the same probability as a tensor on the backend's device, when the
+    backend keeps one (the device-resident click path), else None."""
 
     image: object
     probability: object
     indices: tuple
     positives: tuple
+    device_probability: object = None
 
 
 def assemble(stage, ctx: InputContext, box, out=None, *, static: bool = True):
@@ -77,4 +80,4 @@ def stack(stage, named: dict):
     return torch.cat([named[spec.name] for spec in stage.inputs], dim=1)
 
 
-from . import image, interaction  # noqa: E402,F401  (registers the builders)
+from . import image, interaction, pet_region  # noqa: E402,F401  (registers the builders)

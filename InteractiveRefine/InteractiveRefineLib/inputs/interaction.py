@@ -41,6 +41,9 @@ class PreviousProbability:
     static, local = False, True
 
     def fill(self, out, spec, ctx, box) -> None:
+        if ctx.device_probability is not None:  # already on the device: no host-to-device copy
+            out[0].copy_(ctx.device_probability[tuple(box)])
+            return
         out[0].copy_(tensor_of(ctx.probability[tuple(box)]))  # converts and moves in one pass
 
 

@@ -22,7 +22,8 @@ class FullRefiner:
         import torch
 
         image = self.image.on(self.backend.device)
-        ctx = InputContext(image, probability, clicks.indices, clicks.positives)
+        resident = self.backend.resident.get(probability) if self.backend.device_path else None
+        ctx = InputContext(image, probability, clicks.indices, clicks.positives, resident)
         box = tuple(slice(0, n) for n in image.grid.shape)
         stage = self.card.stages["refine"]
         fresh = self._input is None or self._input.device != self.backend.device
@@ -38,10 +39,12 @@ class FullRefiner:
     def refine(self, state, clicks, *, exact: bool = False, first: bool = False) -> Proposal:
         t0 = time.perf_counter()
         x = self.whole_input(state.probability, clicks)
+        self.backend.synchronize()
         t1 = time.perf_counter()
         probability = self.backend.predict("refine", x, exact=exact)
         t2 = time.perf_counter()
-        precise = exact or not self.backend.plan.reduced_precision
+        # compiled networks are float32 but not bit-equal to the eager ones: confirm() redoes them
+        precise = exact or not (self.backend.plan.reduced_precision or self.backend.last_compiled)
         return Proposal(probability, None, None, precise, {"map_s": t1 - t0, "model_s": t2 - t1})
 
     def settle(self, proposal, state, probability, changed) -> dict:

@@ -1,0 +1,99 @@
+"""Training with the ``pet_region`` refine input: the cached PET channel maps back to SUV, the
+trainer builds the engine's channel from it, and the exported package names the input so the
+engine feeds it (phantoms -> initial -> refine with pet_region -> export -> simulate)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from interactive_refine_training.cli import main
+from interactive_refine_training.config import training_stages
+from interactive_refine_training.data import CachedDataset, build_cache, load_cases
+from InteractiveRefineLib.cases import find_cases
+from InteractiveRefineLib.cli import main as engine_main
+from InteractiveRefineLib.dicom_series import read_pet
+from InteractiveRefineLib.geometry import read_volume, working_grid
+from InteractiveRefineLib.intensity import images_on_grid
+from InteractiveRefineLib.model_package import load_model_package
+from training_helpers import cache_dir, initial_run, phantom_data, tiny_config, train_cli, workdir
+
+REGION = '{"fraction": 0.4, "radius_mm": 10.0}'
+
+
+def test_the_cached_pet_channel_maps_back_to_suv():
+    config = tiny_config(interaction={"pet_region": json.loads(REGION)})
+    from interactive_refine_training.config import preprocessing_settings
+
+    settings = preprocessing_settings(config)
+    case = load_cases(phantom_data())[0]
+    item = CachedDataset(build_cache([case], settings, cache_dir()))[0]
+    offset, scale = item["pet_to_suv"]
+    suv_back = item["image"][1].astype(np.float32) * scale + offset
+    ct = read_volume(case.ct)
+    from interactive_refine_training.data import roi_center_ras
+    from InteractiveRefineLib.dicom_import import read_label
+
+    centre = roi_center_ras(ct, read_label(case.label), settings["label_value"])
+    grid = working_grid(ct.grid, centre, settings["roi_size_vox"], settings["spacing_mm"])
+    _, suv = images_on_grid(ct, read_pet(case.pet), grid)
+    assert suv.max() > 2.0  # the phantom has uptake to threshold
+    np.testing.assert_allclose(suv_back, suv, atol=0.02 * float(suv.max()))
+    stage = training_stages(config)["refine"]
+    assert [s.name for s in stage.inputs][-1] == "pet_region" and stage.in_channels == 6
+
+
+@pytest.fixture(scope="module")
+def region_package():
+    run = workdir() / "runs" / "refine_pet_region"
+    train_cli("--stage", "refine", "--data", str(phantom_data()), "--out", str(run),
+              "--initial", str(initial_run()), "--set", f"interaction.pet_region={REGION}")
+    out = workdir() / "packages" / "pet_region"
+    assert main(["-q", "export", "--initial", str(initial_run()), "--refine", str(run), "--out", str(out),
+                 "--name", "tiny-pet-region"]) == 0
+    return out
+
+
+def test_the_exported_package_names_the_input_and_the_engine_feeds_it(region_package, tmp_path):
+    package = load_model_package(region_package)
+    refine = package.spec.stages["refine"]
+    assert [s.name for s in refine.inputs][-1] == "pet_region"
+    assert refine.inputs[-1].options["fraction"] == pytest.approx(0.4)
+    assert refine.in_channels == 6
+    case = find_cases(phantom_data())[0]
+    out = tmp_path / "sim.json"
+    assert engine_main(["simulate", "--ct", str(case.ct), "--pet", str(case.pet), "--label", str(case.label),
+                        "--model", str(region_package), "--clicks", "2", "--seed", "0", "--device", "cpu",
+                        "--json", str(out)]) == 0
+    assert len(json.loads(out.read_text())["dice"]) == 3
+
+
+def test_a_package_re_exports_with_its_pet_region_input(region_package, tmp_path):
+    """``export --refine PACKAGE`` keeps a pet_region package's refine member as it is."""
+    assert main(["-q", "export", "--initial", str(region_package), "--refine", str(region_package),
+                 "--out", str(tmp_path / "again")]) == 0
+    again = load_model_package(tmp_path / "again")
+    assert [s.name for s in again.spec.stages["refine"].inputs][-1] == "pet_region"
+
+
+def test_a_dropped_pet_gives_no_region():
+    """``data.pet_dropout`` zeroes the PET channel: the region is empty (a z-scored channel of zeros
+    would map back to the case's mean SUV everywhere, and a 'region' of the whole ROI)."""
+    from types import SimpleNamespace
+
+    import torch
+    from interactive_refine_training.variants import Clicks, RefineTrainer
+
+    config = tiny_config(interaction={"pet_region": json.loads(REGION)})
+    trainer = SimpleNamespace(config=config, pet_to_suv=(3.0, 2.0))  # mean SUV 3 > min_suvmax
+    image = torch.zeros(1, 2, 16, 16, 16)
+    image[0, 1, 6:10, 6:10, 6:10] = 4.0  # SUV 11 where the channel is 4
+    clicks = Clicks()
+    clicks.positive.append((8, 8, 8))
+    kept = RefineTrainer.pet_region(trainer, image, clicks, {"fraction": 0.4})
+    assert kept[0, 0, 6:10, 6:10, 6:10].all() and kept.sum() < 16 ** 3
+    image[0, 1] = 0.0  # the PET dropped
+    again = Clicks()
+    again.positive.append((8, 8, 8))
+    dropped = RefineTrainer.pet_region(trainer, image, again, {"fraction": 0.4})
+    assert not dropped.any()
