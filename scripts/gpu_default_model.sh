@@ -18,10 +18,10 @@ DEVICE=${DEVICE:-cuda}
 REAL=${REAL:-.gpu_data/sts_ibsi}
 HOLDOUT=${HOLDOUT:-STS_041,STS_043,STS_048,STS_051}
 N_PHANTOMS=${N_PHANTOMS:-100}
-LATENCY_MODES=${LATENCY_MODES:-full,full+amp,auto}
+LATENCY_MODES=${LATENCY_MODES:-full+host,full,auto}
 LATENCY_CLICKS=${LATENCY_CLICKS:-10}
 LATENCY_MODEL=${LATENCY_MODEL:---random-paper-model}
-LATENCY_PAPER_MODES=${LATENCY_PAPER_MODES:-full+host,full,full+amp,full+bf16,full+bf16+compile}
+LATENCY_PAPER_MODES=${LATENCY_PAPER_MODES:-full+host,full,full+bf16,full+bf16+compile}
 INITIAL_EPOCHS=${INITIAL_EPOCHS:-20}
 REFINE_EPOCHS=${REFINE_EPOCHS:-10}
 REFINE_ITERATIONS=${REFINE_ITERATIONS:-25}
@@ -43,11 +43,11 @@ export PYTHONPATH="$PWD/InteractiveRefine:$PWD/training${PYTHONPATH:+:$PYTHONPAT
 } >>"$LOG" 2>&1
 
 log "1. click latency on $DEVICE (paper-size random model, 144^3)"
-timeout 240 python3 benchmarks/click_latency.py --device "$DEVICE" $LATENCY_MODEL --case phantom --no-replay \
+timeout 120 python3 benchmarks/click_latency.py --device "$DEVICE" $LATENCY_MODEL --case phantom --no-replay \
   --clicks "$LATENCY_CLICKS" --modes "$LATENCY_PAPER_MODES" --json "$OUT/latency_paper.json" >>"$LOG" 2>&1 \
   || log "latency (paper model) failed or timed out"
 log "   click latency on $DEVICE (shipped model)"
-timeout 60 python3 benchmarks/click_latency.py --device "$DEVICE" --case phantom --clicks "$LATENCY_CLICKS" --no-replay \
+timeout 45 python3 benchmarks/click_latency.py --device "$DEVICE" --case phantom --clicks "$LATENCY_CLICKS" --no-replay \
   --modes "$LATENCY_MODES" --json "$OUT/latency_shipped.json" >>"$LOG" 2>&1 || log "latency (shipped) failed"
 
 left=$(( BUDGET_S - ($(date +%s) - start) - 60 ))  # 60 s: phantoms, cache, export, copies
