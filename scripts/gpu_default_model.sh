@@ -25,7 +25,9 @@ LATENCY_PAPER_MODES=${LATENCY_PAPER_MODES:-full+host,full,full+bf16,full+bf16+co
 INITIAL_EPOCHS=${INITIAL_EPOCHS:-20}
 REFINE_EPOCHS=${REFINE_EPOCHS:-10}
 REFINE_ITERATIONS=${REFINE_ITERATIONS:-25}
-WORKERS=${WORKERS:-14}
+WORKERS=${WORKERS:-6}
+REFINE_LR=${REFINE_LR:-0.0001}
+SKIP_LATENCY=${SKIP_LATENCY:-}
 RUNS=${RUNS:-runs/gpu_default}
 start=$(date +%s)
 mkdir -p "$OUT"
@@ -42,6 +44,7 @@ export PYTHONPATH="$PWD/InteractiveRefine:$PWD/training${PYTHONPATH:+:$PYTHONPAT
 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, 'monai', monai.__version__)"
 } >>"$LOG" 2>&1
 
+if [ -z "$SKIP_LATENCY" ]; then
 log "1. click latency on $DEVICE (paper-size random model, 144^3)"
 timeout 120 python3 benchmarks/click_latency.py --device "$DEVICE" $LATENCY_MODEL --case phantom --no-replay \
   --clicks "$LATENCY_CLICKS" --modes "$LATENCY_PAPER_MODES" --json "$OUT/latency_paper.json" >>"$LOG" 2>&1 \
@@ -49,6 +52,7 @@ timeout 120 python3 benchmarks/click_latency.py --device "$DEVICE" $LATENCY_MODE
 log "   click latency on $DEVICE (shipped model)"
 timeout 45 python3 benchmarks/click_latency.py --device "$DEVICE" --case phantom --clicks "$LATENCY_CLICKS" --no-replay \
   --modes "$LATENCY_MODES" --json "$OUT/latency_shipped.json" >>"$LOG" 2>&1 || log "latency (shipped) failed"
+fi
 
 left=$(( BUDGET_S - ($(date +%s) - start) - 60 ))  # 60 s: phantoms, cache, export, copies
 if [ "$left" -lt 60 ]; then log "no time left to train ($left s)"; exit 0; fi
@@ -58,7 +62,7 @@ OUT_DIR="$RUNS" CONFIG="${CONFIG:-training/configs/gpu_default.json}" N_PHANTOMS
   PET_SPACING=4 WORKERS="$WORKERS" FOLDS=10 EXTRA_DATA="$REAL" EXTRA_HOLDOUT="$HOLDOUT" \
   INITIAL_MINUTES="$(minutes 0.45)" INITIAL_EPOCHS="$INITIAL_EPOCHS" \
   REFINE_MINUTES="$(minutes 0.55)" REFINE_EPOCHS="$REFINE_EPOCHS" REFINE_ITERATIONS="$REFINE_ITERATIONS" \
-  REFINE_LR=0.0003 PACKAGE="$RUNS/package" bash scripts/train_default_model.sh >>"$LOG" 2>&1 \
+  REFINE_LR="$REFINE_LR" PACKAGE="$RUNS/package" bash scripts/train_default_model.sh >>"$LOG" 2>&1 \
   || log "training failed"
 
 log "3. copying results"
