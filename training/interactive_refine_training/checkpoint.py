@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .config import training_stages
+
 logger = logging.getLogger(__name__)
 
 #: Working geometry: may differ between a fine-tuning run and the weights it starts from.
@@ -118,8 +120,12 @@ def load_stage_weights(source: str | os.PathLike, trainer: str, stage: str, conf
             raise ValueError(f"{source}: network {card_network} differs from this run's {config['network']}")
         if stage not in package.networks:
             raise ValueError(f"{source} has no {stage!r} member")
-        _check_layout(package.spec, config, source, stage)
+        added = _check_layout(package.spec, config, source, stage)
         state = package.networks[stage][0].state_dict()
+        if added:  # e.g. a classic refine member fine-tuned with the pet_region input
+            logger.info("%s: the run's %d new input channel(s) start with zero weights", source, added)
+            state = widen_input_weights(state, config["network"],
+                                        training_stages(config)[stage].in_channels, added)
     else:
         run = load_run(source)
         if run.trainer != trainer:
@@ -156,17 +162,33 @@ def _card_data(spec) -> dict:
             "image_channels": list(spec.image_channels), "intensity_preset": spec.intensity_preset}
 
 
-def _check_layout(spec, config: dict, source, stage: str) -> None:
-    """The package's ``stage`` inputs must be the layout training builds (names and channels)."""
-    from .config import training_stages
+def _check_layout(spec, config: dict, source, stage: str) -> int:
+    """The package's ``stage`` inputs must be the layout training builds (names and channels), or
+    its beginning (inputs added after them, e.g. ``pet_region``); returns the added channels."""
 
     def names(layout):
         return [(s.name, s.channels) for s in layout.inputs]
 
     found, wanted = names(spec.stages[stage]), names(training_stages(config)[stage])
-    if found != wanted:
+    if found != wanted[: len(found)]:
         raise ValueError(f"{source}: the card's {stage!r} inputs {found} differ from the training "
                          f"layout {wanted}")
+    return sum(channels for _, channels in wanted[len(found):])
+
+
+def widen_input_weights(state: dict, network_config: dict, in_channels: int, added: int) -> dict:
+    """``state`` with ``added`` input channels appended (zero weights) to every convolution that
+    reads the network input, for a network of ``in_channels`` inputs: it computes what it computed
+    before whatever the new channels hold."""
+    from .export import input_conv_names
+
+    state = {k: v.detach().clone() for k, v in state.items()}
+    for name in input_conv_names(network_config, in_channels):
+        weight = state[f"{name}.weight"]
+        extra = torch.zeros((weight.shape[0], added) + tuple(weight.shape[2:]), dtype=weight.dtype,
+                            device=weight.device)
+        state[f"{name}.weight"] = torch.cat([weight, extra], dim=1)
+    return state
 
 
 def _check_package_matches(spec, config: dict, source) -> None:

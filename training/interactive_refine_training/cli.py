@@ -140,6 +140,9 @@ def _add_commands(sub) -> None:
                    help="full: the paper's whole-ROI refinement (default); auto: what this device's "
                         "user gets (the fast path on a CPU)")
     p.add_argument("--no-region-removal", action="store_true", help=NO_REGION_REMOVAL_HELP)
+    p.add_argument("--threshold-start", action="store_true",
+                   help="the first positive click of each sequence is a 40 %% SUVmax threshold click "
+                        "(the session's threshold_start: the model refines from that region)")
     p.add_argument("--roi-center", default="label", choices=["label", "auto", "ct"],
                    help="ROI centre per case: label (the GTVp centroid, the paper's protocol; "
                         "default), auto (what a user without an ROI gets) or ct (the CT's centre)")
@@ -244,7 +247,7 @@ def cmd_evaluate(args) -> dict:
                        n_seeds=args.seeds, device=args.device, user=args.user, label_value=args.label,
                        surface=not args.no_surface, refine_mode=args.refine_mode,
                        region_removal=not args.no_region_removal, uncertainty=args.uncertainty,
-                       roi_center=args.roi_center)
+                       roi_center=args.roi_center, threshold_start=args.threshold_start)
     out = {"out": str(args.out), "n_cases": summary["n_cases"], "dice_mean": summary["dice_mean"]}
     if "uncertainty_calibration" in summary:
         out["uncertainty_calibration"] = summary["uncertainty_calibration"]

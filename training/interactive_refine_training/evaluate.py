@@ -130,7 +130,7 @@ def evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surf
 def run_evaluation(models: dict, cases, n_clicks: int, seeds, device: str = "auto", user: str = "2sicr",
                    label_value: int = 1, surface: bool = True, refine_mode: str = "full",
                    region_removal: bool = True, uncertainty: int = 0,
-                   roi_center: str = "label") -> list[dict]:
+                   roi_center: str = "label", threshold_start: bool = False) -> list[dict]:
     """Rows for every model, case, seed and click count 0..``n_clicks``.
 
     ``refine_mode`` "full" evaluates the paper's method (the refine network on the whole ROI);
@@ -140,12 +140,13 @@ def run_evaluation(models: dict, cases, n_clicks: int, seeds, device: str = "aut
     ``uncertainty`` N > 0: the calibration of the N-pass uncertainty too (:func:`evaluate_case`).
     ``roi_center``: where each case's ROI goes: ``label`` (the GTVp centroid, the paper's
     protocol), ``auto`` (what a user without an ROI gets: ``InteractiveRefineLib.auto_roi``) or
-    ``ct`` (the CT's centre).
+    ``ct`` (the CT's centre). ``threshold_start``: the first positive click of each sequence is
+    a 40 % SUVmax threshold click (the session's option; the model refines from that region).
     """
     if roi_center not in ROI_CENTERS:
         raise ValueError(f"roi_center must be one of {ROI_CENTERS}, got {roi_center!r}")
     sessions = {name: RefinementSession(package, device=device, refine_mode=refine_mode,
-                                        region_removal=region_removal)
+                                        region_removal=region_removal, threshold_start=threshold_start)
                 for name, package in models.items()}
     needs_pet = any(p.needs_pet for p in models.values())
     rows = []
@@ -203,7 +204,7 @@ def write_reports(rows: list[dict], n_clicks: int, out_dir: Path, meta: dict) ->
 def evaluate(model_specs, data, out_dir, case_ids=None, n_clicks: int = 10, n_seeds: int = 3,
              device: str = "auto", user: str = "2sicr", label_value: int = 1, surface: bool = True,
              refine_mode: str = "full", region_removal: bool = True, uncertainty: int = 0,
-             roi_center: str = "label") -> dict:
+             roi_center: str = "label", threshold_start: bool = False) -> dict:
     """The ``evaluate`` subcommand: load models and cases, run, write the reports."""
     if isinstance(uncertainty, bool) or not isinstance(uncertainty, int) or uncertainty < 0:
         raise ValueError(f"uncertainty passes must be a non-negative integer, got {uncertainty!r}")
@@ -216,13 +217,13 @@ def evaluate(model_specs, data, out_dir, case_ids=None, n_clicks: int = 10, n_se
     cases = load_cases(data, case_ids)
     seeds = list(range(n_seeds))
     rows = run_evaluation(models, cases, n_clicks, seeds, device, user, label_value, surface, refine_mode,
-                          region_removal, uncertainty, roi_center)
+                          region_removal, uncertainty, roi_center, threshold_start)
     if not rows:
         raise ValueError("no case could be evaluated (see the warnings)")
     meta = {"models": {n: p.spec.name for n, p in models.items()}, "data": str(data),
             "n_cases": len({r["case_id"] for r in rows}), "seeds": seeds, "clicks": n_clicks, "user": user,
             "label_value": label_value, "device": device, "refine_mode": refine_mode,
-            "region_removal": region_removal, "roi_center": roi_center}
+            "region_removal": region_removal, "roi_center": roi_center, "threshold_start": threshold_start}
     if uncertainty:
         meta["uncertainty_passes"] = uncertainty
     return write_reports(rows, n_clicks, Path(out_dir), meta)

@@ -186,11 +186,17 @@ def _card(initial: list[TrainedRun], refine: list[TrainedRun], name: str) -> dic
 
 
 def _phantom_record(runs: list[TrainedRun]):
-    """The phantom generator's record (``phantoms.json`` beside the data), when trained on phantoms."""
+    """The phantom generator's record (``phantoms.json`` beside the data, or beside the case folders
+    of a CSV manifest), when trained on phantoms."""
     for run in runs:
         source = (run.summary.get("data") or {}).get("source")
         if source:
-            for candidate in (Path(source) / "phantoms.json", Path(source) / "dataset.json"):
+            folders = [Path(source)]
+            if Path(source).suffix.lower() == ".csv" and Path(source).is_file():
+                from InteractiveRefineLib.cases import read_manifest
+
+                folders = list(dict.fromkeys(case.ct.parent.parent for case in read_manifest(source)))
+            for candidate in [f / name for f in folders for name in ("phantoms.json", "dataset.json")]:
                 if candidate.is_file():
                     try:
                         record = json.loads(candidate.read_text())

@@ -26,7 +26,7 @@ from InteractiveRefineLib.inputs import stack
 from InteractiveRefineLib.inputs.pet_region import region_channel
 from InteractiveRefineLib.simulated_user import SimulatedUser
 
-from .checkpoint import load_initial_networks
+from .checkpoint import load_initial_networks, widen_input_weights
 from .config import training_stages
 from .trainer import VALIDATION_STREAM, Trainer
 
@@ -264,17 +264,10 @@ def widened_state(initial_network, config: dict) -> dict:
     """The initial network's weights in the refine layout: the input weights of the previous
     probability and the two guidance channels start at zero, so the refine network starts out
     computing exactly the initial model (``interaction.refine_init = "initial"``)."""
-    from .export import input_conv_names
-
     stages = training_stages(config)
     added = stages["refine"].in_channels - stages["initial"].in_channels
-    state = {k: v.detach().clone() for k, v in initial_network.state_dict().items()}
-    for name in input_conv_names(config["network"], stages["refine"].in_channels):
-        weight = state[f"{name}.weight"]
-        extra = torch.zeros((weight.shape[0], added) + tuple(weight.shape[2:]), dtype=weight.dtype,
-                            device=weight.device)
-        state[f"{name}.weight"] = torch.cat([weight, extra], dim=1)
-    return state
+    return widen_input_weights(initial_network.state_dict(), config["network"], stages["refine"].in_channels,
+                               added)
 
 
 TRAINERS = {cls.name: cls for cls in (InitialTrainer, RefineTrainer, DeepEditTrainer, DeepGrowTrainer)}

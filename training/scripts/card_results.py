@@ -78,13 +78,19 @@ def describe(card: dict, recipe: str, heldout: Path | None = None) -> None:
     seed, n_cases = int(phantoms["seed"]), int(phantoms["n_cases"])
     n_train, n_val = len(first_run["data"]["train_ids"]), len(first_run["data"]["val_ids"])
     params = phantoms["parameters"]
+    phantom_ids = set(phantoms.get("case_ids") or [])
+    real = sorted(c for c in first_run["data"]["train_ids"] + first_run["data"]["val_ids"]
+                  if phantom_ids and c not in phantom_ids)
     card["trained_on"] = {
-        "data": f"synthetic PET/CT phantoms ({phantoms['generator']})",
+        "data": f"synthetic PET/CT phantoms ({phantoms['generator']})"
+                + (f" and {len(real)} real PET/CT cases" if real else ""),
         "generator_version": phantoms["generator_version"], "seeds": [seed, seed + n_cases - 1],
         "n_cases": n_cases, "split": f"{n_train} train / {n_val} validation (fold {first_run['fold']})",
         "shape_kji": params["shape"], "spacing_mm": params["spacing_mm"][0],
         "pet_spacing_mm": params["pet_spacing_mm"][0],
     }
+    if real:  # n_cases and seeds count the phantoms; the split counts both
+        card["trained_on"]["real_cases"] = real
     if heldout is not None:
         record = json.loads((Path(heldout) / "phantoms.json").read_text())
         card["trained_on"]["held_out_evaluation_seeds"] = [
