@@ -38,7 +38,10 @@ logger = logging.getLogger(__name__)
 
 #: Keyboard shortcuts while the module is shown. Not bare letters: other extensions install
 #: permanent single-key shortcuts (SlicerNNInteractive's "p"), and an ambiguous key fires neither.
-SHORTCUTS = (("Shift+P", "positive"), ("Shift+N", "negative"), ("Shift+T", "threshold"), ("Shift+U", "undo"))
+SHORTCUTS = (("Shift+P", "positive"), ("Shift+N", "negative"), ("Shift+T", "threshold"), ("Shift+U", "undo"),
+             ("Shift+A", "accept"))
+#: Opacity of the uncertainty map over the CT in the slice views.
+UNCERTAINTY_OPACITY = 0.5
 #: The Widget's timer waits this long for the background exact pass on each tick (seconds). The
 #: wait releases the GIL that Slicer's idle event loop otherwise holds; between waits the event
 #: loop runs (every POLL_INTERVAL_MS), so the panel stays responsive.
@@ -81,7 +84,8 @@ Interactive Click Refinement method (2S-ICR). Select CT and PET (and optionally 
 <b>Segment</b>, then place <b>tumour</b> (green, Shift+P) and <b>not tumour</b> (red, Shift+N)
 points, or a <b>PET region</b> point (yellow, Shift+T: the connected region above a percentage of
 the local SUVmax): each point refines the 3D segment. <b>Undo</b> (Shift+U) and <b>Reset</b> step
-back exactly. Clicks are kept as markups, so a saved scene can be reopened and replayed.
+back exactly. <b>Show uncertainty</b> overlays where the model is unsure and suggests the next point
+(Shift+A accepts it). Clicks are kept as markups, so a saved scene can be reopened and replayed.
 <br><b>Research use only; not for clinical decisions.</b>
 """
         self.parent.acknowledgementText = """
@@ -178,6 +182,8 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             (ui.segmentButton, self.onSegmentButton), (ui.refineButton, self.onRefineButton),
             (ui.undoButton, self.onUndoButton), (ui.resetButton, self.onResetButton),
             (ui.replayButton, self.onReplayButton), (ui.cancelButton, self.onCancelButton),
+            (ui.showUncertaintyButton, self.onShowUncertaintyButton),
+            (ui.acceptSuggestionButton, self.onAcceptSuggestionButton),
         ):
             button.connect("clicked(bool)", handler)
 
@@ -242,8 +248,10 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         hasSession = self.logic.session is not None and not busy
         self.ui.segmentButton.enabled = params.ct is not None and not busy
         self.ui.segmentButton.toolTip = "Run the initial model" if params.ct else "Select a CT volume first"
-        for widget in (*self._placeWidgets().values(), self.ui.undoButton, self.ui.resetButton):
+        for widget in (*self._placeWidgets().values(), self.ui.undoButton, self.ui.resetButton,
+                       self.ui.showUncertaintyButton):
             widget.enabled = hasSession
+        self.ui.acceptSuggestionButton.enabled = hasSession and self.logic.suggestion() is not None
         self.ui.refineButton.enabled = hasSession and not params.autoRefine
         self.ui.replayButton.enabled = params.segmentation is not None and not busy
         self.ui.cancelButton.enabled = busy or self.logic.confirmRunning
@@ -324,6 +332,24 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self.ensureDependencies():
             self._run("Replay failed.", self.logic.replayClicks)
 
+    def onShowUncertaintyButton(self):
+        """The uncertainty map as the foreground over the CT, the suggested point, and the seconds."""
+        with slicer.util.tryWithErrorDisplay("Computing the uncertainty failed.", waitCursor=True):
+            node = self.logic.showUncertainty()
+            slicer.util.setSliceViewerLayers(background=self.logic.sessionNodes.ct, foreground=node,
+                                             foregroundOpacity=UNCERTAINTY_OPACITY)
+            self.ui.statusLabel.text = self.logic.uncertaintyStatus
+        self.updateGUI()
+
+    def onAcceptSuggestionButton(self):
+        self._run("Accepting the suggested point failed.", self.logic.acceptSuggestion)
+
+    def onAcceptShortcut(self):
+        if self.logic.session is None or self.logic.busy or self.logic.suggestion() is None:
+            self.ui.statusLabel.text = "No suggested point: press Show uncertainty first"
+            return
+        self.onAcceptSuggestionButton()
+
     def onUndoShortcut(self):
         if self.logic.session is None or self.logic.busy:  # no modal error for a key press
             self.ui.statusLabel.text = "Nothing to undo: press Segment first"
@@ -333,7 +359,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def _installShortcuts(self):
         self._removeShortcuts()
         for key, action in SHORTCUTS:
-            callback = self.onUndoShortcut if action == "undo" else (
+            callback = {"undo": self.onUndoShortcut, "accept": self.onAcceptShortcut}.get(action) or (
                 lambda kind=action: setPlaceMode(self._placeWidgets(), kind))
             shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
             shortcut.connect("activated()", callback)

@@ -1,5 +1,5 @@
 """The module's actions on MRML nodes, without Qt: segment, clicks, threshold regions, undo,
-reset, replay, and the background exact pass.
+reset, replay, the background exact pass and Show uncertainty (:mod:`.uncertainty`).
 
 The scene is an argument (``RefineLogic(scene)``), so the same Logic serves the Slicer Widget, the
 batch, tests on slicer-core and a web front end. Bad input raises ``ValueError`` and changes
@@ -23,6 +23,7 @@ from .clinical import ClinicalMixin
 from .exactpass import ExactPassMixin
 from .observers import MarkupsObserverMixin
 from .reporting import ReportingMixin
+from .uncertainty import UncertaintyMixin
 
 logger = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")
@@ -42,7 +43,7 @@ class SessionNodes:
         return {n.GetID() for n in (self.ct, self.pet, self.roi, self.segmentation) if n is not None}
 
 
-class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, ClinicalMixin,
+class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, ClinicalMixin, UncertaintyMixin,
                   VTKObservationMixin):
     """See the module docstring. Callbacks (all optional): ``logCallback(message)``,
     ``progressCallback(message, percent)``, ``errorCallback(message)``, ``warningCallback(message)``,
@@ -357,6 +358,7 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, Clinical
                                    precision, self.params.exactFollowUp, self.params.device)
         self._log(self.lastStatus)
         self._logStep(action, seconds)  # the opt-in session log (ClinicalMixin.setSessionLog)
+        self._uncertaintyAfterStep()  # a suggestion of an earlier state goes (UncertaintyMixin)
         if self.resultCallback:
             self.resultCallback(result)
         return result

@@ -97,7 +97,8 @@ def test_the_pet_region_model_is_complete_and_reproduces_its_card_on_the_real_ca
     folder = data_path(*CHGJ)
     centre = label_centroid_ras(read_volume(folder / "CHGJ015_ct_gtvt.nii.gz"))
     out = tmp_path / "sim.json"
-    assert main(["simulate", "--ct", str(folder / "CHGJ015_ct.nii.gz"), "--pet", str(folder / "CHGJ015_pt.nii.gz"),
+    assert main(["simulate", "--ct", str(folder / "CHGJ015_ct.nii.gz"),
+                 "--pet", str(folder / "CHGJ015_pt.nii.gz"),
                  "--label", str(folder / "CHGJ015_ct_gtvt.nii.gz"), "--clicks", "3", "--seed", "0",
                  "--device", "cpu", "--refine-mode", "full", "--model", str(PET_REGION_MODEL),
                  "--roi-center=" + ",".join(repr(float(v)) for v in centre), "--json", str(out)]) == 0

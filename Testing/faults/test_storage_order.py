@@ -29,7 +29,7 @@ ORDERS = [(0, 1, 2), "T"]
 def _mask(package, ct_path, pet_path):
     ct = read_volume(ct_path)
     session = RefinementSession(package, device="cpu", refine_mode="full", amp=False)
-    session.set_image(ct, read_volume(pet_path))
+    session.set_image(ct, read_volume(pet_path), roi_center_ras="ct")  # the click below is near it
     session.initial()
     session.add_click(ct.grid.center_ras() + np.array([5.0, 0.0, 0.0]), True)
     return session.mask_on_ct()
