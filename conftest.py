@@ -33,6 +33,24 @@ def shared_data() -> Path:
     return DATA_DIR
 
 
+def hot_sphere_pair():
+    """A PET/CT pair with a hot sphere: CT on a 1 x 1 x 2 mm grid (48 x 90 x 90), PET on a coarser
+    grid shifted by half a voxel (the engine's fast-path and device-path tests)."""
+    import numpy as np
+    from InteractiveRefineLib.geometry import Volume
+
+    rng = np.random.default_rng(0)
+    shape = (48, 90, 90)
+    k, j, i = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    sphere = ((k - 24) * 2) ** 2 + (j - 45) ** 2 + (i - 50) ** 2 < 12**2
+    ct = np.where(sphere, 60.0, 20.0) + rng.normal(0, 20, shape)
+    pet = np.where(sphere, 8.0, 1.0) + rng.normal(0, 0.2, shape)
+    pet_matrix = np.diag([2.0, 2.0, 4.0, 1.0])
+    pet_matrix[:3, 3] = [0.5, 0.5, 1.0]
+    return (Volume.from_array(ct.astype(np.float32), np.diag([1.0, 1.0, 2.0, 1.0])),
+            Volume.from_array(pet[::2, ::2, ::2].astype(np.float32), pet_matrix))
+
+
 @pytest.fixture(scope="session")
 def tiny_package_dir(tmp_path_factory) -> Path:
     """A model package with a tiny randomly initialised network (48^3 ROI)."""

@@ -32,7 +32,8 @@ def digest(array) -> str:
 
 
 def phantom(shape):
-    """A hot sphere in PET and CT; CT on a 1 x 1 x 2 mm grid, PET on a coarser one."""
+    """A hot sphere in PET and CT; CT on a 1 x 1 x 2 mm grid, PET on a coarser one. (The tests'
+    ``conftest.hot_sphere_pair`` on another shape; kept here so that any checkout can be run.)"""
     from InteractiveRefineLib.geometry import Volume
 
     rng = np.random.default_rng(0)

@@ -32,14 +32,10 @@ def to_ct(probability: np.ndarray, threshold: float, grid, ct_box_grid, previous
     found = geometry.mask_box(foreground)
     if found is None:  # no foreground before or after: nothing can change
         return out
-    found = tuple(slice(r.start + f.start, r.start + f.stop) for r, f in zip(region, found))
-    remap = geometry.intersect(geometry.expand_box(found, shape, 1), region)
-    ct_sub = geometry.bounding_box_in(ct_box_grid, geometry.sub_grid(grid, remap))
-    if any(s.stop <= s.start for s in ct_sub):
+    boxes = _changed_ct_boxes(found, region, grid, ct_box_grid)
+    if boxes is None:
         return out
-    ct_sub_grid = geometry.sub_grid(ct_box_grid, ct_sub)
-    # The neighbours those CT voxels read lie inside their bounding box grown by 1 (keep 2).
-    source = geometry.expand_box(geometry.bounding_box_in(grid, ct_sub_grid), shape, 2)
+    ct_sub, ct_sub_grid, source = boxes
     crop = probability[source].astype(np.float32)
     prob_ct = geometry.resample(crop, geometry.sub_grid(grid, source), ct_sub_grid, order=1)
     out[ct_sub] = prob_ct > threshold
@@ -71,17 +67,30 @@ def to_ct_device(probability, threshold: float, grid, ct_box_grid, previous=None
     found = _tensor_box(foreground)  # one small host transfer: three "any" profiles
     if found is None:
         return out
-    found = tuple(slice(r.start + f.start, r.start + f.stop) for r, f in zip(region, found))
-    remap = geometry.intersect(geometry.expand_box(found, shape, 1), region)
-    ct_sub = geometry.bounding_box_in(ct_box_grid, geometry.sub_grid(grid, remap))
-    if any(s.stop <= s.start for s in ct_sub):
+    boxes = _changed_ct_boxes(found, region, grid, ct_box_grid)
+    if boxes is None:
         return out
-    ct_sub_grid = geometry.sub_grid(ct_box_grid, ct_sub)
-    source = geometry.expand_box(geometry.bounding_box_in(grid, ct_sub_grid), shape, 2)
+    ct_sub, ct_sub_grid, source = boxes
     crop = probability[source].double()  # float64 arithmetic, as scipy's, then float32
     prob_ct = resample_linear(crop, geometry.sub_grid(grid, source), ct_sub_grid).float()
     out[ct_sub] = (prob_ct > threshold).to(torch.uint8).cpu().numpy()
     return out
+
+
+def _changed_ct_boxes(found, region, grid, ct_box_grid):
+    """For the foreground box ``found`` (relative to ``region`` of the working ``grid``): the CT
+    voxels it can change (``ct_sub``, slices of ``ct_box_grid``), their grid, and the working-grid
+    box their interpolation reads (``source``); None when no CT voxel is concerned."""
+    shape = grid.shape
+    found = tuple(slice(r.start + f.start, r.start + f.stop) for r, f in zip(region, found))
+    remap = geometry.intersect(geometry.expand_box(found, shape, 1), region)
+    ct_sub = geometry.bounding_box_in(ct_box_grid, geometry.sub_grid(grid, remap))
+    if any(s.stop <= s.start for s in ct_sub):
+        return None
+    ct_sub_grid = geometry.sub_grid(ct_box_grid, ct_sub)
+    # The neighbours those CT voxels read lie inside their bounding box grown by 1 (keep 2).
+    source = geometry.expand_box(geometry.bounding_box_in(grid, ct_sub_grid), shape, 2)
+    return ct_sub, ct_sub_grid, source
 
 
 def resample_linear(crop, source, target):

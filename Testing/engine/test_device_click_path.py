@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 from InteractiveRefineLib import backmap, click_regions, geometry, policy
-from InteractiveRefineLib.geometry import Grid, Volume
+from InteractiveRefineLib.geometry import Grid
 from InteractiveRefineLib.runtime import user_cache_dir
 from InteractiveRefineLib.session import RefinementSession
 
-from conftest import TINY_NETWORK
+from conftest import TINY_NETWORK, hot_sphere_pair
 
 REPO = Path(__file__).resolve().parents[2]
 ROI = (64, 64, 64)
@@ -35,16 +35,7 @@ def package64(tmp_path_factory):
 @pytest.fixture(scope="module")
 def image():
     """A PET/CT pair on a 1 x 1 x 2 mm grid with a hot sphere (CT and PET on different grids)."""
-    rng = np.random.default_rng(0)
-    shape = (48, 90, 90)
-    k, j, i = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
-    sphere = ((k - 24) * 2) ** 2 + (j - 45) ** 2 + (i - 50) ** 2 < 12**2
-    ct = np.where(sphere, 60.0, 20.0) + rng.normal(0, 20, shape)
-    pet = np.where(sphere, 8.0, 1.0) + rng.normal(0, 0.2, shape)
-    pet_matrix = np.diag([2.0, 2.0, 4.0, 1.0])
-    pet_matrix[:3, 3] = [0.5, 0.5, 1.0]
-    return (Volume.from_array(ct.astype(np.float32), np.diag([1.0, 1.0, 2.0, 1.0])),
-            Volume.from_array(pet[::2, ::2, ::2].astype(np.float32), pet_matrix))
+    return hot_sphere_pair()
 
 
 def _smooth_probability(shape, seed=0):

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 from InteractiveRefineLib import geometry, netcopies, policy
 from InteractiveRefineLib.clicks import encode_guidance, gaussian_kernel
-from InteractiveRefineLib.geometry import Volume
 from InteractiveRefineLib.inputs.interaction import guidance_in_box
 from InteractiveRefineLib.session import RefinementSession
 from session_checks import assert_ct_mask_is_the_back_mapping, assert_tracked_statistics_exact
 
-from conftest import TINY_NETWORK
+from conftest import TINY_NETWORK, hot_sphere_pair
 
 REPO = Path(__file__).resolve().parents[2]
 ROI = (64, 64, 64)
@@ -38,17 +37,7 @@ def package64(tmp_path_factory):
 @pytest.fixture(scope="module")
 def image():
     """A PET/CT pair on a 1 x 1 x 2 mm grid with a hot sphere (CT and PET on different grids)."""
-    rng = np.random.default_rng(0)
-    shape = (48, 90, 90)
-    k, j, i = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
-    sphere = ((k - 24) * 2) ** 2 + (j - 45) ** 2 + (i - 50) ** 2 < 12**2
-    ct = np.where(sphere, 60.0, 20.0) + rng.normal(0, 20, shape)
-    ct_matrix = np.diag([1.0, 1.0, 2.0, 1.0])
-    pet = np.where(sphere, 8.0, 1.0) + rng.normal(0, 0.2, shape)
-    pet_small = pet[::2, ::2, ::2].astype(np.float32)
-    pet_matrix = np.diag([2.0, 2.0, 4.0, 1.0])
-    pet_matrix[:3, 3] = [0.5, 0.5, 1.0]
-    return (Volume.from_array(ct.astype(np.float32), ct_matrix), Volume.from_array(pet_small, pet_matrix))
+    return hot_sphere_pair()
 
 
 def _session(package, image, **kwargs):
