@@ -41,11 +41,17 @@ def test_the_shipped_model_is_the_default_and_its_card_is_complete(card):
     held_out = trained_on["held_out_evaluation_seeds"]
     assert held_out[0] > last  # evaluation phantoms never met in training
     assert "recipe" in card["compute"] and "scripts/train_default_model.sh" in card["compute"]["recipe"]
-    for name, cases in (("heldout_phantoms", 6), ("heldout_bulky_phantoms", 4), ("real_cases", 2)):
+    # The refinement network reads the one-click threshold regions; real training cases are
+    # sarcoma only (CC BY), never a case the card reports as held out.
+    assert [s.name for s in load_model_package().spec.stages["refine"].inputs][-1] == "pet_region"
+    assert "CC BY 3.0" in {source["licence"] for source in card["data_sources"]}
+    assert trained_on["real_cases"] and all(c.startswith("STS_") for c in trained_on["real_cases"])
+    for name, cases in (("heldout_phantoms", 6), ("real_hn", 5), ("real_hn_auto", 5), ("heldout_sarcoma", 4)):
         metrics = card["metrics"][name]
         assert len(metrics["cases"]) == cases and metrics["seeds"] == 3
         assert len(metrics["dice_per_click"]) == len(metrics["hd95_mm_per_click"]) == 11
-        assert "evaluate_default_model.sh" in metrics["command"]
+        assert "evaluate" in metrics["command"]
+        assert not set(metrics["cases"]) & set(trained_on["real_cases"])
 
 
 def test_simulate_on_the_real_case_reproduces_the_cards_curve(card, tmp_path):
@@ -65,13 +71,14 @@ def test_simulate_on_the_real_case_reproduces_the_cards_curve(card, tmp_path):
                  "--device", "cpu", "--refine-mode", "full", roi,
                  "--json", str(out)]) == 0
     dice = json.loads(out.read_text())["dice"]
-    recorded = card["metrics"]["real_cases"]["per_case"]["CHGJ015"]["dice_per_click_by_seed"]["0"]
+    recorded = card["metrics"]["real_hn"]["per_case"]["CHGJ015"]["dice_per_click_by_seed"]["0"]
     # The same computation as the card's evaluation (identical here; tolerance for other CPUs).
     assert dice == pytest.approx(recorded[:6], abs=0.01)
-    # What a user sees: the first mask also covers the hot brain (Dice ~0.1); once a positive
-    # click marks the tumour, the negative clicks' brain regions go (region removal), and five
-    # clicks more than triple the overlap with the tumour.
+    # What a user sees: the first mask also covers hot normal tissue (Dice ~0.15); the first
+    # "tumour" click brings in its 40 % SUVmax region, and from the second click on the mask is
+    # better than that region alone (Dice 0.842 on this case).
     assert dice[0] < 0.2 and dice[5] > 3 * dice[0]
+    assert min(dice[2:6]) > 0.842
     assert np.all(np.isfinite(dice))
 
 

@@ -76,16 +76,22 @@ def describe(card: dict, recipe: str, heldout: Path | None = None) -> None:
     phantoms = training["phantoms"]
     first_run = training["initial"][0]
     seed, n_cases = int(phantoms["seed"]), int(phantoms["n_cases"])
-    n_train, n_val = len(first_run["data"]["train_ids"]), len(first_run["data"]["val_ids"])
     params = phantoms["parameters"]
     phantom_ids = set(phantoms.get("case_ids") or [])
-    real = sorted(c for c in first_run["data"]["train_ids"] + first_run["data"]["val_ids"]
-                  if phantom_ids and c not in phantom_ids)
+
+    def ids(run):
+        return run["data"]["train_ids"] + run["data"]["val_ids"]
+
+    # The run trained on these phantoms (a fine-tuned stage may have its own data).
+    data_run = next((r for r in training["refine"] + training["initial"] if phantom_ids & set(ids(r))),
+                    first_run)
+    n_train, n_val = len(data_run["data"]["train_ids"]), len(data_run["data"]["val_ids"])
+    real = sorted(c for c in ids(data_run) if phantom_ids and c not in phantom_ids)
     card["trained_on"] = {
         "data": f"synthetic PET/CT phantoms ({phantoms['generator']})"
                 + (f" and {len(real)} real PET/CT cases" if real else ""),
         "generator_version": phantoms["generator_version"], "seeds": [seed, seed + n_cases - 1],
-        "n_cases": n_cases, "split": f"{n_train} train / {n_val} validation (fold {first_run['fold']})",
+        "n_cases": n_cases, "split": f"{n_train} train / {n_val} validation (fold {data_run['fold']})",
         "shape_kji": params["shape"], "spacing_mm": params["spacing_mm"][0],
         "pet_spacing_mm": params["pet_spacing_mm"][0],
     }
