@@ -54,11 +54,12 @@ def test_old_card_gets_the_classic_layout():
         assert spec.activation == "sigmoid" and spec.needs_pet == ("pet" in images)
 
 
-def test_shipped_card_loads_with_the_same_layout():
+def test_shipped_card_loads_with_the_classic_layout_and_the_pet_region_input():
     raw = json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())
     spec = parse_card(raw)
-    assert [s.name for s in spec.stages["refine"].inputs] == REFINE_NAMES
-    assert spec.stages["refine"].in_channels == 5 and spec.stages["initial"].in_channels == 2
+    assert [s.name for s in spec.stages["refine"].inputs] == REFINE_NAMES + ["pet_region"]
+    assert spec.stages["refine"].in_channels == 6 and spec.stages["initial"].in_channels == 2
+    assert spec.stages["refine"].inputs[-1].options["fraction"] == 0.4
     assert spec.roi_size_vox == tuple(raw["preprocessing"]["roi_size_vox"])
     assert spec.size_divisor == 4 and spec.threshold == 0.5 and spec.name == raw["name"]
     assert spec.raw == raw and spec.raw is not raw
