@@ -185,11 +185,18 @@ class RefineTrainer(Trainer):
         named = {name: image[:, i:i + 1] for i, name in enumerate(names)}
         named.update(previous_probability=previous.to(image.dtype), clicks_positive=guidance[:, 0:1],
                      clicks_negative=guidance[:, 1:2])
-        stage = training_stages(self.config)["refine"]
+        stage = self.refine_stage
         if stage.has("pet_region"):
             spec = next(spec for spec in stage.inputs if spec.name == "pet_region")
             named["pet_region"] = self.pet_region(image, clicks, spec.options)
         return stack(stage, named)
+
+    @property
+    def refine_stage(self):
+        """The refine stage's inputs (:func:`~.config.training_stages`), parsed once per run."""
+        if getattr(self, "_refine_stage", None) is None:
+            self._refine_stage = training_stages(self.config)["refine"]
+        return self._refine_stage
 
     def pet_region(self, image, clicks: Clicks, options) -> torch.Tensor:
         """The engine's ``pet_region`` channel ``[1, 1, k, j, i]`` of the positive clicks, from the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,6 +41,9 @@ class ImageCache:
     pet_suv: object = None
     #: Where the ROI was placed and why (:class:`..auto_roi.AutoRoi`: automatic, CT centre, given).
     roi_placement: object = None
+    #: What builders derive from this image once and reuse on every click (e.g. each click's
+    #: PET region), keyed by builder; shared by the copies :meth:`on` makes.
+    derived: dict = field(default_factory=dict, compare=False, repr=False)
 
     def on(self, device) -> ImageCache:
         """This cache with its tensor on ``device`` (itself when it is there already)."""

@@ -51,9 +51,6 @@ def region_channel(suv: np.ndarray, positives, spacing_kji, options=None,
 class PetRegion:
     static, local = False, False
 
-    def __init__(self):
-        self._memo_owner, self._memo = None, {}
-
     def fill(self, out, spec, ctx, box) -> None:
         import torch
 
@@ -61,9 +58,8 @@ class PetRegion:
         if suv is None:  # no PET (a pet_optional model run on CT alone): no region, as in training
             out.zero_()
             return
-        if self._memo_owner is not suv:  # one memo per image
-            self._memo_owner, self._memo = suv, {}
+        memo = ctx.image.derived.setdefault("pet_region", {})  # each click's region, found once
         positives = [ix for ix, p in zip(ctx.indices, ctx.positives) if bool(p)]
         spacing = tuple(float(v) for v in ctx.image.grid.spacing[::-1])
-        channel = region_channel(suv, positives, spacing, spec.options, self._memo)
+        channel = region_channel(suv, positives, spacing, spec.options, memo)
         out[0].copy_(torch.from_numpy(channel[tuple(box)]))
