@@ -108,6 +108,7 @@ class DeviceCopies:
         """Copy ``array[box]`` (changed on the host, e.g. by region removal) into its device copy."""
         tensor = self.get(array)
         if tensor is not None and box is not None and tensor.data_ptr() != array.ctypes.data:
+            box = tuple(box) if array.ndim == 3 else (slice(None),) + tuple(box)  # [C, k, j, i]: every class
             tensor[box] = tensor.new_tensor(array[box])
 
     def clear(self) -> None:
@@ -195,9 +196,10 @@ class InferenceBackend:
 
     def predict(self, stage: str, x, *, exact: bool = False, window: bool = False) -> np.ndarray:
         """Mean sigmoid probability of ``stage``'s members for input ``x`` ``[1, C, k, j, i]``:
-        ``[k, j, i]`` numpy, float16 (what the history stores) for the ROI and float32 for a
-        window on the CPU (it is blended). ``window``: ``x`` is a window and runs on the
-        ``"window"`` networks. ``exact``: float32 whatever the plan's precision."""
+        ``[k, j, i]`` numpy (``[n, k, j, i]`` for a card with n > 1 output classes), float16 (what
+        the history stores) for the ROI and float32 for a window on the CPU (it is blended).
+        ``window``: ``x`` is a window and runs on the ``"window"`` networks. ``exact``: float32
+        whatever the plan's precision."""
         self.last_transfer_s, self.last_compiled = 0.0, False
         return self.run(lambda inputs: self._members_mean(stage, inputs, window, exact), x, exact)
 
@@ -239,7 +241,8 @@ class InferenceBackend:
         members = self.networks["window" if window else stage]
         if not (window or exact) and whole and stage in self.compiled:
             members, self.last_compiled = self.compiled[stage], True
-        mean = member_mean(members, forward)[0, 0]
+        mean = member_mean(members, forward)[0]
+        mean = mean[0] if mean.shape[0] == 1 else mean  # one class: [k, j, i]; C classes: [C, k, j, i]
         if window and not mean.is_cuda:
             return mean.float().cpu().numpy()
         # On CUDA copy back float16 either way: half the device-to-host bytes.

@@ -1,13 +1,14 @@
-"""From the working grid back to the CT: the binary mask of a probability on the CT box."""
+"""From the working grid back to the CT: the binary mask (or, for several output classes, the
+label map) of a probability on the CT box."""
 from __future__ import annotations
 
 import numpy as np
 
-from . import geometry
+from . import classes, geometry
 
 
 def to_ct(probability: np.ndarray, threshold: float, grid, ct_box_grid, previous=None,
-          box=None, *, copies=None, device=None) -> np.ndarray:
+          box=None, *, copies=None, device=None, labels=(1,)) -> np.ndarray:
     """Binary mask (uint8) on ``ct_box_grid`` of the working-grid ``probability`` (on ``grid``).
 
     Equals re-sampling everything (linear), but re-samples only the CT voxels that can differ
@@ -18,8 +19,14 @@ def to_ct(probability: np.ndarray, threshold: float, grid, ct_box_grid, previous
     within one working voxel of both the foregrounds' bounding box and ``box``.
 
     ``copies``: the backend's :class:`~.backend.DeviceCopies` when the click stays on ``device``:
-    then :func:`to_ct_device` does it there with their tensors.
+    then :func:`to_ct_device` does it there with their tensors (one class only).
+
+    C > 1 classes (``probability`` ``[C, k, j, i]``): the foreground is any class's, each class is
+    re-sampled alone and the CT voxels get a label map (:func:`.classes.label_map`, ``labels`` in
+    class order), on the host.
     """
+    if probability.ndim == 4:
+        return _to_ct_classes(probability, threshold, grid, ct_box_grid, previous, box, labels)
     if copies is not None:
         return to_ct_device(copies.of(probability, device), threshold, grid, ct_box_grid, previous, box,
                             None if previous is None else copies.of(previous.probability, device))
@@ -39,6 +46,27 @@ def to_ct(probability: np.ndarray, threshold: float, grid, ct_box_grid, previous
     crop = probability[source].astype(np.float32)
     prob_ct = geometry.resample(crop, geometry.sub_grid(grid, source), ct_sub_grid, order=1)
     out[ct_sub] = prob_ct > threshold
+    return out
+
+
+def _to_ct_classes(probability, threshold, grid, ct_box_grid, previous, box, labels) -> np.ndarray:
+    """:func:`to_ct` of a ``[C, k, j, i]`` probability: a label map on the CT box."""
+    shape = grid.shape
+    region = tuple(slice(0, n) for n in shape) if box is None else geometry.expand_box(box, shape, 1)
+    channels = (slice(None),)
+    found_in = classes.foreground(probability[channels + region], threshold)
+    if previous is not None:
+        found_in |= classes.foreground(previous.probability[channels + region], threshold)
+    out = np.zeros(ct_box_grid.shape, np.uint8) if previous is None else previous.ct_mask.copy()
+    found = geometry.mask_box(found_in)
+    boxes = None if found is None else _changed_ct_boxes(found, region, grid, ct_box_grid)
+    if boxes is None:
+        return out
+    ct_sub, ct_sub_grid, source = boxes
+    source_grid = geometry.sub_grid(grid, source)
+    prob_ct = np.stack([geometry.resample(channel[source].astype(np.float32), source_grid, ct_sub_grid,
+                                          order=1) for channel in probability])
+    out[ct_sub] = classes.label_map(prob_ct, threshold, labels)
     return out
 
 

@@ -11,6 +11,17 @@ Named inputs and outputs (optional sections; ``format_version`` 1)::
     "outputs": [{"name": "gtvp", "label": 1}],
     "activation": "sigmoid"
 
+Outputs: 1..n classes with distinct names and distinct positive label values, e.g.
+``[{"name": "gtvp", "label": 1}, {"name": "gtvn", "label": 2}]``. The activation is ``"sigmoid"``:
+one sigmoid per class (channel c of the networks' output is class c; classes may overlap in
+probability, and a label map takes the most probable class above the threshold,
+:mod:`.classes`). The networks' output channels equal the number of outputs (a network section's
+``out_channels``, when given, must say so). With C > 1 outputs the refine stage reads
+``previous_probability`` with ``channels`` C (class c's probability) and ``clicks_positive`` with
+``channels`` C (channel c: the guidance of the positive clicks of class c, the same encoding and
+scaling per channel), while ``clicks_negative`` stays one channel (every negative click, as in
+2S-ICR); :func:`default_inputs_section` with ``n_classes`` writes that layout.
+
 An input entry is ``{"name", "channels" (1), "optional" (false), "options" ({})}``; the network's
 input channels are the entries' channels in card order. A card without these sections gets
 exactly the layout above (``image_channels``, then the previous probability and the positive and
@@ -102,6 +113,10 @@ class StageSpec:
     def has(self, name: str) -> bool:
         return any(spec.name == name for spec in self.inputs)
 
+    def spec(self, name: str) -> InputSpec | None:
+        """The input ``name`` (None when the stage lacks it)."""
+        return next((spec for spec in self.inputs if spec.name == name), None)
+
 
 @dataclass(frozen=True)
 class ModelCard:
@@ -133,6 +148,16 @@ class ModelCard:
     fast_window_vox: int | None
     size_divisor: int
     pet_optional: bool = False
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The output names, in channel order (e.g. ``("gtvp", "gtvn")``)."""
+        return tuple(output.name for output in self.outputs)
+
+    @property
+    def labels(self) -> tuple[int, ...]:
+        """The label value of each output, in channel order."""
+        return tuple(output.label for output in self.outputs)
 
     @property
     def needs_pet(self) -> bool:
@@ -326,25 +351,61 @@ def _click_options(clicks: Mapping, source) -> dict:
 
 
 # ------------------------------------------------------------------------ inputs and outputs
-def default_inputs_section(image_channels: Sequence[str], refine_extra: Sequence[Mapping] = ()) -> dict:
+#: The refine inputs with one channel per class (the others have one channel whatever C is).
+PER_CLASS_INPUTS = ("previous_probability", "clicks_positive")
+
+
+def default_inputs_section(image_channels: Sequence[str], refine_extra: Sequence[Mapping] = (),
+                           n_classes: int = 1) -> dict:
     """The ``inputs`` section of the classic layout (JSON): initial = the images; refine = the
     images, the previous probability and the positive and negative guidance, then the entries
-    ``refine_extra`` (e.g. ``{"name": "pet_region", "options": {...}}``)."""
+    ``refine_extra`` (e.g. ``{"name": "pet_region", "options": {...}}``). ``n_classes`` > 1: the
+    previous probability and the positive guidance have that many channels (one per class)."""
     images = [{"name": name} for name in image_channels]
+    interaction = [{"name": name} for name in INTERACTION_INPUTS]
+    if int(n_classes) > 1:
+        for entry in interaction:
+            if entry["name"] in PER_CLASS_INPUTS:
+                entry["channels"] = int(n_classes)
     return {
         "initial": copy.deepcopy(images),
-        "refine": copy.deepcopy(images) + [{"name": name} for name in INTERACTION_INPUTS]
+        "refine": copy.deepcopy(images) + interaction
         + [copy.deepcopy(dict(entry)) for entry in refine_extra],
     }
 
 
 def default_stages(image_channels: Sequence[str], clicks: Mapping | None = None,
-                   refine_extra: Sequence[Mapping] = ()) -> dict[str, StageSpec]:
+                   refine_extra: Sequence[Mapping] = (), n_classes: int = 1) -> dict[str, StageSpec]:
     """The typed stages of the classic layout (a card without ``inputs`` gets them), with the
-    refine stage's extra inputs ``refine_extra`` after it."""
+    refine stage's extra inputs ``refine_extra`` after it, for ``n_classes`` outputs."""
     options = _click_options(clicks or {}, None)
-    section = default_inputs_section(image_channels, refine_extra)
+    section = default_inputs_section(image_channels, refine_extra, n_classes)
     return _stages(section, tuple(image_channels), options, None)
+
+
+def _check_class_channels(stages: Mapping[str, StageSpec], outputs, source) -> None:
+    """The refine stage's per-class inputs must have one channel per output class, and the
+    negative guidance one channel."""
+    count = len(outputs)
+    for index, spec in enumerate(stages["refine"].inputs):
+        where = f"inputs.refine[{index}].channels"
+        if spec.name in PER_CLASS_INPUTS and spec.channels != count:
+            raise _fail(source, where, f"{count} for {spec.name!r} (one channel per output class "
+                        f"{[o.name for o in outputs]})", spec.channels)
+        if spec.name == "clicks_negative" and spec.channels != 1:
+            raise _fail(source, where, "1 for 'clicks_negative' (every negative click in one channel)",
+                        spec.channels)
+
+
+def _check_out_channels(raw: Mapping, outputs, source) -> None:
+    """A network section's ``out_channels``, when given, must equal the number of outputs."""
+    sections = [("network", raw["network"])] + [
+        (f"members.{stage}[{i}].network", member["network"])
+        for stage in STAGES for i, member in enumerate(raw["members"][stage]) if "network" in member]
+    for name, network in sections:
+        if "out_channels" in network and network["out_channels"] != len(outputs):
+            raise _fail(source, f"{name}.out_channels", f"{len(outputs)} (one per output "
+                        f"{[o.name for o in outputs]})", network["out_channels"])
 
 
 def _input(entry, where: str, image_channels, click_options: Mapping, source) -> InputSpec:
@@ -407,8 +468,8 @@ def _stages(section, image_channels, click_options, source) -> dict[str, StageSp
 
 def _outputs(raw: Mapping, source) -> tuple[OutputSpec, ...]:
     entries = raw.get("outputs", list(DEFAULT_OUTPUTS))
-    if not isinstance(entries, list) or len(entries) != 1:
-        raise _fail(source, "outputs", "a list of one output (one class is supported)", entries)
+    if not isinstance(entries, list) or not entries:
+        raise _fail(source, "outputs", "a non-empty list of outputs", entries)
     outputs = []
     for index, entry in enumerate(entries):
         where = f"outputs[{index}]"
@@ -418,6 +479,13 @@ def _outputs(raw: Mapping, source) -> tuple[OutputSpec, ...]:
         if not _is_int(label) or label < 1:
             raise _fail(source, f"{where}.label", "a positive integer", label)
         outputs.append(OutputSpec(entry["name"], label))
+    for key in ("name", "label"):
+        values = [getattr(output, key) for output in outputs]
+        if len(set(values)) != len(values):
+            raise _fail(source, "outputs", f"outputs with distinct {key}s", values)
+    if any(output.label > 255 for output in outputs):
+        raise _fail(source, "outputs", "labels of at most 255 (a uint8 label map)",
+                    [output.label for output in outputs])
     return tuple(outputs)
 
 
@@ -462,15 +530,19 @@ def parse_card(raw: dict, source: str = CARD_NAME) -> ModelCard:
         divisor = math.lcm(divisor, size_divisor_of(network))
     pre, image_channels = _preprocessing(raw, source)
     click_options = _click_options(_section(raw, "clicks", source), source)
-    section = raw["inputs"] if "inputs" in raw else default_inputs_section(image_channels)
+    outputs = _outputs(raw, source)
+    _check_out_channels(raw, outputs, source)
+    section = raw["inputs"] if "inputs" in raw else default_inputs_section(image_channels,
+                                                                           n_classes=len(outputs))
     stages = _stages(section, image_channels, click_options, source)
+    _check_class_channels(stages, outputs, source)
     return ModelCard(
         raw=raw,
         name=raw["name"],
         version=str(raw.get("version", "0.0.0")),
         network=copy.deepcopy(raw["network"]),
         stages=stages,
-        outputs=_outputs(raw, source),
+        outputs=outputs,
         spacing_mm=_numbers(pre["spacing_mm"], 3, "preprocessing.spacing_mm", source),
         roi_size_vox=check_roi_multiple(pre["roi_size_vox"], divisor, "preprocessing.roi_size_vox", source),
         intensity_preset=pre["intensity_preset"],

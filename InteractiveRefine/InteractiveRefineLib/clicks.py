@@ -23,18 +23,23 @@ class Click:
 
     ``kind``: ``"point"`` (refined by the model) or ``"threshold"`` (a positive click that adds the
     PET threshold region around it, :mod:`.threshold`); ``options``: the kind's settings as
-    ``(name, value)`` pairs (e.g. ``(("fraction", 0.4),)``).
+    ``(name, value)`` pairs (e.g. ``(("fraction", 0.4),)``). ``label``: the output class the click
+    is about (a card output name, e.g. ``"gtvn"``); None on a positive click means the model's first
+    class, on a negative click "not any class".
     """
 
     ras: tuple[float, float, float]
     positive: bool
     kind: str = "point"
     options: tuple = ()
+    label: str | None = None
 
     def to_json(self) -> dict:
         out = {"ras": [float(v) for v in self.ras], "positive": bool(self.positive)}
         if self.kind != "point":
             out.update(kind=self.kind, **dict(self.options))
+        if self.label is not None:
+            out["label"] = self.label
         return out
 
 

@@ -3,12 +3,16 @@
 Region removal (:mod:`.click_regions`): a negative click on a separate region of the mask rejects
 that whole region; once a positive click marks the tumour elsewhere, every rejected region that
 neither holds nor touches a positive click is removed, on this and every later click.
+
+With several output classes the mask is the union of the classes: a negative click rejects the
+region of that union it lands on, any positive click (of any class) counts, and a removed region
+is removed from every class.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import click_regions, geometry
+from . import classes, click_regions, geometry
 
 
 def rejections_after(rejections: tuple, previous_probability, threshold: float, index, positive: bool,
@@ -17,7 +21,7 @@ def rejections_after(rejections: tuple, previous_probability, threshold: float, 
     connected foreground region of the previous mask it lies in (if any)."""
     if not enabled or positive:
         return rejections
-    region = click_regions.rejected_region(previous_probability > threshold, index)
+    region = click_regions.rejected_region(classes.foreground(previous_probability, threshold), index)
     return rejections if region is None else rejections + (region,)
 
 
@@ -31,11 +35,15 @@ def remove_rejected(probability: np.ndarray, rejections, indices, positives, pre
     """
     if not rejections:
         return None, 0
-    foreground = probability > threshold
+    foreground = classes.foreground(probability, threshold)
     suppress = click_regions.suppressed(rejections, foreground, [i for i, p in zip(indices, positives) if p])
     if suppress is None:
         return None, 0
-    changed = suppress & (probability != 0)
-    probability[suppress] = 0
-    seen = suppress & foreground & (previous_probability > threshold)
+    if probability.ndim == 3:
+        changed = suppress & (probability != 0)
+        probability[suppress] = 0
+    else:  # several classes: a rejected region is removed from every class
+        changed = suppress & (probability != 0).any(0)
+        probability[:, suppress] = 0
+    seen = suppress & foreground & classes.foreground(previous_probability, threshold)
     return geometry.mask_box(changed), int(seen.sum())

@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 #: Where the shipped default model lives (inside the module, so Slicer installs it).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models" / "default"
 
+#: The two HN-UISeg / HECKTOR 2022 classes: primary tumour (label 1) and lymph nodes (label 2).
+GTVP_GTVN = ({"name": "gtvp", "label": 1}, {"name": "gtvn", "label": 2})
+
 RESEARCH_USE = (
     "Research use only; not for clinical decisions. Check every contour before any use."
 )
@@ -66,8 +69,12 @@ def default_card(
     spacing_mm=(1.0, 1.0, 1.0),
     intensity_preset: str = "2sicr",
     simulated_user: str = "2sicr",
+    outputs=None,
 ) -> dict:
-    """A card with the paper's settings; callers fill in members, training and metrics."""
+    """A card with the paper's settings; callers fill in members, training and metrics.
+    ``outputs``: the output classes (card ``outputs`` entries; None: GTVp alone); with more than
+    one, the refine inputs get one previous-probability and positive-guidance channel per class."""
+    outputs = [dict(output) for output in (outputs or DEFAULT_OUTPUTS)]
     return {
         "format_version": FORMAT_VERSION,
         "name": name,
@@ -88,8 +95,8 @@ def default_card(
             "scaling": "minmax",
             "simulated_user": simulated_user,
         },
-        "inputs": default_inputs_section(image_channels),
-        "outputs": [dict(output) for output in DEFAULT_OUTPUTS],
+        "inputs": default_inputs_section(image_channels, n_classes=len(outputs)),
+        "outputs": outputs,
         "activation": "sigmoid",
         "threshold": 0.5,
         "members": {"initial": [], "refine": []},
@@ -181,11 +188,13 @@ def _load_member(path: Path, spec: ModelCard, stage: str, member: dict):
             f"{member['sha256'][:12]}..., the file has {actual[:12]}...; the file was modified or "
             "corrupted, refusing to load it"
         )
-    network = build_network(member.get("network", spec.network), spec.stages[stage].in_channels)
+    network = build_network(member.get("network", spec.network), spec.stages[stage].in_channels,
+                            len(spec.outputs))
     try:
         state = load_file(str(weight_path))
     except (SafetensorError, OSError) as exc:
         raise ModelPackageError(f"cannot read weight file {weight_path}: {exc}") from exc
+    _check_out_channels(state, spec, weight_path)
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -196,6 +205,20 @@ def _load_member(path: Path, spec: ModelCard, stage: str, member: dict):
         ) from exc
     network.eval()
     return network
+
+
+def _check_out_channels(state: dict, spec: ModelCard, weight_path) -> None:
+    """ModelPackageError when the weights' output channels (the last bias: the UNet's output
+    convolution) differ from the card's number of outputs."""
+    biases = [key for key in state if key.endswith("bias")]
+    if not biases:
+        return
+    found = int(state[biases[-1]].shape[0])
+    if found != len(spec.outputs):
+        raise ModelPackageError(
+            f"weight file {weight_path} has {found} output channel(s), but the card declares "
+            f"{len(spec.outputs)} output(s) {list(spec.classes)}: the networks' out_channels must "
+            "equal the number of outputs")
 
 
 def load_model_package(path: str | os.PathLike | None = None) -> ModelPackage:
@@ -259,24 +282,32 @@ def create_random_model_package(
     seed: int = 0,
     ensemble: int = 1,
     refine_extra=(),
+    outputs=None,
 ) -> Path:
     """A package with randomly initialised weights, for tests and pipeline checks only.
-    ``refine_extra``: card input entries after the classic refine inputs (e.g. ``pet_region``)."""
+    ``refine_extra``: card input entries after the classic refine inputs (e.g. ``pet_region``).
+    ``outputs``: the output classes (card ``outputs`` entries, e.g. :data:`GTVP_GTVN`), or an
+    integer C for ``gtvp``, ``gtvn`` and further ``class<c>`` with labels 1..C; None: GTVp alone
+    (the classic one-class package)."""
     import torch
 
+    if isinstance(outputs, int):
+        outputs = [dict(entry) for entry in GTVP_GTVN[:outputs]] + [
+            {"name": f"class{c}", "label": c + 1} for c in range(len(GTVP_GTVN), outputs)]
     card = default_card(
         name="random-untrained", network=network, roi_size_vox=roi_size_vox,
-        image_channels=image_channels,
+        image_channels=image_channels, outputs=outputs,
     )
+    n_classes = len(card["outputs"])
     card["intended_use"] = "Pipeline testing only: randomly initialised weights, no training."
     card["training"] = {"data": "none", "seed": seed}
     torch.manual_seed(seed)
     if refine_extra:
-        card["inputs"] = default_inputs_section(image_channels, refine_extra)
-    stages = default_stages(image_channels, card["clicks"], refine_extra)  # the layout of the card
+        card["inputs"] = default_inputs_section(image_channels, refine_extra, n_classes)
+    stages = default_stages(image_channels, card["clicks"], refine_extra, n_classes)  # the card's layout
     states = {
         stage: [
-            build_network(card["network"], stages[stage].in_channels).state_dict()
+            build_network(card["network"], stages[stage].in_channels, n_classes).state_dict()
             for _ in range(ensemble)
         ]
         for stage in STAGES

@@ -26,8 +26,9 @@ def in_channels(stage: str, image_channels: int) -> int:
     return default_stages([f"image_{i}" for i in range(image_channels)])[stage].in_channels
 
 
-def build_network(config: dict, in_channels: int):
-    """A MONAI ``UNet`` (3D, one output logit channel) from a card's ``network`` section; its
+def build_network(config: dict, in_channels: int, out_channels: int = 1):
+    """A MONAI ``UNet`` (3D, ``out_channels`` output logit channels: one per output class, 1 for a
+    one-class card) from a card's ``network`` section; its
     ``dropout`` (e.g. 0.05, HN-UISeg's MC-dropout rate) adds dropout after every convolution,
     absent or 0 adds none (the same modules as before the key existed)."""
     from monai.networks.nets import UNet
@@ -36,7 +37,7 @@ def build_network(config: dict, in_channels: int):
     return UNet(
         spatial_dims=3,
         in_channels=int(in_channels),
-        out_channels=1,
+        out_channels=int(out_channels),
         channels=tuple(int(c) for c in config["channels"]),
         strides=tuple(int(s) for s in config["strides"]),
         num_res_units=int(config.get("num_res_units", 2)),

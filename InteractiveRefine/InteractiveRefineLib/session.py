@@ -6,6 +6,7 @@ Lifecycle (in the spirit of nnInteractive's inference session)::
     session.set_image(ct, pet, roi_center_ras=(r, a, s))   # validates, caches normalised tensors
     session.initial()                                     # t = 0: initial model
     session.add_click((r, a, s), positive=True)           # t >= 1: refine model
+    session.add_click((r, a, s), True, label="gtvn")      # a class other than the first (GTVn)
     session.undo(); session.reset()
     mask = session.mask_on_ct()                           # uint8 [k, j, i] on the CT grid
 
@@ -29,7 +30,7 @@ import warnings
 
 import numpy as np
 
-from . import backmap, constraints, policy
+from . import backmap, classes, constraints, policy
 from .backend import Cancelled, InferenceBackend, detect_hardware
 from .clicks import Click, click_index
 from .errors import SessionStateError
@@ -210,32 +211,37 @@ class RefinementSession:
         logger.info("%s refinement in %s", "whole-ROI" if decided.refine_path == "full" else
                     f"{self.fast_window}^3 window", decided.precision)
 
-    def add_click(self, ras, positive: bool) -> StepResult:
-        """Add a click at ``ras`` (RAS mm) and refine; raises :class:`ClickError` outside the ROI."""
+    def add_click(self, ras, positive: bool, label: str | None = None) -> StepResult:
+        """Add a click at ``ras`` (RAS mm) about the class ``label`` (an output name of
+        :attr:`classes`; None: the first class, or for a negative click any class) and refine;
+        raises :class:`ClickError`, changing nothing, outside the ROI or for an unknown label."""
         with self._busy():
             state = self._require_state()
             t0 = time.perf_counter()
             index = self.click_index(ras)
-            click = Click(tuple(float(v) for v in ras), bool(positive))
+            classes.class_index(self.classes, label)
+            click = Click(tuple(float(v) for v in ras), bool(positive), label=label)
             if self.threshold_start and positive and not any(c.positive for c in state.clicks):
                 click = self._threshold.promote(click, threshold_options())
             self.history.push(self._advance(state, click, index, False, t0))
             return self._result()
 
     def add_threshold(self, ras, fraction: float = DEFAULT_FRACTION, radius_mm: float = SEARCH_RADIUS_MM,
-                      min_suvmax: float = MIN_SUVMAX, pet_is_suv: bool | None = None) -> StepResult:
+                      min_suvmax: float = MIN_SUVMAX, pet_is_suv: bool | None = None,
+                      label: str | None = None) -> StepResult:
         """A positive click at ``ras`` whose PET threshold region (:mod:`.threshold`: PET >=
         ``fraction`` x the SUVmax within ``radius_mm``) replaces the mask; later clicks refine
         from it. Refused with a :class:`~.errors.ThresholdError`, changing nothing, without PET,
         for a PET that does not look like SUV (unless ``pet_is_suv``) or a local SUVmax below
-        ``min_suvmax``."""
+        ``min_suvmax``. ``label``: the class whose mask the region replaces (None: the first)."""
         with self._busy():
             state = self._require_state()
             t0 = time.perf_counter()
             index = self.click_index(ras)
+            classes.class_index(self.classes, label)
             options = threshold_options(fraction, radius_mm, min_suvmax)
             self._threshold.check(pet_is_suv)
-            click = Click(tuple(float(v) for v in ras), True, "threshold", options)
+            click = Click(tuple(float(v) for v in ras), True, "threshold", options, label)
             self.history.push(self._advance(state, click, index, False, t0))
             return self._result()
 
@@ -250,7 +256,8 @@ class RefinementSession:
     def _advance(self, state: State, click: Click, index, exact: bool, t0: float) -> State:
         """The state after ``click`` (at ``index``) from ``state``; ``exact``: float32, whole ROI."""
         positives = tuple(c.positive for c in state.clicks) + (click.positive,)
-        clicks = Clicks(state.click_indices + (index,), positives, click)
+        labels = classes.click_classes(state.clicks + (click,), self.classes)
+        clicks = Clicks(state.click_indices + (index,), positives, click, labels)
         threshold = self.card.threshold
         t_rejections = time.perf_counter()
         rejections = constraints.rejections_after(
@@ -354,7 +361,8 @@ class RefinementSession:
         current one) without a new click, in the card's channel order."""
         state = state or self._require_state()
         ctx = InputContext(self.image.on(self.device), state.probability, state.click_indices,
-                           tuple(c.positive for c in state.clicks))
+                           tuple(c.positive for c in state.clicks), None,
+                           classes.click_classes(state.clicks, self.classes))
         return assemble(self.card.stages["refine"], ctx, tuple(slice(0, n) for n in self.grid.shape))
 
     def click_index(self, ras) -> tuple[int, int, int]:
@@ -364,7 +372,7 @@ class RefinementSession:
     def _to_ct(self, probability, previous: State | None = None, box=None) -> np.ndarray:
         copies = self.backend.resident if self.backend.device_path else None  # None: numpy, bit-exact
         return backmap.to_ct(probability, self.card.threshold, self.grid, self.image.ct_box_grid,
-                             previous, box, copies=copies, device=self.device)
+                             previous, box, copies=copies, device=self.device, labels=self.card.labels)
 
     # ---------------------------------------------------------------- results
     @property
@@ -372,12 +380,23 @@ class RefinementSession:
         return self.history.current.clicks if len(self.history) else ()
 
     @property
+    def classes(self) -> tuple:
+        """The model's output classes (names, e.g. ``("gtvp", "gtvn")``), in channel order."""
+        return self.card.classes
+
+    @property
+    def labels(self) -> dict:
+        """Each class's value in the label maps: ``{name: label}``."""
+        return {output.name: output.label for output in self.card.outputs}
+
+    @property
     def step(self) -> int:
         return len(self.history) - 1
 
     @property
     def probability(self) -> np.ndarray:
-        """Current foreground probability on the working grid (float32 ``[k, j, i]``)."""
+        """Current foreground probability on the working grid (float32 ``[k, j, i]``; per class
+        ``[C, k, j, i]`` for C > 1 output classes)."""
         return self._require_state().probability.astype(np.float32)
 
     @property
@@ -386,18 +405,20 @@ class RefinementSession:
         return self._require_image().ct_box
 
     def mask_in_box(self) -> np.ndarray:
-        """Current binary mask (uint8) on the CT grid restricted to :attr:`ct_box`."""
+        """Current mask (uint8) on the CT grid restricted to :attr:`ct_box`: 0/1 for one class,
+        else a label map (0 background, else the label of the most probable class above the
+        threshold, :attr:`labels`), as every mask below."""
         return self._require_state().ct_mask.copy()
 
     def mask_on_ct(self) -> np.ndarray:
-        """Current binary mask (uint8 ``[k, j, i]``) on the full CT grid, zero outside the ROI."""
+        """Current mask (uint8 ``[k, j, i]``) on the full CT grid, zero outside the ROI."""
         state = self._require_state()
         mask = np.zeros(self.ct.shape, dtype=np.uint8)
         mask[self.image.ct_box] = state.ct_mask
         return mask
 
     def mask_on_working_grid(self) -> np.ndarray:
-        return (self.probability > self.card.threshold).astype(np.uint8)
+        return classes.label_map(self.probability, self.card.threshold, self.card.labels)
 
     @property
     def timings(self) -> list:

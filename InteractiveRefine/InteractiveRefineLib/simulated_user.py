@@ -11,6 +11,19 @@ Presets (say in the model card which one a model was trained and evaluated with)
   d is the chessboard distance (``scipy.ndimage.distance_transform_cdt``).
 - ``"deepedit"`` (MONAI ``monai.apps.deepedit``): as deepgrow, but false-positive blobs of 50
   voxels or fewer are ignored.
+- ``"hnuiseg"`` (HN-UISeg stages 1 and 3: per class, per connected component; deterministic): the
+  errors of each class c are its false negatives (truth c, predicted otherwise) and its false
+  positives (predicted c, truth otherwise), each split into 26-connected components; the click
+  goes to the innermost voxel (largest Euclidean distance to the component's border; the first in
+  C order on a tie) of the largest component over all classes (the first class, false negatives
+  before false positives, on a tie).
+
+Multi-class (GTVp, GTVn, ...): prediction and truth are integer class maps, 0 = background and
+c + 1 = class index c (``labels``: the label values of the classes in order when they differ from
+1..C). The error is prediction != truth; a click is positive with the true class where the truth
+is a class (``SimulatedClick.label`` its index) and negative where the truth is background.
+Boolean arrays, and maps with no value above 1 (without ``labels``), are the one-class case
+(``label`` None, which a session reads as the first class), exactly as before.
 
 Randomness comes only from the injected ``numpy.random.Generator``, so fixed seeds reproduce.
 """
@@ -24,15 +37,20 @@ from scipy import ndimage
 from .errors import InteractiveRefineError
 from .geometry import mask_box
 
-SIMULATED_USER_PRESETS = ("2sicr", "deepgrow", "deepedit")
+SIMULATED_USER_PRESETS = ("2sicr", "deepgrow", "deepedit", "hnuiseg")
+
+#: 26-connectivity for the error components of the ``hnuiseg`` preset.
+_STRUCTURE = np.ones((3, 3, 3), dtype=bool)
 
 
 @dataclass(frozen=True)
 class SimulatedClick:
-    """A sampled click: voxel index ``(k, j, i)`` on the grid it was sampled on, and its sign."""
+    """A sampled click: voxel index ``(k, j, i)`` on the grid it was sampled on, its sign and, on
+    class maps, the class index of a positive click (None: one class, or a negative click)."""
 
     index: tuple[int, int, int]
     positive: bool
+    label: int | None = None
 
 
 def _sample(weights: np.ndarray, rng: np.random.Generator) -> tuple[int, int, int] | None:
@@ -74,31 +92,76 @@ def _remove_small_blobs(mask: np.ndarray, max_voxels: int) -> np.ndarray:
     return keep[labels]
 
 
-class SimulatedUser:
-    """Chooses the next click from a prediction and the truth (both boolean ``[k, j, i]``)."""
+def _innermost_of_largest(prediction: np.ndarray, truth: np.ndarray) -> tuple | None:
+    """The ``hnuiseg`` click's voxel: the innermost voxel of the largest per-class false-negative
+    or false-positive component (class maps; None without error)."""
+    best = None  # (size, index)
+    for value in sorted((set(np.unique(truth).tolist()) | set(np.unique(prediction).tolist())) - {0}):
+        for error in ((truth == value) & (prediction != value), (prediction == value) & (truth != value)):
+            box = mask_box(error, pad=1)
+            if box is None:
+                continue
+            components, count = ndimage.label(error[box], structure=_STRUCTURE)
+            sizes = np.bincount(components.ravel())[1:]
+            for number in np.flatnonzero(sizes == sizes.max()) + 1 if count else ():
+                if best is not None and sizes[number - 1] <= best[0]:
+                    continue
+                distance = ndimage.distance_transform_edt(np.pad(components == number, 1))[1:-1, 1:-1, 1:-1]
+                local = np.unravel_index(int(np.argmax(distance)), distance.shape)
+                best = (int(sizes[number - 1]), tuple(int(v + s.start) for v, s in zip(local, box)))
+    return None if best is None else best[1]
 
-    def __init__(self, preset: str = "2sicr", rng: np.random.Generator | None = None):
+
+class SimulatedUser:
+    """Chooses the next click from a prediction and the truth (both boolean ``[k, j, i]``, or
+    both integer class maps for several classes: 0 background, c + 1 class c).
+
+    ``labels``: the label values of the classes in order, when the maps hold card label values
+    that are not 1..C (they are mapped to class numbers first); None: 1..C."""
+
+    def __init__(self, preset: str = "2sicr", rng: np.random.Generator | None = None, labels=None):
         if preset not in SIMULATED_USER_PRESETS:
             raise InteractiveRefineError(
                 f"unknown simulated-user preset {preset!r}; expected one of {SIMULATED_USER_PRESETS}"
             )
         self.preset = preset
         self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.labels = None if labels is None else tuple(int(v) for v in labels)
 
-    def probabilities(self, prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
-        """Click probability of every voxel (sums to 1, zero outside the chosen error region)."""
-        prediction = np.asarray(prediction, dtype=bool)
-        truth = np.asarray(truth, dtype=bool)
+    def _maps(self, prediction, truth) -> tuple:
+        """``(prediction, truth, classes)``: bool arrays (one class) or uint8 class maps."""
+        prediction, truth = np.asarray(prediction), np.asarray(truth)
         if prediction.shape != truth.shape:
             raise InteractiveRefineError(
                 f"prediction shape {prediction.shape} does not match truth shape {truth.shape}"
             )
-        if self.preset == "2sicr":
+        if self.labels is None and (truth.dtype == bool or prediction.dtype == bool or max(
+                float(truth.max(initial=0)), float(prediction.max(initial=0))) <= 1):
+            return prediction.astype(bool), truth.astype(bool), False  # one class (as before)
+        if self.labels is not None:
+            from .classes import labels_of
+
+            return labels_of(prediction, self.labels), labels_of(truth, self.labels), True
+        return prediction.astype(np.int64), truth.astype(np.int64), True
+
+    def probabilities(self, prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
+        """Click probability of every voxel (sums to 1, zero outside the chosen error region);
+        for ``hnuiseg``, 1 at its one voxel."""
+        prediction, truth, _ = self._maps(prediction, truth)
+        return self._weights(prediction, truth)
+
+    def _weights(self, prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
+        if self.preset == "hnuiseg":
+            weights = np.zeros(truth.shape, dtype=np.float64)
+            index = _innermost_of_largest(prediction, truth)
+            if index is not None:
+                weights[index] = 1.0
+        elif self.preset == "2sicr":
             error = prediction != truth
             weights = _distance(error, "euclidean")
         else:
-            false_neg = truth & ~prediction
-            false_pos = prediction & ~truth
+            false_neg = (truth != 0) & (prediction != truth)
+            false_pos = (prediction != 0) & (truth == 0)
             if self.preset == "deepedit":
                 false_pos = _remove_small_blobs(false_pos, 50)
             region = false_neg if false_neg.sum() >= false_pos.sum() else false_pos
@@ -109,8 +172,13 @@ class SimulatedUser:
 
     def next_click(self, prediction: np.ndarray, truth: np.ndarray) -> SimulatedClick | None:
         """Sample one click, or ``None`` when the prediction has no error left."""
-        weights = self.probabilities(prediction, truth)
-        index = _sample(weights, self.rng)
+        prediction, truth, multi = self._maps(prediction, truth)
+        if self.preset == "hnuiseg":  # deterministic: no draw from the generator
+            index = _innermost_of_largest(prediction, truth)
+        else:
+            index = _sample(self._weights(prediction, truth), self.rng)
         if index is None:
             return None
-        return SimulatedClick(index=index, positive=bool(np.asarray(truth, dtype=bool)[index]))
+        value = int(truth[index])
+        label = value - 1 if multi and value else None
+        return SimulatedClick(index=index, positive=bool(value), label=label)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
-from . import geometry
+from . import classes, geometry
 from .errors import ImageError, InteractiveRefineError
 from .geometry import Volume
 from .metrics import all_metrics, dice, json_number
@@ -33,6 +33,14 @@ def truth_on_grid(label: Volume, grid: geometry.Grid, label_value: int = 1) -> n
     """Boolean mask of ``label == label_value`` resampled (nearest) onto ``grid``."""
     binary = (np.rint(label.array) == label_value).astype(np.float32)
     return geometry.resample(binary, label.grid, grid, order=0, cval=0.0) > 0.5
+
+
+def labels_on_grid(label: Volume, grid: geometry.Grid, labels=(1, 2)) -> np.ndarray:
+    """The class map of a label map (uint8: 0 background, c + 1 where ``label == labels[c]``,
+    e.g. GTVp 1 and GTVn 2), resampled (nearest) onto ``grid``: what the simulated user reads for
+    a model with several classes."""
+    values = classes.labels_of(np.rint(label.array), labels).astype(np.float32)
+    return np.rint(geometry.resample(values, label.grid, grid, order=0, cval=0.0)).astype(np.uint8)
 
 
 def label_centroid_ras(label: Volume, label_value: int = 1):
@@ -65,7 +73,10 @@ def click_loop(
 
     Args:
         session: a :class:`~.session.RefinementSession` whose image and initial state are set.
-        truth_work: boolean ``[k, j, i]`` truth on ``session.grid`` (:func:`truth_on_grid`).
+        truth_work: boolean ``[k, j, i]`` truth on ``session.grid`` (:func:`truth_on_grid`), or
+            for a model with several classes an integer class map (:func:`labels_on_grid`): then
+            the user sees the session's label map as a class map, and a positive click carries
+            its class (``apply(ras, positive, label=name)``).
         n_clicks: the most clicks; the loop stops earlier when the user returns None (no error
             left on what it sees).
         user: anything with ``next_click(prediction, truth) -> SimulatedClick | None``
@@ -81,15 +92,27 @@ def click_loop(
     """
     if inside is None:
         inside = geometry.inside_mask(session.ct.grid, session.grid)
-    truth = np.asarray(truth_work, dtype=bool) & inside
+    multi = np.asarray(truth_work).dtype != bool
+    if multi:
+        truth = np.where(inside, truth_work, 0).astype(np.uint8)
+    else:
+        truth = np.asarray(truth_work, dtype=bool) & inside
     if apply is None:
         apply = session.add_click
     for step in range(1, int(n_clicks) + 1):
-        click = user.next_click(session.mask_on_working_grid().astype(bool) & inside, truth)
+        mask = session.mask_on_working_grid()
+        if multi:
+            prediction = np.where(inside, classes.labels_of(mask, session.card.labels), 0).astype(np.uint8)
+        else:
+            prediction = mask.astype(bool) & inside
+        click = user.next_click(prediction, truth)
         if click is None:
             return
         ras = session.grid.index_to_ras(np.array(click.index[::-1], dtype=float))
-        yield LoopStep(step, click, ras, apply(ras, click.positive))
+        if click.label is None:
+            yield LoopStep(step, click, ras, apply(ras, click.positive))
+        else:
+            yield LoopStep(step, click, ras, apply(ras, click.positive, label=session.classes[click.label]))
 
 
 def run_simulation(
@@ -122,16 +145,26 @@ def run_simulation(
     ``baseline`` (with a PET): also ``out["baseline"]``, the classical one-click floor from the
     tumour's innermost voxel (:func:`one_click_baseline`). ``label_name``: the label's file, for
     the message when it has no such voxel inside the CT.
+
+    A model with several classes (GTVp, GTVn): ``label`` is a label map with the card's label
+    values (``label_value`` is not used), the user sees class maps (:func:`labels_on_grid`) and
+    gives each positive click its class, ``out["dice_per_class"]`` holds each class's Dice per
+    step (``{"gtvp": [...], "gtvn": [...]}``), the curves above score all classes together (any
+    class against any class), each click has its ``label`` and the baseline is the first class's.
     """
-    truth_ct = truth_on_grid(label, session.ct.grid, label_value)
+    multi = len(session.classes) > 1
+    truth_ct = _truth(label, session.ct.grid, session, label_value)
     if not truth_ct.any():
         where = f"{label_name}: " if label_name else ""
-        raise ImageError(f"{where}the label has no voxel with value {label_value} inside the CT")
+        wanted = f"value {label_value}" if not multi else f"a value among {list(session.card.labels)}"
+        raise ImageError(f"{where}the label has no voxel with {wanted} inside the CT")
     inside = geometry.inside_mask(session.ct.grid, session.grid)
-    truth_work = truth_on_grid(label, session.grid, label_value)
+    truth_work = _truth(label, session.grid, session, label_value)
     user = SimulatedUser(preset, np.random.default_rng(seed))
     out = {key: [] for key in CURVES + ("changed_voxels", "clicks", "seconds_per_click")}
     out.update(seed=seed, preset=preset)
+    if multi:
+        out["dice_per_class"] = {name: [] for name in session.classes}
     if exact:
         out["exact_seconds_per_click"] = []
     score = _Scorer(session, truth_ct, out, surface_metrics, on_step)
@@ -139,7 +172,7 @@ def run_simulation(
     session.initial()
     _make_exact(session, exact)
     if baseline and session.image.pet is not None:
-        out["baseline"] = one_click_baseline(session, truth_ct, exact)
+        out["baseline"] = one_click_baseline(session, truth_ct == 1 if multi else truth_ct, exact)
     score()
     timed = _timed(session.add_click)
     for step in click_loop(session, truth_work, n_clicks, user, inside=inside, apply=timed):
@@ -147,10 +180,20 @@ def run_simulation(
         out["seconds_per_click"].append(seconds)
         if exact:
             out["exact_seconds_per_click"].append(seconds + _make_exact(session, exact))
-        out["clicks"].append({"ras": [float(v) for v in step.ras], "positive": step.click.positive})
+        click = {"ras": [float(v) for v in step.ras], "positive": step.click.positive}
+        if step.click.label is not None:
+            click["label"] = session.classes[step.click.label]
+        out["clicks"].append(click)
         score()
     _pad(out, n_clicks)
     return out
+
+
+def _truth(label: Volume, grid, session, label_value: int) -> np.ndarray:
+    """The truth on ``grid``: boolean (one class) or a class map (several classes)."""
+    if len(session.classes) > 1:
+        return labels_on_grid(label, grid, session.card.labels)
+    return truth_on_grid(label, grid, label_value)
 
 
 def _pad(out: dict, n_clicks: int) -> None:
@@ -158,15 +201,17 @@ def _pad(out: dict, n_clicks: int) -> None:
     while len(out["dice"]) < n_clicks + 1:
         for key in CURVES:
             out[key].append(out[key][-1])
+        for curve in out.get("dice_per_class", {}).values():
+            curve.append(curve[-1])
         out["changed_voxels"].append(0)
 
 
 def _timed(apply: Callable) -> Callable:
     """``apply`` that returns ``(its result, wall seconds)``."""
 
-    def run(ras, positive):
+    def run(ras, positive, **label):
         t0 = time.perf_counter()
-        result = apply(ras, positive)
+        result = apply(ras, positive, **label)
         return result, time.perf_counter() - t0
 
     return run
@@ -186,20 +231,27 @@ class _Scorer:
 
     def __init__(self, session, truth_ct, out: dict, surface_metrics: bool, on_step):
         self.session, self.truth_ct, self.out = session, truth_ct, out
+        self.truth_any = truth_ct if truth_ct.dtype == bool else truth_ct > 0  # all classes together
         self.surface_metrics, self.on_step = surface_metrics, on_step
         self.previous = None
 
     def __call__(self) -> None:
-        mask = self.session.mask_on_ct().astype(bool)
+        labelled = self.session.mask_on_ct()
+        per_class = self.out.get("dice_per_class")
+        if per_class is not None:  # several classes: each class's Dice, then all together
+            labelled = classes.labels_of(labelled, self.session.card.labels)
+            for c, curve in enumerate(per_class.values()):
+                curve.append(json_number(dice(labelled == c + 1, self.truth_ct == c + 1)))
+        mask = labelled.astype(bool)
         if self.surface_metrics:
-            values = all_metrics(mask, self.truth_ct, self.session.ct.grid.spacing)
+            values = all_metrics(mask, self.truth_any, self.session.ct.grid.spacing)
         else:
-            values = {"dice": dice(mask, self.truth_ct)}
+            values = {"dice": dice(mask, self.truth_any)}
         for key in CURVES:
             self.out[key].append(json_number(values.get(key, float("nan"))))
-        changed = 0 if self.previous is None else int((mask != self.previous).sum())
+        changed = 0 if self.previous is None else int((labelled != self.previous).sum())
         self.out["changed_voxels"].append(changed)
-        self.previous = mask
+        self.previous = labelled
         if self.on_step is not None:
             self.on_step(len(self.out["dice"]) - 1, values)
 
@@ -237,7 +289,9 @@ def one_click_baseline(session, truth_ct: np.ndarray, exact: bool = True,
         try:
             step()
             _make_exact(session, exact)
-            out[key] = json_number(dice(session.mask_on_ct().astype(bool), truth_ct))
+            mask = session.mask_on_ct()  # the first class's (a label map's first label)
+            out[key] = json_number(dice(mask == session.card.labels[0] if len(session.classes) > 1
+                                        else mask.astype(bool), truth_ct))
         except InteractiveRefineError as exc:
             out[key] = None
             out["notes"].append(f"{key}: {exc}")

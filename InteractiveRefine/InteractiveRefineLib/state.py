@@ -13,8 +13,9 @@ from .errors import ClickError, SessionStateError
 class State:
     """One step of a session: the clicks so far and what the model made of them.
 
-    ``probability``: float16 ``[k, j, i]`` on the working grid; ``ct_mask``: uint8 on the CT box
-    (the back-mapping of ``probability``); both read-only. ``click_indices``: working-grid
+    ``probability``: float16 ``[k, j, i]`` on the working grid (``[C, k, j, i]`` for C > 1 output
+    classes); ``ct_mask``: uint8 on the CT box (the back-mapping of ``probability``: 0/1, or a
+    label map for C > 1, :mod:`.classes`); both read-only. ``click_indices``: working-grid
     ``(k, j, i)`` per click. ``mode``: ``full`` or ``fast`` (a window, whose ``(start, stop)`` per
     axis is ``window``). ``rejections``: boolean working-grid regions rejected by negative clicks
     (:mod:`.constraints`). ``removed_ml``: what this step removed as rejected regions. ``exact``:
@@ -63,7 +64,7 @@ class StepResult:
 
     @classmethod
     def of(cls, state: State, step: int, device: str, voxel_ml: float) -> StepResult:
-        voxels = int(state.ct_mask.sum(dtype=np.int64))
+        voxels = int(np.count_nonzero(state.ct_mask))  # a label map's voxels of any class
         return cls(step, len(state.clicks), dict(state.timings), voxels, voxels * voxel_ml, device,
                    state.mode, state.window, state.removed_ml, state.exact, dict(state.details))
 

@@ -9,9 +9,13 @@ passes is the prediction and its predictive entropy (nats, 0 where every pass sa
 state (the initial model's for step 0, else the refine stage with the previous state and the
 current clicks), in float32.
 
+Several output classes (GTVp, GTVn; one sigmoid each): the mean is ``[C, k, j, i]`` and the
+entropy the sum over the classes of each class's binary entropy of the mean (at most C ln 2).
+
 :func:`suggest` offers the next click: the centre of the connected region of high entropy with the
-most entropy in it that no click lies in yet, signed by the mean prediction there. It is a
-suggestion for the user to accept or flip, never applied by itself.
+most entropy in it that no click lies in yet, about the class with the highest mean probability
+there (``Suggestion.label``), signed by that class's mean prediction. It is a suggestion for the
+user to accept or flip, never applied by itself.
 
 How good the map is, against a ground truth: :func:`calibration` (:func:`expected_calibration_error`
 of the mean probability, and :func:`error_detection_auc`, the ROC AUC of the entropy as a detector
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import classes
 from .errors import SessionStateError
 from .inputs import InputContext, assemble
 
@@ -43,13 +48,16 @@ ECE_BINS = 15
 @dataclass(frozen=True)
 class Suggestion:
     """A suggested click: RAS mm, working-grid index ``(k, j, i)``, sign from the mean
-    prediction, and the entropy (summed, nats) and volume (mL) of its uncertain region."""
+    prediction, and the entropy (summed, nats) and volume (mL) of its uncertain region.
+    ``label``: the class it is about (an output name: the class with the highest mean
+    probability there; pass it on as ``add_click(..., label=)``)."""
 
     ras: tuple
     index: tuple
     positive: bool
     entropy_sum: float
     volume_ml: float
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,16 +78,20 @@ class Uncertainty:
         if self.suggestion is not None:
             s = self.suggestion
             out["suggestion"] = {"ras": [round(float(v), 2) for v in s.ras], "positive": s.positive,
-                                 "entropy_sum": round(s.entropy_sum, 3), "volume_ml": round(s.volume_ml, 3)}
+                                 "entropy_sum": round(s.entropy_sum, 3), "volume_ml": round(s.volume_ml, 3),
+                                 "label": s.label}
         return out
 
 
 def predictive_entropy(mean: np.ndarray) -> np.ndarray:
-    """Binary predictive entropy (nats) of a mean foreground probability; exactly 0 at 0 and 1."""
+    """Binary predictive entropy (nats) of a mean foreground probability; exactly 0 at 0 and 1.
+    Several classes (a 4-D ``[C, k, j, i]``, one sigmoid each): the sum over the classes of each
+    class's binary entropy (``[k, j, i]``, at most C ln 2); any other shape is one class."""
     from scipy.special import xlogy
 
     p = np.clip(np.asarray(mean, dtype=np.float64), 0.0, 1.0)
-    return (-(xlogy(p, p) + xlogy(1.0 - p, 1.0 - p))).astype(np.float32)
+    entropy = -(xlogy(p, p) + xlogy(1.0 - p, 1.0 - p))
+    return (entropy.sum(axis=0) if entropy.ndim == 4 else entropy).astype(np.float32)
 
 
 def estimate(session, passes: int = DEFAULT_PASSES, seed: int = 0) -> Uncertainty:
@@ -121,7 +133,8 @@ def _input(session):
         return session.card.stages["initial"], image.tensor
     state, previous = history.current, history[len(history) - 2]
     positives = tuple(c.positive for c in state.clicks)
-    ctx = InputContext(image, previous.probability, state.click_indices, positives)
+    labels = classes.click_classes(state.clicks, session.card.classes)
+    ctx = InputContext(image, previous.probability, state.click_indices, positives, None, labels)
     stage = session.card.stages["refine"]
     return stage, assemble(stage, ctx, tuple(slice(0, n) for n in session.grid.shape))
 
@@ -153,13 +166,16 @@ def _augment(x, augmentation, image_channels):
 
 
 def _restore(probability, augmentation):
-    """A pass's probability ``[k, j, i]`` mapped back to the unaugmented grid."""
+    """A pass's probability ``[k, j, i]`` (or ``[C, k, j, i]``) mapped back to the unaugmented grid."""
     import torch
 
+    first = probability.ndim - 3  # the spatial axes come last
     if augmentation[0] == "flip":
-        return torch.flip(probability, dims=(augmentation[1],))
+        return torch.flip(probability, dims=(first + augmentation[1],))
     if augmentation[0] == "rotate":
-        return _rotate(probability[None, None], augmentation[1], -augmentation[2])[0, 0]
+        batch = probability[None, None] if first == 0 else probability[None]
+        rotated = _rotate(batch, augmentation[1], -augmentation[2])
+        return rotated[0, 0] if first == 0 else rotated[0]
     return probability
 
 
@@ -199,7 +215,8 @@ def _dropout_active(networks):
 def suggest(session, mean: np.ndarray, entropy: np.ndarray, clicked=()) -> Suggestion | None:
     """The next click: in the connected region of entropy above :data:`UNCERTAIN_NATS` holding
     the most entropy and no click yet, the region voxel nearest its entropy-weighted centroid;
-    positive when the mean prediction there is foreground. None when nothing is uncertain."""
+    about the class with the highest mean probability there (``label``), positive when that
+    mean is foreground. None when nothing is uncertain."""
     from scipy import ndimage
 
     labels, count = ndimage.label(entropy > UNCERTAIN_NATS, structure=np.ones((3, 3, 3), bool))
@@ -217,8 +234,11 @@ def suggest(session, mean: np.ndarray, entropy: np.ndarray, clicked=()) -> Sugge
     index = tuple(int(v) for v in voxels[np.argmin(((voxels - centroid) ** 2).sum(axis=1))])
     ras = session.grid.index_to_ras(np.array(index[::-1], dtype=float))
     voxel_ml = float(np.prod(session.grid.spacing)) / 1000.0
-    return Suggestion(tuple(float(v) for v in ras), index, bool(mean[index] >= session.card.threshold),
-                      float(sums[order[0] - 1]), float(region.sum()) * voxel_ml)
+    values = mean[index] if mean.ndim == 3 else mean[(slice(None),) + index]
+    best = int(np.argmax(np.atleast_1d(values)))
+    return Suggestion(tuple(float(v) for v in ras), index,
+                      bool(np.atleast_1d(values)[best] >= session.card.threshold),
+                      float(sums[order[0] - 1]), float(region.sum()) * voxel_ml, session.card.classes[best])
 
 
 # ------------------------------------------------------------------------ calibration

@@ -44,15 +44,18 @@ def builder(name: str):
 @dataclass(frozen=True)
 class InputContext:
     """What the builders read: the cached image (:class:`.image.ImageCache`), the state's
-    probability (float16 numpy ``[k, j, i]``) and the clicks (working-grid indices, signs);
-    ``device_probability``: the same probability as a tensor on the backend's device, when the
-    backend keeps one (the device-resident click path), else None."""
+    probability (float16 numpy ``[k, j, i]``; ``[C, k, j, i]`` for C > 1 output classes) and the
+    clicks (working-grid indices, signs); ``device_probability``: the same probability as a
+    tensor on the backend's device, when the backend keeps one (the device-resident click path),
+    else None. ``labels``: per click, its class index 0..C-1 (:mod:`..classes`; empty: every
+    click is class 0; a negative click's index is not used)."""
 
     image: object
     probability: object
     indices: tuple
     positives: tuple
     device_probability: object = None
+    labels: tuple = ()
 
 
 def assemble(stage, ctx: InputContext, box, out=None, *, static: bool = True):

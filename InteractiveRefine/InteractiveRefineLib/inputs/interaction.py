@@ -4,6 +4,10 @@ The guidance of a sign is the 2S-ICR encoding: a Gaussian stamped at each click 
 min-max scaled over the whole ROI. It is built only where some click's Gaussian reaches (exactly
 the full encoding there, zero elsewhere; :func:`guidance_in_box`), so neither a whole-ROI pass
 nor a window moves or scales whole-ROI guidance arrays per click.
+
+A multi-class card's ``clicks_positive`` has one channel per class (channel c: the positive clicks
+of class c, each channel encoded and scaled on its own) and its ``previous_probability`` one
+channel per class; ``clicks_negative`` holds every negative click, whatever its class.
 """
 from __future__ import annotations
 
@@ -41,10 +45,13 @@ class PreviousProbability:
     static, local = False, True
 
     def fill(self, out, spec, ctx, box) -> None:
+        # one class: [k, j, i] into channel 0; C classes: [C, k, j, i] into the C channels
+        where = tuple(box) if ctx.probability.ndim == 3 else (slice(None),) + tuple(box)
+        target = out[0] if ctx.probability.ndim == 3 else out
         if ctx.device_probability is not None:  # already on the device: no host-to-device copy
-            out[0].copy_(ctx.device_probability[tuple(box)])
+            target.copy_(ctx.device_probability[where])
             return
-        out[0].copy_(tensor_of(ctx.probability[tuple(box)]))  # converts and moves in one pass
+        target.copy_(tensor_of(ctx.probability[where]))  # converts and moves in one pass
 
 
 class _Clicks:
@@ -58,12 +65,22 @@ class _Clicks:
         kernel = click_kernel(spec)
         shape = ctx.image.grid.shape
         reach = geometry.intersect(box, geometry.support_box(ctx.indices, shape, kernel))
-        chosen = [ix for ix, p in zip(ctx.indices, ctx.positives) if bool(p) is self.positive]
-        if reach is None or not chosen:
+        if reach is None:
             return
-        guidance = guidance_in_box(shape, chosen, kernel, reach)
         local = tuple(slice(r.start - b.start, r.stop - b.start) for r, b in zip(reach, box))
-        out[0][local] = torch.from_numpy(guidance).to(out.device)
+        for channel, chosen in enumerate(self.chosen(ctx, spec.channels)):
+            if chosen:
+                guidance = guidance_in_box(shape, chosen, kernel, reach)
+                out[channel][local] = torch.from_numpy(guidance).to(out.device)
+
+    def chosen(self, ctx, channels: int) -> list:
+        """Per channel, the working-grid indices of its clicks: this sign's clicks, and with
+        several channels (one per class, positive clicks) those of the channel's class."""
+        mine = [(ix, c) for ix, p, c in zip(ctx.indices, ctx.positives, ctx.labels or (0,) * len(ctx.indices))
+                if bool(p) is self.positive]
+        if channels == 1:
+            return [[ix for ix, _ in mine]]
+        return [[ix for ix, c in mine if c == channel] for channel in range(channels)]
 
 
 @register("clicks_positive")

@@ -23,11 +23,13 @@ import numpy as np
 @dataclass(frozen=True)
 class Clicks:
     """The clicks after the new one: working-grid indices and signs, newest last, and the newest
-    :class:`~..clicks.Click` itself (its kind and options), when there is one."""
+    :class:`~..clicks.Click` itself (its kind and options), when there is one. ``labels``: per
+    click, its class index 0..C-1 (empty: every click is class 0; :mod:`..classes`)."""
 
     indices: tuple
     positives: tuple
     latest: object = None
+    labels: tuple = ()
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ class FullRefiner:
 
         image = self.image.on(self.backend.device)
         resident = self.backend.resident.get(probability) if self.backend.device_path else None
-        ctx = InputContext(image, probability, clicks.indices, clicks.positives, resident)
+        ctx = InputContext(image, probability, clicks.indices, clicks.positives, resident, clicks.labels)
         box = tuple(slice(0, n) for n in image.grid.shape)
         stage = self.card.stages["refine"]
         fresh = self._input is None or self._input.device != self.backend.device

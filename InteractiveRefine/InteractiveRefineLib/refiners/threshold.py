@@ -4,6 +4,8 @@ The region (:func:`~..threshold.threshold_region`, on the PET grid) is resampled
 grid with linear interpolation, so its probability is 1 inside, 0 outside and in between on its
 border, and the back-mapping thresholds it like any model output. It becomes the previous
 probability of the next refinement; the click itself is also a positive click of the guidance.
+With several output classes it replaces the probability of the click's class only (GTVp unless
+the click has another label).
 """
 from __future__ import annotations
 
@@ -66,6 +68,10 @@ class ThresholdRefiner:
         on_grid = geometry.resample(region.mask.astype(np.float32), self.image.pet.grid, self.image.grid,
                                     order=1, cval=0.0)
         probability = to_float16(np.clip(on_grid, 0.0, 1.0))
+        if state.probability.ndim == 4:  # several classes: the region replaces its class's channel
+            label = clicks.labels[-1] if clicks.labels else 0
+            region_probability, probability = probability, state.probability.copy()
+            probability[label] = region_probability
         timings = {"map_s": time.perf_counter() - t1, "model_s": t1 - t0}
         return Proposal(probability, None, None, True, timings, mode="threshold",
                         details={"threshold": region.summary()})

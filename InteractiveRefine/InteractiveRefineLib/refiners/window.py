@@ -16,7 +16,8 @@
    gives far from the click.
 
 A click whose window would be the whole ROI, or on an ROI larger than the model's
-(sliding-window inference), is refined by the full refiner instead (:meth:`box_for`).
+(sliding-window inference), is refined by the full refiner instead (:meth:`box_for`); so is every
+click of a model with more than one output class (GTVp and GTVn): the window path is one-class.
 Deterministic: the same clicks give the same mask.
 """
 from __future__ import annotations
@@ -66,9 +67,10 @@ class WindowRefiner:
 
     def box_for(self, index):
         """The window for a click at working-grid ``index``, or None when the full refiner
-        should run (the window would cover the ROI, or the ROI is not the model's)."""
-        if self.shape != tuple(self.card.roi_size_vox):
-            return None
+        should run (the window would cover the ROI, the ROI is not the model's, or the model has
+        several output classes)."""
+        if self.shape != tuple(self.card.roi_size_vox) or len(self.card.outputs) > 1:
+            return None  # sliding-window ROIs and multi-class models: the whole-ROI path
         edge = max(self.divisor, self.edge // self.divisor * self.divisor)
         box = geometry.window_box(index, self.shape, edge, align=self.divisor)
         return None if geometry.covers(box, self.shape) else box
