@@ -1,4 +1,5 @@
-"""InteractiveRefine: interactive head-and-neck tumour (GTVp) contouring on PET/CT (2S-ICR).
+"""InteractiveRefine: interactive head-and-neck tumour (GTVp) and lymph-node (GTVn) contouring on
+PET/CT (2S-ICR; GTVn with a model that has a gtvn output).
 
 Four classes, one role each:
 
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 #: Keyboard shortcuts while the module is shown. Not bare letters: other extensions install
 #: permanent single-key shortcuts (SlicerNNInteractive's "p"), and an ambiguous key fires neither.
 SHORTCUTS = (("Shift+P", "positive"), ("Shift+N", "negative"), ("Shift+T", "threshold"), ("Shift+U", "undo"),
-             ("Shift+A", "accept"))
+             ("Shift+A", "accept"), ("Shift+L", "nodal"))
 #: Opacity of the uncertainty map over the CT in the slice views.
 UNCERTAINTY_OPACITY = 0.5
 #: The Widget's timer waits this long for the background exact pass on each tick (seconds). The
@@ -80,12 +81,15 @@ class InteractiveRefine(ScriptedLoadableModule):
         self.parent.contributors = ["InteractiveRefine developers (InteractiveRefine project)"]
         self.parent.helpText = """
 Interactive contouring of the primary head-and-neck tumour (GTVp) on PET/CT with the two-stage
-Interactive Click Refinement method (2S-ICR). Select CT and PET (and optionally an ROI box), press
-<b>Segment</b>, then place <b>tumour</b> (green, Shift+P) and <b>not tumour</b> (red, Shift+N)
-points, or a <b>PET region</b> point (yellow, Shift+T: the connected region above a percentage of
-the local SUVmax): each point refines the 3D segment. <b>Undo</b> (Shift+U) and <b>Reset</b> step
-back exactly. <b>Show uncertainty</b> overlays where the model is unsure and suggests the next point
-(Shift+A accepts it). Clicks are kept as markups, so a saved scene can be reopened and replayed.
+Interactive Click Refinement method (2S-ICR); with a model that has a GTVn output, the involved lymph
+nodes (GTVn) too, as a second segment. Select CT and PET (and optionally an ROI box), press
+<b>Segment</b>, then place <b>tumour</b> (GTVp, green, Shift+P), <b>lymph node</b> (GTVn, blue,
+Shift+L; two-class models only) and <b>not tumour</b> (any class, red, Shift+N) points, or a
+<b>PET region</b> point (yellow, Shift+T: the connected region above a percentage of the local
+SUVmax): each point refines the 3D segments. <b>Undo</b> (Shift+U) and <b>Reset</b> step back
+exactly. <b>Show uncertainty</b> overlays where the model is unsure, with a colour bar, and suggests
+the next point and its class (Shift+A accepts it). Clicks are kept as markups, so a saved scene can
+be reopened and replayed.
 <br><b>Research use only; not for clinical decisions.</b>
 """
         self.parent.acknowledgementText = """
@@ -189,7 +193,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def _placeWidgets(self) -> dict:
         return {"positive": self.ui.positivePlaceWidget, "negative": self.ui.negativePlaceWidget,
-                "threshold": self.ui.thresholdPlaceWidget}
+                "threshold": self.ui.thresholdPlaceWidget, "nodal": self.ui.nodalPlaceWidget}
 
     def cleanup(self):
         self._confirmTimer.stop()
@@ -251,6 +255,12 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         for widget in (*self._placeWidgets().values(), self.ui.undoButton, self.ui.resetButton,
                        self.ui.showUncertaintyButton):
             widget.enabled = hasSession
+        nodal = hasSession and self.logic.hasNodalClass  # only a model with a gtvn output
+        self.ui.nodalPlaceWidget.enabled = self.ui.nodalLabel.enabled = nodal
+        self.ui.nodalPlaceWidget.toolTip = (
+            "Place blue points on missed lymph nodes: positive GTVn clicks (Shift+L)" if nodal else
+            "Lymph-node (GTVn) points need a model with a GTVn output; this one segments "
+            + (", ".join(self.logic.classes) or "nothing yet: press Segment"))
         self.ui.acceptSuggestionButton.enabled = hasSession and self.logic.suggestion() is not None
         self.ui.refineButton.enabled = hasSession and not params.autoRefine
         self.ui.replayButton.enabled = params.segmentation is not None and not busy
@@ -350,6 +360,13 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return
         self.onAcceptSuggestionButton()
 
+    def onNodalShortcut(self):
+        if self.logic.session is None or not self.logic.hasNodalClass:  # no modal error for a key press
+            self.ui.statusLabel.text = ("Lymph-node (GTVn) points need a model with a GTVn output"
+                                        if self.logic.session is not None else "Press Segment first")
+            return
+        setPlaceMode(self._placeWidgets(), "nodal")
+
     def onUndoShortcut(self):
         if self.logic.session is None or self.logic.busy:  # no modal error for a key press
             self.ui.statusLabel.text = "Nothing to undo: press Segment first"
@@ -359,7 +376,8 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def _installShortcuts(self):
         self._removeShortcuts()
         for key, action in SHORTCUTS:
-            callback = {"undo": self.onUndoShortcut, "accept": self.onAcceptShortcut}.get(action) or (
+            callback = {"undo": self.onUndoShortcut, "accept": self.onAcceptShortcut,
+                        "nodal": self.onNodalShortcut}.get(action) or (
                 lambda kind=action: setPlaceMode(self._placeWidgets(), kind))
             shortcut = qt.QShortcut(qt.QKeySequence(key), slicer.util.mainWindow())
             shortcut.connect("activated()", callback)

@@ -13,9 +13,10 @@ Cases are found by ``InteractiveRefineLib.cases.find_cases`` (HECKTOR 2021/2022 
 manifest). For each case the CT and PET are loaded as volume nodes, the Logic segments them, and
 with ``--clicks N`` and a label the simulated user (the 2S-ICR paper's, seeded; the engine's
 ``simulation.click_loop``, clicking inside the CT only) places N clicks as markups points,
-exactly like a user. Writes ``OUT/<id>.seg.nrrd`` (the GTVp segment on the CT
-geometry after the last click), ``OUT/metrics.csv`` with Dice and HD95 after 0..N clicks
-(empty without a label) and the lesion measurements (SUVmax, SUVpeak, SUVmean, MTV, TLG), and
+exactly like a user. Writes ``OUT/<id>.seg.nrrd`` (the GTVp segment, and GTVn for a model with a
+gtvn output, on the CT geometry after the last click), ``OUT/metrics.csv`` with Dice and HD95
+after 0..N clicks (empty without a label), the lesion measurements (SUVmax, SUVpeak, SUVmean,
+MTV, TLG) and for a two-class model each class's volume (``gtvp_volume_ml``, ``gtvn_volume_ml``), and
 ``OUT/session_log.csv`` (one row per case: seconds to the contour, clicks by kind, model, device).
 A PET given as a DICOM folder is converted to SUVbw. Exit status 0 when every case worked, 1 otherwise.
 
@@ -50,6 +51,31 @@ BASELINE_COLUMNS = ("threshold40_dice", "threshold50_dice", "model_one_click_dic
 MEASUREMENT_COLUMNS = ("suv_max", "suv_peak", "suv_mean", "mtv_ml", "tlg")
 METRICS_COLUMNS = ("case_id", "clicks", "dice", "hd95_mm", "volume_ml", "seconds", "device", "error",
                    *BASELINE_COLUMNS, *MEASUREMENT_COLUMNS)
+#: A model with several classes (GTVp, GTVn) adds each class's volume (mL, its segment as written)
+#: after ``volume_ml`` (all classes together); the other columns stay the GTVp's.
+CLASS_VOLUME_COLUMN = "{}_volume_ml"
+
+
+def metricsColumns(classes=("gtvp",)) -> tuple:
+    """The CSV header: :data:`METRICS_COLUMNS`, plus ``gtvp_volume_ml``, ``gtvn_volume_ml`` for a
+    model with several classes."""
+    if len(classes) <= 1:
+        return METRICS_COLUMNS
+    at = METRICS_COLUMNS.index("volume_ml") + 1
+    return (*METRICS_COLUMNS[:at], *(CLASS_VOLUME_COLUMN.format(c) for c in classes), *METRICS_COLUMNS[at:])
+
+
+def modelClasses(module, args) -> tuple:
+    """The model's output classes (the package is loaded once, into the Logic's cache); a model
+    that cannot be loaded counts as one class (each case then fails with its reason)."""
+    logic = module.InteractiveRefineLogic()
+    try:
+        return tuple(logic.getModelPackage(args.model, args.device).spec.classes)
+    except Exception as exc:  # noqa: BLE001 - reported per case
+        logger.warning("the model could not be loaded: %s", exc)
+        return ("gtvp",)
+    finally:
+        logic.clear()
 
 
 class InteractiveRefineBatch(ScriptedLoadableModule):
@@ -186,10 +212,18 @@ def processCase(module, case, args, writeRow) -> None:
 
         def record(clicks, seconds, extra=None):
             diceValue, hd95Value = caseMetrics(logic, truth, spacing)
-            measured = logic.lesionMeasurements()["GTVp"]
+            perClass = logic.lesionMeasurements()
+            measured = perClass["GTVp"]
+            volumes = {}
+            if len(session.classes) > 1:
+                from InteractiveRefineLib.measurements import display_name
+
+                volumes = {CLASS_VOLUME_COLUMN.format(name): perClass[display_name(name)]["volume_ml"]
+                           for name in session.classes}
             writeRow(
                 {
                     **(extra or {}),
+                    **volumes,
                     **{key: measured[key] for key in MEASUREMENT_COLUMNS},
                     "case_id": case.case_id,
                     "clicks": clicks,
@@ -241,7 +275,7 @@ def run(args) -> int:
     open(Path(args.output) / "session_log.csv", "w").close()  # this run's cases only
     failed = []
     with open(Path(args.output) / "metrics.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METRICS_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=metricsColumns(modelClasses(module, args)))
         writer.writeheader()
 
         def writeRow(row):

@@ -6,7 +6,10 @@ Subcommands:
 - ``demo``: the whole loop on the sample data (or a generated phantom), with a PNG.
 - ``create-model``: a package with random weights, for pipeline tests only.
 
-A click is ``+R,A,S`` (positive) or ``-R,A,S`` (negative), RAS millimetres as Slicer shows them.
+A click is ``+R,A,S`` (positive: the first class, GTVp), ``-R,A,S`` (negative: not any class),
+``n+R,A,S`` (positive lymph node, GTVn: models with a ``gtvn`` output) or ``t+R,A,S`` (the PET
+threshold region), RAS millimetres as Slicer shows them. A model with several classes writes a
+label map (0 background, 1 GTVp, 2 GTVn); ``--out-dir`` writes one 0/1 file per class.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from .errors import InteractiveRefineError
 from .networks import TINY_NETWORK, TINY_ROI
 from .runtime import apply_process_settings, threads_from_environment
 from .session_log import SessionLog
+from .simulated_user import SIMULATED_USER_PRESETS
 
 logger = logging.getLogger("interactive-refine")
 
@@ -82,6 +86,31 @@ def parse_any_click(text: str) -> tuple[tuple[float, float, float], bool, str]:
             f"e.g. +12.5,-40,8; got {text!r}"
         )
     return parse_triplet(sign[1:], "click"), sign[0] == "+", kind
+
+
+#: Click prefixes that name a class: ``n+`` is a positive click on the lymph-node class.
+CLASS_PREFIXES = {"n": "gtvn"}
+
+
+def parse_class_click(text: str) -> tuple[tuple[float, float, float], bool, str, str | None]:
+    """:func:`parse_any_click` plus the click's class: ``n+R,A,S`` -> (ras, True, "point", "gtvn");
+    other clicks have class None (a positive click: the model's first class)."""
+    if text[:1] in CLASS_PREFIXES and text[1:2] in ("+", "-"):
+        if text[1] == "-":
+            raise InteractiveRefineError(
+                f"a negative click means 'not any class': write -R,A,S, not {text[:2]}R,A,S (got {text!r})")
+        return parse_triplet(text[2:], "click"), True, "point", CLASS_PREFIXES[text[0]]
+    ras, positive, kind = parse_any_click(text)
+    return ras, positive, kind, None
+
+
+def _check_click_classes(session, clicks) -> None:
+    """Every click's class is one of the model's outputs (before the model runs: nothing written)."""
+    for _, _, _, label in clicks:
+        if label is not None and label not in session.classes:
+            raise InteractiveRefineError(
+                f"n+ clicks mark a lymph node (class {label!r}), but this model segments only "
+                f"{', '.join(session.classes)}: use + clicks, or a model with a {label} output")
 
 
 def _join_click_values(argv: list[str]) -> list[str]:
@@ -158,36 +187,55 @@ def cmd_segment(args) -> dict:
     from .geometry import Volume, write_volume
     from .output_files import check_output
 
-    clicks = [parse_any_click(c) for c in args.click or []]
-    _check_threshold_has_pet(args, any(kind == "threshold" for _, _, kind in clicks))
-    check_output(args.out, "--out", inputs=(args.ct, args.pet))  # before any work
+    clicks = [parse_class_click(c) for c in args.click or []]
+    _check_threshold_has_pet(args, any(kind == "threshold" for _, _, kind, _ in clicks))
+    if args.out is None and args.out_dir is None:
+        raise InteractiveRefineError("segment needs --out (the label map) and/or --out-dir (one file per "
+                                     "class)")
+    if args.out:
+        check_output(args.out, "--out", inputs=(args.ct, args.pet))  # before any work
+    if args.out_dir:
+        _check_out_dir(args, ("gtvp", "gtvn"))
     if args.uncertainty:
         check_output(args.uncertainty, "--uncertainty", inputs=(args.ct, args.pet, args.out))
     targets = clinical.prepare(args)
     log = SessionLog(case_id=Path(args.ct).name.split(".")[0])
     session = _session(args, args.ct, args.pet)
+    _check_click_classes(session, clicks)  # before the model runs
+    per_class = _check_out_dir(args, session.classes) if args.out_dir else {}
     clinical.check_ct(targets, session.ct.grid)  # before the model runs
     log.model, log.model_version = session.card.name, session.card.version
     results = [session.initial()]
-    for ras, positive, kind in clicks:
+    for ras, positive, kind, label in clicks:
         if kind == "threshold":
             results.append(session.add_threshold(ras, args.threshold_percent / 100.0,
                                                  pet_is_suv=args.pet_is_suv or None))
         else:
-            results.append(session.add_click(ras, positive))
+            results.append(session.add_click(ras, positive, label=label))
     previews = session.needs_confirm
     if previews and not args.keep_previews:
         session.confirm()  # the exact float32 whole-ROI mask of the same clicks
     mask = Volume(session.mask_on_ct(), session.ct.grid)
-    write_volume(mask, args.out, dtype=np.uint8)
+    if args.out:
+        write_volume(mask, args.out, dtype=np.uint8)
+    for name, path in per_class.items():
+        value = session.labels[name] if len(session.classes) > 1 else 1
+        write_volume(Volume((mask.array == value).astype(np.uint8), mask.grid), path, dtype=np.uint8)
     last = results[-1]
     log.device = str(last.device)
     log.observe(session.clicks)
     extra = clinical.finish(args, session, targets, log, mask.array)
     if args.uncertainty or args.suggest:
         extra["uncertainty"] = _uncertainty(args, session)
+    if per_class:
+        extra["out_dir"] = {name: str(path) for name, path in per_class.items()}
+    if len(session.classes) > 1:
+        extra["labels"] = dict(session.labels)
+        extra["click_classes"] = [c.label or (session.classes[0] if c.positive else None)
+                                  for c in session.clicks]
     return extra | {
-        "out": str(args.out), "voxels": last.voxels, "volume_ml": round(last.volume_ml, 3),
+        "out": None if args.out is None else str(args.out),
+        "voxels": last.voxels, "volume_ml": round(last.volume_ml, 3),
         "clicks": len(clicks), "device": last.device, "pet_coverage": _pet_coverage(session),
         "roi": _roi(session),
         "pet_zero_filled": _pet_zero_filled(session),
@@ -198,6 +246,17 @@ def cmd_segment(args) -> dict:
                       "initial": round(results[0].timings["total_s"], 4),
                       "per_click": [round(r.timings["total_s"], 4) for r in results[1:]]},
     }
+
+
+def _check_out_dir(args, names) -> dict:
+    """``--out-dir``: ``{class: DIR/<class>.nii.gz}``, each target checked (nothing written yet)."""
+    from .output_files import check_output
+
+    folder = Path(args.out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise InteractiveRefineError(f"--out-dir {folder} is a file, not a folder")
+    inputs = (args.ct, args.pet, args.out, args.uncertainty)
+    return {name: check_output(folder / f"{name}.nii.gz", "--out-dir", inputs=inputs) for name in names}
 
 
 def _check_threshold_has_pet(args, threshold_clicks: bool) -> None:
@@ -250,7 +309,11 @@ def cmd_simulate(args) -> dict:
     result["pet_zero_filled"] = _pet_zero_filled(session)
     if args.json:
         write_text_atomically(args.json, json.dumps(result, indent=2) + "\n", "JSON")
-    return {"dice": [round(d, 4) for d in result["dice"]], "json": args.json, "roi": result["roi"]}
+    summary = {"dice": [round(d, 4) for d in result["dice"]], "json": args.json, "roi": result["roi"]}
+    if "dice_per_class" in result:  # a model with several classes: each class's curve too
+        summary["dice_per_class"] = {name: [round(d, 4) for d in curve]
+                                     for name, curve in result["dice_per_class"].items()}
+    return summary
 
 
 def cmd_create_model(args) -> dict:
@@ -260,7 +323,8 @@ def cmd_create_model(args) -> dict:
     roi = (144, 144, 144)
     if args.tiny:
         network, roi = TINY_NETWORK, TINY_ROI
-    path = create_random_model_package(args.out, network=network, roi_size_vox=roi, seed=args.seed)
+    path = create_random_model_package(args.out, network=network, roi_size_vox=roi, seed=args.seed,
+                                       outputs=2 if args.gtvn else None)
     return {"model": str(path), "note": "random weights: for pipeline tests only"}
 
 
@@ -316,22 +380,27 @@ def _add_session_options(p, pet_required: bool = False) -> None:
 def _add_segment(sub) -> None:
     seg = sub.add_parser("segment", help="segment, apply clicks, write the mask on the CT grid")
     _add_session_options(seg)
-    seg.add_argument("--click", action="append", metavar="+R,A,S|-R,A,S|t+R,A,S",
-                     help="a positive (+) or negative (-) click, or t+ for the PET threshold region "
-                          "around the point (PET >= --threshold-percent of the SUVmax within 10 mm); "
-                          "repeat for more")
+    seg.add_argument("--click", action="append", metavar="+R,A,S|-R,A,S|n+R,A,S|t+R,A,S",
+                     help="a positive (+: tumour, GTVp) or negative (-: not any class) click, n+ for a "
+                          "positive lymph-node (GTVn) click (models with a gtvn output), or t+ for the "
+                          "PET threshold region around the point (PET >= --threshold-percent of the "
+                          "SUVmax within 10 mm); repeat for more")
     seg.add_argument("--uncertainty", metavar="FILE",
                      help="write the final state's uncertainty (predictive entropy, nats, of N passes "
                           "with test-time augmentation and MC dropout) on the CT grid")
     seg.add_argument("--suggest", action="store_true",
-                     help="report the suggested next click (the most uncertain region not clicked yet)")
+                     help="report the suggested next click (the most uncertain region not clicked yet), "
+                          "with its sign and class")
     seg.add_argument("--uncertainty-passes", type=positive_int, default=8, metavar="N",
                      help="passes for --uncertainty/--suggest (default 8)")
     seg.add_argument("--threshold-percent", type=float, default=40.0, metavar="P",
                      help="percentage of the local SUVmax for t+ clicks (default 40; 50 is common)")
     seg.add_argument("--pet-is-suv", action="store_true",
                      help="the PET is SUV even though its body median looks implausible for SUV")
-    seg.add_argument("--out", required=True, help="output mask (e.g. mask.nii.gz)")
+    seg.add_argument("--out", help="output mask (e.g. mask.nii.gz): 0/1, or a label map (0 background, "
+                                   "1 GTVp, 2 GTVn) for a model with several classes")
+    seg.add_argument("--out-dir", metavar="DIR",
+                     help="also (or instead) write one 0/1 mask per class: DIR/gtvp.nii.gz, DIR/gtvn.nii.gz")
     clinical.add_segment_options(seg)
     seg.set_defaults(func=cmd_segment)
 
@@ -341,11 +410,14 @@ def _add_simulate(sub) -> None:
     _add_session_options(sim)
     sim.add_argument("--label", required=True, help="ground-truth label file on any grid, or a DICOM SEG")
     sim.add_argument("--segment", help="the DICOM SEG's segment: number or label (default: the first)")
-    sim.add_argument("--label-value", type=int, default=1, help="label value of GTVp (default 1)")
+    sim.add_argument("--label-value", type=int, default=1,
+                     help="label value of GTVp (default 1; a model with several classes reads the "
+                          "card's labels: 1 GTVp, 2 GTVn)")
     sim.add_argument("--clicks", type=non_negative_int, default=10)
     sim.add_argument("--seed", type=non_negative_int, default=0)
-    sim.add_argument("--user", default="2sicr", choices=["2sicr", "deepgrow", "deepedit"],
-                     help="simulated-user preset (default: the paper's)")
+    sim.add_argument("--user", default="2sicr", choices=list(SIMULATED_USER_PRESETS),
+                     help="simulated-user preset (default: the paper's; hnuiseg: HN-UISeg's one click per "
+                          "error component and class, for GTVp/GTVn models)")
     sim.add_argument("--json", help="write the per-click results as JSON here")
     sim.set_defaults(func=cmd_simulate)
 
@@ -365,6 +437,7 @@ def _add_create_model(sub) -> None:
     create.add_argument("--out", required=True)
     create.add_argument("--tiny", action="store_true", help="tiny network and 48^3 ROI")
     create.add_argument("--seed", type=non_negative_int, default=0)
+    create.add_argument("--gtvn", action="store_true", help="two output classes: GTVp (1) and GTVn (2)")
     create.set_defaults(func=cmd_create_model)
 
 

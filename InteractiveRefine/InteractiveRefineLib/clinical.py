@@ -57,7 +57,8 @@ def prepare(args) -> Targets:
     seg = check_output(args.dicom_seg, "--dicom-seg", inputs, image=False) if args.dicom_seg else None
     rtstruct = check_output(args.rtstruct, "--rtstruct", inputs, image=False) if args.rtstruct else None
     log = check_output(args.session_log, "--session-log", inputs, image=False) if args.session_log else None
-    paths = [p.resolve() for p in (Path(args.out), seg, rtstruct, log) if p is not None]
+    out = Path(args.out) if getattr(args, "out", None) else None
+    paths = [p.resolve() for p in (out, seg, rtstruct, log) if p is not None]
     if len(set(paths)) < len(paths):
         raise ImageError("--out, --dicom-seg, --rtstruct and --session-log must be different files")
     datasets = None
@@ -80,12 +81,14 @@ def check_ct(targets: Targets, grid) -> None:
 
 
 def finish(args, session, targets: Targets, log, labels) -> dict:
-    """Measurements, DICOM objects and the session-log row for the final ``labels`` (CT grid)."""
-    from .measurements import measure_classes
+    """Measurements, DICOM objects and the session-log row for the final ``labels`` (CT grid; a
+    model with several classes: a label map, measured per class, a row for each even when empty)."""
+    from .measurements import classes_of, measure_classes
 
     grid = session.ct.grid
     pet = session.image.pet if session.image is not None else None
-    out = {"measurements": measure_classes(labels, grid, pet, mtv_fraction=args.mtv_fraction)}
+    classes = classes_of(session.labels) if len(session.classes) > 1 else None
+    out = {"measurements": measure_classes(labels, grid, pet, classes, mtv_fraction=args.mtv_fraction)}
     if targets.ct_datasets is not None and not labels.any():
         logger.warning("the contour is empty: no DICOM SEG or RTSTRUCT written")
         out["dicom_skipped"] = "empty contour"
@@ -104,7 +107,7 @@ def finish(args, session, targets: Targets, log, labels) -> dict:
     if targets.log:
         from .session_log import append_row
 
-        log.accept(out["measurements"]["GTVp"]["volume_ml"])
+        log.accept(next(iter(out["measurements"].values()))["volume_ml"])  # the first class's
         append_row(targets.log, log.row())
         out["session_log"] = str(targets.log)
     return out

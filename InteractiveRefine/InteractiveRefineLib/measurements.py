@@ -76,8 +76,14 @@ def measure(mask: np.ndarray, ct_grid: Grid, pet: Volume | None, mtv_fraction: f
     """Measurements of ``mask`` (``[k, j, i]`` on ``ct_grid``) on ``pet`` (module docstring).
 
     Without a PET, or with an empty mask, only ``volume_ml`` is a number (the others are None).
+    ``mask`` is one class's (bool or 0/1): a label map (values above 1, e.g. GTVn = 2) is refused,
+    as counting all its labels would overcount the class; :func:`measure_classes` splits it.
     """
-    mask = np.asarray(mask, dtype=bool)
+    mask = np.asarray(mask)
+    if mask.dtype != bool and mask.size and mask.max() > 1:
+        raise ImageError(f"the mask holds label values up to {mask.max()}: a label map; measure its "
+                         "classes one by one (measure_classes)")
+    mask = mask.astype(bool)
     if mask.shape != tuple(ct_grid.shape):
         raise ImageError(f"mask shape {mask.shape} is not the CT grid's {ct_grid.shape}")
     if not 0.0 < mtv_fraction < 1.0:
@@ -105,17 +111,33 @@ def measure(mask: np.ndarray, ct_grid: Grid, pet: Volume | None, mtv_fraction: f
     return {key: (round(value, 4) if isinstance(value, float) else value) for key, value in out.items()}
 
 
-def measure_classes(labels: np.ndarray, ct_grid: Grid, pet: Volume | None, classes=None, **options) -> dict:
-    """:func:`measure` per class of a label map: ``{"GTVp": {...}, "GTVn": {...}}``.
+def display_name(name: str) -> str:
+    """A card's output name as the measurements, segments and CSV columns show it: ``gtvp`` ->
+    ``GTVp``, ``gtvn`` -> ``GTVn`` (other names as written)."""
+    return name[:3].upper() + name[3:] if name.lower().startswith("gtv") else name
 
-    ``classes`` maps names to label values (default GTVp = 1, GTVn = 2); a class without voxels
-    is left out, except GTVp.
+
+def classes_of(labels: dict) -> dict:
+    """A session's ``{"gtvp": 1, "gtvn": 2}`` as :func:`measure_classes` takes it
+    (``{"GTVp": 1, "GTVn": 2}``)."""
+    return {display_name(name): int(value) for name, value in labels.items()}
+
+
+def measure_classes(labels: np.ndarray, ct_grid: Grid, pet: Volume | None, classes=None, **options) -> dict:
+    """:func:`measure` per class of a label map: ``{"GTVp": {...}, "GTVn": {...}}``; each class is
+    measured on its own voxels only (``labels == value``), so a label map never counts GTVn voxels
+    as GTVp.
+
+    ``classes`` maps names to label values (e.g. :func:`classes_of` of ``session.labels``): every
+    class named gets a row, an empty one too (volume 0). Default GTVp = 1, GTVn = 2, where GTVn
+    is left out when it has no voxel (a one-class model's 0/1 mask).
     """
+    explicit = classes is not None
     classes = classes or {"GTVp": 1, "GTVn": 2}
     labels = np.asarray(labels)
     out = {}
     for name, value in classes.items():
         mask = labels == value
-        if mask.any() or name == "GTVp":
+        if explicit or mask.any() or name == "GTVp":
             out[name] = measure(mask, ct_grid, pet, **options)
     return out

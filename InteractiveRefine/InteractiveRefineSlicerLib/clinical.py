@@ -22,11 +22,17 @@ class ClinicalMixin:
     def lesionMeasurements(self, mtvFraction: float = 0.41) -> dict:
         """``{"GTVp": {volume_ml, suv_max, suv_peak, suv_mean, mtv_ml, tlg, mtv_threshold,
         mtv_definition}}`` of the segment as written, on the session's PET (engine
-        ``measurements.measure_classes``; SUV values None without a PET)."""
-        from InteractiveRefineLib.measurements import measure_classes
+        ``measurements.measure_classes``; SUV values None without a PET). A model with several
+        classes: a row per class (``"GTVp"``, ``"GTVn"``, an empty class too), each measured on its
+        own segment's voxels."""
+        from InteractiveRefineLib.measurements import classes_of, measure_classes
 
         self._requireSession()
-        return measure_classes(self.segmentMask(), self.session.ct.grid, self.session.image.pet,
+        session = self.session
+        if len(session.classes) > 1:
+            return measure_classes(self.labelMap(), session.ct.grid, session.image.pet,
+                                   classes_of(session.labels), mtv_fraction=mtvFraction)
+        return measure_classes(self.segmentMask(), session.ct.grid, session.image.pet,
                                mtv_fraction=mtvFraction)
 
     # ------------------------------------------------------------- session log
@@ -55,7 +61,10 @@ class ClinicalMixin:
             return None
         from InteractiveRefineLib.session_log import append_row
 
-        self._sessionLog.accept(self.lastResult.volume_ml if self.lastResult is not None else None)
+        volume = self.lastResult.volume_ml if self.lastResult is not None else None
+        if volume is not None and len(self.classes) > 1:  # the first class's (GTVp), as the CLI's log
+            volume = next(iter(self._classStatus()["classVolumes"].values()))
+        self._sessionLog.accept(volume)
         row = self._sessionLog.row()
         append_row(self._sessionLogPath, row)
         self._sessionLog = None

@@ -1,6 +1,9 @@
 """The module's actions on MRML nodes, without Qt: segment, clicks, threshold regions, undo,
 reset, replay, the background exact pass and Show uncertainty (:mod:`.uncertainty`).
 
+A model with a ``gtvn`` output writes the GTVp and GTVn segments from its label map (:mod:`.classes`)
+and its lymph-node points (:mod:`.markups`) are positive GTVn clicks; a one-class model refuses them.
+
 The scene is an argument (``RefineLogic(scene)``), so the same Logic serves the Slicer Widget, the
 batch, tests on slicer-core and a web front end. Bad input raises ``ValueError`` and changes
 nothing. The running session keeps its own nodes (:attr:`sessionNodes`): changing the panel's CT,
@@ -19,6 +22,7 @@ import vtk
 from slicer.util import VTKObservationMixin
 
 from . import dependencies, markups, parameters, segments, volumes
+from .classes import ClassesMixin
 from .clinical import ClinicalMixin
 from .exactpass import ExactPassMixin
 from .observers import MarkupsObserverMixin
@@ -44,7 +48,7 @@ class SessionNodes:
 
 
 class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, ClinicalMixin, UncertaintyMixin,
-                  VTKObservationMixin):
+                  ClassesMixin, VTKObservationMixin):
     """See the module docstring. Callbacks (all optional): ``logCallback(message)``,
     ``progressCallback(message, percent)``, ``errorCallback(message)``, ``warningCallback(message)``,
     ``resultCallback(stepResult)``, ``busyCallback(busy)``, ``scheduler(function)`` (runs refinements
@@ -175,6 +179,8 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, Clinical
         self.session, self.sessionNodes = session, nodes
         self._geometryKey = volumes.geometryOf(nodes.ct, nodes.pet)
         self.clickTimings = []
+        if "gtvn" in session.classes:
+            self.getNodalClickNode()  # the Widget's GTVn place button needs the list
         self._observeClickNodes()
         self._watchSegmentEdits(nodes.segmentation)
 
@@ -215,24 +221,6 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, Clinical
         if not volumes.sameGeometry(volumes.geometryOf(nodes.ct, nodes.pet), self._geometryKey):
             raise ValueError("The CT or PET was moved (its transform changed) after Segment: "
                              "press Segment again")
-
-    def _writeMask(self, full: bool = False) -> float:
-        nodes = self.sessionNodes
-        self._writingSegment = True  # our own write is not a Segment Editor edit
-        try:
-            segmentId = segments.segmentId(nodes.segmentation, self.params.segmentId)
-            self.params.segmentId = segmentId
-            return segments.writeMask(self.session, nodes.segmentation, segmentId, nodes.ct, full)
-        finally:
-            self._writingSegment = self._segmentEdited = False
-
-    def segmentMask(self):
-        """The GTVp segment read back, uint8 ``[k, j, i]`` on the CT grid."""
-        nodes = self.sessionNodes or SessionNodes(self.params.ct, None, None, self.params.segmentation)
-        if nodes.segmentation is None:
-            raise ValueError("No segmentation yet: press Segment first")
-        segmentId = segments.segmentId(nodes.segmentation, self.params.segmentId, create=False)
-        return segments.readMask(nodes.segmentation, segmentId, nodes.ct)
 
     # -------------------------------------------------------------- actions
     def segment(self, ctNode, petNode, segmentationNode=None, roiNode=None, modelPath=None, device=None,
@@ -279,12 +267,21 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, Clinical
         params.ct, params.pet = nodes.ct, nodes.pet
         params.roi, params.segmentation = nodes.roi, nodes.segmentation
         params.modelPath, params.device, params.segmentId = modelPath or "", device, ""
+        params.nodalSegmentId = ""
         node.EndModify(wasModifying)
 
-    def addClick(self, ras, positive: bool):
-        """Place a click point at world ``ras`` (mm) and refine, as a point placed in a view. A click
-        the engine refuses raises ``ValueError``; its point is removed and the segment unchanged."""
-        return self._addPoint("positive" if positive else "negative", ras)
+    def addClick(self, ras, positive: bool, label: str | None = None):
+        """Place a click point at world ``ras`` (mm) and refine, as a point placed in a view.
+        ``label``: the class of a positive click ("gtvn": a lymph-node point; None or "gtvp": a
+        tumour point); a negative click is "not any class". A click the engine refuses raises
+        ``ValueError``; its point is removed and the segments unchanged. A class the model does not
+        segment is refused before any point is placed."""
+        self._requireSession()
+        kind = markups.kindFor(positive, label)
+        if positive and label is not None and label not in self.classes:
+            raise ValueError(f"This model segments only {', '.join(self.classes)}: no {label} point "
+                             "(choose a model with a GTVn output for lymph-node points)")
+        return self._addPoint(kind, ras)
 
     def addThreshold(self, ras, percent: float | None = None):
         """Place a threshold point: the PET region >= ``percent`` % (default: the panel's, 40) of the
@@ -297,6 +294,7 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, Clinical
         self._requireSession()
         lists = self.clickLists
         node = lists.node(kind)
+        self._observeClickNodes()  # an optional list (GTVn) may be new
         with lists.editing():
             index = node.AddControlPointWorld(*[float(v) for v in ras])
         lists.recordNew(node, [index], self.params.thresholdPercent / 100.0)
@@ -355,7 +353,8 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, Clinical
         reduced = session is not None and session.amp and not result.exact
         precision = f" ({session.precision})" if reduced else ""
         self.lastStatus = describe(result, action, seconds, len(self.clickLists.order()) - result.n_clicks,
-                                   precision, self.params.exactFollowUp, self.params.device)
+                                   precision, self.params.exactFollowUp, self.params.device,
+                                   **self._classStatus())
         self._log(self.lastStatus)
         self._logStep(action, seconds)  # the opt-in session log (ClinicalMixin.setSessionLog)
         self._uncertaintyAfterStep()  # a suggestion of an earlier state goes (UncertaintyMixin)

@@ -1,5 +1,8 @@
-"""Click point lists: three markups nodes (tumour, not tumour, threshold region), their placement
-order (kept in the parameter node, so a saved scene replays), labels and locks."""
+"""Click point lists: markups nodes (tumour = GTVp, not tumour, threshold region, and for models
+with a GTVn output lymph node = GTVn), their placement order (kept in the parameter node, so a
+saved scene replays), labels and locks. The list a point is in is its class: a point of the
+"nodal" list is a positive click of class ``gtvn``; "positive" and "threshold" points are of the
+first class (GTVp); "negative" points are "not any class"."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -10,8 +13,28 @@ LISTS = {
     "positive": ("positiveClicks", "+", "IR tumour", (0.15, 0.85, 0.25)),
     "negative": ("negativeClicks", "-", "IR not tumour", (0.95, 0.20, 0.15)),
     "threshold": ("thresholdClicks", "T", "IR threshold", (0.95, 0.85, 0.10)),
+    "nodal": ("nodalClicks", "N", "IR node (GTVn)", (0.0, 0.59, 0.81)),
 }
 _PREFIX_KIND = {prefix: kind for kind, (_, prefix, _, _) in LISTS.items()}
+#: Lists made only when used (a one-class model never needs the lymph-node list).
+OPTIONAL_LISTS = ("nodal",)
+#: kind -> the click's class (an engine output name; None: the first class, or none for negative).
+KIND_LABEL = {"nodal": "gtvn"}
+#: The class names the status line shows: kind -> name.
+KIND_NAMES = {"positive": "GTVp", "negative": "not tumour", "threshold": "GTVp region", "nodal": "GTVn"}
+
+
+def kindFor(positive: bool, label: str | None) -> str:
+    """The list of a point click: "nodal" for a positive ``gtvn`` click, else by its sign
+    (``label`` None or ``gtvp``: the tumour list). ``ValueError`` for another class."""
+    if not positive:
+        return "negative"
+    if label in (None, "gtvp"):
+        return "positive"
+    for kind, kindLabel in KIND_LABEL.items():
+        if kindLabel == label:
+            return kind
+    raise ValueError(f"No click list for the class {label!r}: the module places gtvp and gtvn points")
 
 
 @dataclass(frozen=True)
@@ -29,12 +52,20 @@ class DesiredClick:
     def positive(self) -> bool:
         return self.kind != "negative"
 
+    @property
+    def label(self) -> str | None:
+        """The click's class for the engine (``add_click(..., label=)``): "gtvn" for a lymph-node
+        point, else None (the first class; a negative click is of no class)."""
+        return KIND_LABEL.get(self.kind)
+
     def matches(self, click) -> bool:
-        """Whether the engine's ``Click`` is this one (sign, kind, position, fraction)."""
+        """Whether the engine's ``Click`` is this one (sign, kind, class, position, fraction)."""
         import numpy as np
 
         kind = "threshold" if self.kind == "threshold" else "point"
         if click.positive != self.positive or click.kind != kind:
+            return False
+        if getattr(click, "label", None) != self.label:
             return False
         if kind == "threshold" and abs(dict(click.options).get("fraction", 0.0) - self.fraction) > 1e-9:
             return False
@@ -49,7 +80,7 @@ def parseFraction(description: str, default: float) -> float:
 
 
 class ClickLists:
-    """The three point lists of one parameter node (``params``: the typed parameter node)."""
+    """The point lists of one parameter node (``params``: the typed parameter node)."""
 
     def __init__(self, scene, params):
         self.scene = scene
@@ -72,7 +103,10 @@ class ClickLists:
         return node
 
     def nodes(self, create: bool = True) -> dict:
-        return {kind: self.node(kind, create) for kind in LISTS}
+        """``{kind: node}``: the lists every session has (made with ``create``) and the optional
+        ones (:data:`OPTIONAL_LISTS`) that exist."""
+        nodes = {kind: self.node(kind, create and kind not in OPTIONAL_LISTS) for kind in LISTS}
+        return {kind: node for kind, node in nodes.items() if node is not None or kind not in OPTIONAL_LISTS}
 
     def kindOf(self, node) -> str | None:
         for kind in LISTS:
@@ -136,7 +170,7 @@ class ClickLists:
         """Clicks the markups define, in placement order (dropping points that no longer exist);
         defined points missing from the order (placed while nobody observed) are appended."""
         nodes = self.nodes()
-        order = [(k, p) for k, p in self.order() if self.definedIndex(nodes[k], p) >= 0]
+        order = [(k, p) for k, p in self.order() if k in nodes and self.definedIndex(nodes[k], p) >= 0]
         for kind, node in nodes.items():
             for index in range(node.GetNumberOfControlPoints()):
                 if self.definedIndex(node, node.GetNthControlPointID(index)) >= 0:

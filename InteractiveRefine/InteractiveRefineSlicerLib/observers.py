@@ -102,7 +102,7 @@ class MarkupsObserverMixin:
                 if click.kind == "threshold":
                     result = self.session.add_threshold(click.ras, fraction=click.fraction)
                 else:
-                    result = self.session.add_click(click.ras, click.positive)
+                    result = self.session.add_click(click.ras, click.positive, label=click.label)
             except InteractiveRefineError as exc:
                 self.clickLists.remove(click)
                 errors.append(str(exc))

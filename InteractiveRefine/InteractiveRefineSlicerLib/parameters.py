@@ -121,7 +121,9 @@ class InteractiveRefineParameterNode:
 
     The node roles (``ct`` .. ``segmentation``) are the panel's choice; the running session keeps
     its own nodes (the Logic ends the session when they change). ``clickOrder`` lists the click
-    points in placement order: ``+id`` tumour, ``-id`` not tumour, ``Tid`` threshold region.
+    points in placement order: ``+id`` tumour, ``-id`` not tumour, ``Tid`` threshold region, ``Nid``
+    lymph node (GTVn).
+    ``segmentId`` / ``nodalSegmentId``: the GTVp / GTVn segments the module writes.
     """
 
     ct: slicer.vtkMRMLScalarVolumeNode
@@ -131,6 +133,7 @@ class InteractiveRefineParameterNode:
     positiveClicks: slicer.vtkMRMLMarkupsFiducialNode
     negativeClicks: slicer.vtkMRMLMarkupsFiducialNode
     thresholdClicks: slicer.vtkMRMLMarkupsFiducialNode
+    nodalClicks: slicer.vtkMRMLMarkupsFiducialNode
     modelPath: str = ""
     device: str = "auto"
     autoRefine: bool = True
@@ -138,6 +141,7 @@ class InteractiveRefineParameterNode:
     exactFollowUp: bool = True
     thresholdPercent: int = 40
     segmentId: str = ""
+    nodalSegmentId: str = ""
     clickOrder: str = ""
 
 

@@ -83,7 +83,7 @@ def test_leaving_the_module_keeps_another_modules_placement(module, place, scene
 def test_shortcuts_are_not_bare_letters(module):
     keys = [key for key, _ in module.SHORTCUTS]
     actions = {action for _, action in module.SHORTCUTS}
-    assert actions == {"positive", "negative", "threshold", "undo", "accept"}
+    assert actions == {"positive", "negative", "threshold", "undo", "accept", "nodal"}
     assert all("+" in key and len(key.split("+")[-1]) == 1 for key in keys)  # a modifier and a key
     assert len(set(keys)) == len(keys)
 
