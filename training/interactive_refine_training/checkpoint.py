@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .config import training_stages
+from .config import classes_of, n_classes, training_stages
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +89,9 @@ def load_initial_networks(source: str | os.PathLike, config: dict, device) -> li
             raise ValueError(f"{source} is a {run.trainer!r} run; the refine stage needs an initial run")
         _check_same(run.config["data"], config["data"], source, ("roi_size_vox", "spacing_mm",
                     "intensity_preset", "image_channels"))
+        _check_classes([(n, v) for n, v in classes_of(run.config)], config, source)
         channels = default_stages(config["data"]["image_channels"])["initial"].in_channels
-        network = build_network(run.config["network"], channels)
+        network = build_network(run.config["network"], channels, out_channels=n_classes(run.config))
         network.load_state_dict(run.state_dict)
         networks = [network]
     for net in networks:
@@ -104,7 +105,9 @@ def load_stage_weights(source: str | os.PathLike, trainer: str, stage: str, conf
     a run folder or checkpoint of the same trainer, or a model package (its first ``stage``
     member). Network, image channels and intensity preset must match ``config``; the working
     geometry may differ (the networks are fully convolutional: fine-tuning a 2 mm, 72^3 model at
-    1 mm, 144^3 is a choice, logged as a warning)."""
+    1 mm, 144^3 is a choice, logged as a warning). A single-class source of a multi-class run
+    (e.g. the shipped GTVp model for GTVp + GTVn) gives every class a copy of its output
+    (:func:`widen_output_weights`)."""
     from InteractiveRefineLib.card import CARD_NAME
     from InteractiveRefineLib.model_package import load_model_package
 
@@ -133,7 +136,50 @@ def load_stage_weights(source: str | os.PathLike, trainer: str, stage: str, conf
         _check_same(run.config["data"], config["data"], source, ("intensity_preset", "image_channels"))
         _warn_geometry(run.config["data"], config["data"], source)
         state = run.state_dict
+    classes, in_channels = n_classes(config), training_stages(config)[stage].in_channels
+    if classes > 1 and _out_channels(state, config["network"], in_channels) == 1:
+        logger.info("%s: one output; each of the run's %d classes starts as a copy of it", source, classes)
+        state = widen_output_weights(state, config["network"], in_channels, classes)
     return {k: v.detach().float().clone() if v.is_floating_point() else v.clone() for k, v in state.items()}
+
+
+def _out_channels(state: dict, network_config: dict, in_channels: int) -> int:
+    """The output channels of a ``state_dict`` of the engine's network (from its last bias)."""
+    from InteractiveRefineLib.networks import build_network
+
+    last = [k for k in build_network(network_config, in_channels).state_dict() if k.endswith("bias")][-1]
+    return int(state[last].shape[0])
+
+
+def widen_output_weights(state: dict, network_config: dict, in_channels: int, classes: int) -> dict:
+    """A one-output ``state`` as the weights of the same network with ``classes`` outputs, each
+    output an exact copy of the one (per-class channels of the output layers: an output-only
+    dimension repeats the weights, a class-to-class one gets them on its diagonal and zeros off
+    it, so no class reads another; instance norm is per channel). Fine-tuning then separates
+    the classes."""
+    from InteractiveRefineLib.networks import build_network
+
+    target = build_network(network_config, in_channels, out_channels=classes).state_dict()
+    out = {}
+    for key, value in state.items():
+        want = tuple(target[key].shape)
+        if tuple(value.shape) == want:
+            out[key] = value.detach().clone()
+            continue
+        dims = [d for d, (a, b) in enumerate(zip(value.shape, want)) if a != b]
+        if len(value.shape) != len(want) or any(value.shape[d] != 1 or want[d] != classes for d in dims):
+            raise ValueError(f"cannot widen {key} from {tuple(value.shape)} to {want}")
+        if len(dims) == 1:
+            out[key] = value.detach().repeat_interleave(classes, dim=dims[0]).clone()
+        else:  # class -> class (e.g. the last residual unit's convolution): diagonal
+            widened = torch.zeros(want, dtype=value.dtype)
+            for c in range(classes):
+                index = [slice(None)] * len(want)
+                for d in dims:
+                    index[d] = slice(c, c + 1)
+                widened[tuple(index)] = value.detach()
+            out[key] = widened
+    return out
 
 
 def _normal(value):
@@ -191,7 +237,16 @@ def widen_input_weights(state: dict, network_config: dict, in_channels: int, add
     return state
 
 
+def _check_classes(found: list, config: dict, source) -> None:
+    """The classes (``[(name, label)]``) of the source must be the run's when either has several
+    (a single-class source keeps working with ``--label``)."""
+    wanted = classes_of(config)
+    if (len(found) > 1 or len(wanted) > 1) and list(found) != list(wanted):
+        raise ValueError(f"{source}: classes {found} differ from this run's data.classes {wanted}")
+
+
 def _check_package_matches(spec, config: dict, source) -> None:
+    _check_classes([(o.name, o.label) for o in spec.outputs], config, source)
     data = config["data"]
     _check_same(_card_data(spec), data, source,
                 ("roi_size_vox", "spacing_mm", "image_channels", "intensity_preset"))

@@ -37,6 +37,7 @@ TRAIN_OVERRIDES = {
     "res_units": "network.num_res_units",
     "roi": "data.roi_size_vox",
     "label": "data.label_value",
+    "classes": "data.classes",
     "n_folds": "data.n_folds",
     "seed": "seed",
     "user": "interaction.simulated_user",
@@ -47,6 +48,14 @@ TRAIN_OVERRIDES = {
     "max_clicks": "interaction.max_clicks",
     "val_clicks": "interaction.val_clicks",
 }
+
+
+#: The simulated-user presets (the engine's ``SimulatedUser``; hnuiseg: HN-UISeg's per-class user).
+USER_PRESETS = ["2sicr", "deepgrow", "deepedit", "hnuiseg"]
+
+
+def name_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def int_list(text: str) -> list[int]:
@@ -95,10 +104,13 @@ def _add_train(sub) -> None:
     p.add_argument("--strides", type=int_list, help="network strides, e.g. 1,2,2,2")
     p.add_argument("--res-units", type=int, help="residual units per block")
     p.add_argument("--roi", type=roi_size, help="ROI size in voxels: 144 or 144,144,144")
-    p.add_argument("--label", type=int, help="label value of the target (1 = GTVp)")
+    p.add_argument("--label", type=int, help="label value of the target (1 = GTVp) of a single-class run")
+    p.add_argument("--classes", type=name_list, metavar="NAMES",
+                   help="output classes, one sigmoid each: gtvp (default), or gtvp,gtvn (HN-UISeg: "
+                        "GTVp label 1 and GTVn label 2, one label channel and output per class)")
     p.add_argument("--n-folds", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--user", choices=["2sicr", "deepgrow", "deepedit"], help="simulated-user preset")
+    p.add_argument("--user", choices=USER_PRESETS, help="simulated-user preset")
     p.add_argument("--deepedit-free-prob", type=float, help="DeepEdit click-free fraction (0.25, 0.5)")
     p.add_argument("--mask-dropout", type=float)
     p.add_argument("--pet-dropout", type=float,
@@ -132,7 +144,8 @@ def _add_commands(sub) -> None:
     p.add_argument("--split-of", metavar="RUN_DIR", help="evaluate the validation cases of this run's fold")
     p.add_argument("--clicks", type=int, default=10)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--user", default="2sicr", choices=["2sicr", "deepgrow", "deepedit"])
+    p.add_argument("--user", choices=USER_PRESETS,
+                   help="simulated-user preset (default: 2sicr; hnuiseg for a multi-class model)")
     p.add_argument("--label", type=int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-surface", action="store_true", help="Dice only (skip HD95/ASSD/surface Dice)")

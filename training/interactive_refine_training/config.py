@@ -20,7 +20,12 @@ DEFAULTS: dict = {
     "name": "paper",
     "seed": 0,
     "data": {
-        "label_value": 1,  # GTVp
+        # The classes the networks segment, one sigmoid output each (card "outputs"): names of
+        # CLASS_LABELS (HECKTOR 2022 label values) or {"name", "label"} objects. One class (the
+        # default, GTVp) is the 2S-ICR setting, its target ``label == label_value``; with several
+        # (HN-UISeg: ["gtvp", "gtvn"]) the training label is one channel per class.
+        "classes": ["gtvp"],
+        "label_value": 1,  # GTVp: the target of a single-class configuration
         "image_channels": ["ct", "pet"],
         "roi_size_vox": [144, 144, 144],
         "spacing_mm": [1.0, 1.0, 1.0],
@@ -84,6 +89,10 @@ DEFAULTS: dict = {
         # None, or the options of a refine input "pet_region" (the union of the one-click PET
         # threshold regions of the positive clicks), e.g. {"fraction": 0.4, "radius_mm": 10.0}
         "pet_region": None,
+        # the share of training sequences that start as the engine's threshold_start does: a
+        # positive click at the tumour's innermost voxel whose pet_region is the previous
+        # probability (the refine network learns to keep a good threshold region and correct it)
+        "threshold_start": 0.0,
     },
     "runtime": {
         "device": "auto",
@@ -105,6 +114,10 @@ DEFAULTS: dict = {
 
 #: Sections whose values may change when a run is resumed (they do not change the result).
 RESUMABLE_SECTIONS = ("runtime",)
+
+#: Label values of the class names (HECKTOR 2022+ and HNTS-MRG 2024: 1 GTVp, 2 GTVn).
+CLASS_LABELS = {"gtvp": 1, "gtvn": 2}
+CLASS_KEYS = {"name", "label"}
 
 
 def deep_update(base: dict, override: dict) -> dict:
@@ -174,6 +187,10 @@ def validate(config: dict) -> None:
         raise ValueError("interaction.refine_init must be 'random' or 'initial'")
     if inter["val_metric"] not in ("dice_last", "dice_mean"):
         raise ValueError("interaction.val_metric must be 'dice_last' or 'dice_mean'")
+    if not 0.0 <= float(inter.get("threshold_start", 0.0)) <= 1.0:
+        raise ValueError("interaction.threshold_start must lie in [0, 1]")
+    if float(inter.get("threshold_start", 0.0)) > 0 and inter.get("pet_region") is None:
+        raise ValueError("interaction.threshold_start needs interaction.pet_region (its starting region)")
     if inter.get("pet_region") is not None:
         from InteractiveRefineLib.inputs.pet_region import options_of
 
@@ -182,6 +199,7 @@ def validate(config: dict) -> None:
         if not isinstance(inter["pet_region"], dict):
             raise ValueError("interaction.pet_region must be null or an object of options")
         options_of(inter["pet_region"])  # unknown keys or non-numbers: ValueError
+    classes_of(config)  # names, label values: ValueError naming the problem
     if int(opt["batch_size"]) != 1:
         raise ValueError("optimization.batch_size: only 1 is supported (the paper's)")
     if data["image_channels"] not in (["ct"], ["ct", "pet"]):
@@ -194,10 +212,64 @@ def validate(config: dict) -> None:
         raise ValueError("data.pet_dropout > 0 needs 'pet' in data.image_channels")
 
 
-def preprocessing_settings(config: dict) -> dict:
-    """The settings that determine a case's cached arrays (and nothing else)."""
+def classes_of(config: dict) -> list[tuple[str, int]]:
+    """``[(name, label value), ...]`` of the classes the networks segment, in output order.
+
+    One class: its label value is ``data.label_value`` (so ``--label 2`` keeps working, and the
+    default configuration is exactly the single-class one). Several: each class's own value
+    (:data:`CLASS_LABELS` for a name, or the ``label`` of a ``{"name", "label"}`` entry).
+    ValueError for an unknown name, a repeated name or label value, or an empty list."""
     data = config["data"]
-    return {
+    entries = data.get("classes", ["gtvp"])
+    if not isinstance(entries, (list, tuple)) or not entries:
+        raise ValueError(f"data.classes must be a non-empty list of class names, got {entries!r}")
+    out = []
+    for entry in entries:
+        if isinstance(entry, str):
+            name, label = entry, CLASS_LABELS.get(entry)
+            if label is None:
+                raise ValueError(f"data.classes: unknown class {entry!r} (known: {sorted(CLASS_LABELS)}; "
+                                 'or give {"name": ..., "label": ...})')
+        elif isinstance(entry, dict) and isinstance(entry.get("name"), str) and set(entry) <= CLASS_KEYS:
+            name, label = entry["name"], entry.get("label", CLASS_LABELS.get(entry["name"]))
+        else:
+            raise ValueError(f"data.classes: expected a class name or {{name, label}}, got {entry!r}")
+        if not isinstance(label, int) or isinstance(label, bool) or not 1 <= label <= 255:
+            raise ValueError(f"data.classes: label of {name!r} must be an integer in 1..255, got {label!r}")
+        out.append((name, int(label)))
+    if len(out) == 1:
+        out = [(out[0][0], int(data["label_value"]))]
+    names, labels = [n for n, _ in out], [v for _, v in out]
+    if len(set(names)) != len(names) or len(set(labels)) != len(labels):
+        raise ValueError(f"data.classes: names and label values must be distinct, got {out}")
+    return out
+
+
+def n_classes(config: dict) -> int:
+    """The number of network outputs (one sigmoid per class)."""
+    return len(classes_of(config))
+
+
+def label_values(config: dict):
+    """The target label value(s) of a configuration: ``data.label_value`` (an int) for one class,
+    else the tuple of the classes' values (training label channel c = ``label == values[c]``)."""
+    classes = classes_of(config)
+    return classes[0][1] if len(classes) == 1 else tuple(label for _, label in classes)
+
+
+def outputs_section(config: dict) -> list[dict]:
+    """The card's ``outputs``: one ``{"name", "label"}`` per class, in channel order."""
+    return [{"name": name, "label": label} for name, label in classes_of(config)]
+
+
+def preprocessing_settings(config: dict) -> dict:
+    """The settings that determine a case's cached arrays (and nothing else).
+
+    The cache holds the whole label map whatever the classes; several classes only change where
+    a case without a GTVp centres its ROI (on the other classes' centroid), so only they add the
+    key ``roi_center_labels`` (a single-class configuration keeps its cache)."""
+    data = config["data"]
+    settings = {
         "format": 2,  # 2: with "pet_to_suv" (the PET channel's map back to SUV)
         "label_value": int(data["label_value"]),
         "image_channels": list(data["image_channels"]),
@@ -206,6 +278,11 @@ def preprocessing_settings(config: dict) -> dict:
         "intensity_preset": data["intensity_preset"],
         "roi_center": data["roi_center"],
     }
+    values = label_values(config)
+    if isinstance(values, tuple):
+        settings["label_value"] = values[0]
+        settings["roi_center_labels"] = list(values)
+    return settings
 
 
 def refine_extra_inputs(config: dict) -> list:
@@ -216,12 +293,14 @@ def refine_extra_inputs(config: dict) -> list:
 
 def training_stages(config: dict) -> dict:
     """The card stages (:class:`~InteractiveRefineLib.card.StageSpec`) a run's networks take:
-    the engine's classic layout plus :func:`refine_extra_inputs`."""
+    the engine's classic layout for the run's classes (several: the previous probability and the
+    positive clicks with one channel per class) plus :func:`refine_extra_inputs`."""
     from InteractiveRefineLib.card import default_stages
 
     inter = config["interaction"]
     clicks = {"sigma_vox": float(inter["sigma_vox"]), "truncate": float(inter["truncate"])}
-    return default_stages(config["data"]["image_channels"], clicks, refine_extra_inputs(config))
+    return default_stages(config["data"]["image_channels"], clicks, refine_extra_inputs(config),
+                          n_classes=n_classes(config))
 
 
 def settings_hash(settings: dict) -> str:

@@ -124,9 +124,16 @@ def split(case_ids, fold: int, n_folds: int, seed: int, pattern: str | None = No
 
 
 # ----------------------------------------------------------------------------- preprocessing
-def roi_center_ras(ct: Volume, label: Volume | None, label_value: int) -> np.ndarray:
-    """RAS centre of the ROI: centroid of ``label == label_value``, else the CT centre."""
+def roi_center_ras(ct: Volume, label: Volume | None, label_value, others=()) -> np.ndarray:
+    """RAS centre of the ROI: centroid of ``label == label_value``, else (a case without a GTVp
+    in a multi-class setting) the centroid of the voxels of ``others`` label values, else the CT
+    centre."""
     center = label_centroid_ras(label, label_value) if label is not None else None
+    rest = [int(v) for v in others if int(v) != int(label_value)]
+    if center is None and label is not None and rest:
+        voxels = np.argwhere(np.isin(np.rint(label.array), rest))
+        if len(voxels):
+            center = label.grid.index_to_ras(voxels.mean(axis=0)[::-1])
     return ct.grid.center_ras() if center is None else center
 
 
@@ -136,7 +143,7 @@ def preprocess_case(case: Case, settings: dict) -> dict:
     label = read_label(case.label) if case.label is not None else None  # a DICOM SEG too
     center = ct.grid.center_ras()
     if settings["roi_center"] == "label_centroid":
-        center = roi_center_ras(ct, label, settings["label_value"])
+        center = roi_center_ras(ct, label, settings["label_value"], settings.get("roi_center_labels", ()))
     grid = geometry.working_grid(ct.grid, center, settings["roi_size_vox"], settings["spacing_mm"])
     pet = None
     if "pet" in settings["image_channels"]:
@@ -217,17 +224,29 @@ class CachedDataset:
 
     An item is ``{"image": [C,k,j,i], "label": float32 [1,k,j,i] (1 where label ==
     label_value), "index": int, "seed": int, "pet_to_suv": (offset, scale)}`` (SUV = PET
-    channel x scale + offset; :func:`~InteractiveRefineLib.intensity.pet_to_suv`). The key is a
+    channel x scale + offset; :func:`~InteractiveRefineLib.intensity.pet_to_suv`). With a
+    sequence of label values (several classes, :func:`~.config.label_values`) the label is
+    ``[n_classes, k, j, i]``, channel c 1 where label == ``label_value[c]``. The key is a
     case index or ``(index, seed)``;
     with a ``transform`` (augmentation on the CPU, e.g. in DataLoader workers) the transform's
     random state is set from that per-sample seed, so the result does not depend on which
     worker or in which order a sample is loaded. Without one, the image stays float16.
     """
 
-    def __init__(self, paths, label_value: int = 1, transform=None):
+    def __init__(self, paths, label_value=1, transform=None):
         self.paths = [Path(p) for p in paths]
-        self.label_value = int(label_value)
+        if isinstance(label_value, (list, tuple)):
+            self.label_value = tuple(int(v) for v in label_value)
+        else:
+            self.label_value = int(label_value)
         self.transform = transform
+
+    def target(self, label: np.ndarray) -> np.ndarray:
+        """The float32 training label of a cached uint8 label map: ``[1, ...]`` for one label
+        value, ``[n_classes, ...]`` (one channel per class) for several."""
+        if isinstance(self.label_value, tuple):
+            return np.stack([label == value for value in self.label_value]).astype(np.float32)
+        return (label == self.label_value).astype(np.float32)[None]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -236,7 +255,7 @@ class CachedDataset:
         index, seed = key if isinstance(key, tuple) else (key, 0)
         with np.load(self.paths[index]) as stored:
             image = stored["image"]
-            label = (stored["label"] == self.label_value).astype(np.float32)[None]
+            label = self.target(stored["label"])
             to_suv = np.asarray(stored["pet_to_suv"] if "pet_to_suv" in stored else (0.0, 1.0), float)
         if self.transform is not None:
             import torch

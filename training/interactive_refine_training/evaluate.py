@@ -9,6 +9,15 @@ voxels are measured on the CT grid of the case after 0..N clicks, for every seed
 A model is one package folder, or several joined by commas (fold packages): their members are
 pooled into one ensemble whose probabilities the engine averages, and the clicks come from the
 ensemble's prediction (paper 4.2). ``NAME=PATH[,PATH...]`` names a model in the tables.
+
+Multi-class models (card outputs e.g. GTVp and GTVn): the session's CT-grid mask is a label map
+(0, 1, 2); after every step each class is scored on its own (``mask == label`` against ``label ==
+label``): Dice, HD95 (and ASSD, surface Dice), and the sums of HECKTOR 2022's aggregated Dice
+(DSCagg, over the cases) per class (:mod:`.seg_metrics`). The rows gain ``dice_<class>``,
+``hd95_mm_<class>``, ... and ``overlap2_ml_<class>`` / ``volume_sum_ml_<class>``; the tables a
+per-class section; their plain ``dice``, ``hd95_mm``, ... (the main tables) are the engine's
+``run_simulation`` curves, which score all classes together (any class against any class).
+Single-class reports are unchanged.
 """
 from __future__ import annotations
 
@@ -17,6 +26,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 from InteractiveRefineLib.dicom_import import read_label
 from InteractiveRefineLib.dicom_series import read_pet
 from InteractiveRefineLib.errors import ImageError
@@ -28,11 +38,16 @@ from InteractiveRefineLib.simulation import baseline_fields, run_simulation
 
 from . import reporting
 from .data import load_cases, roi_center_ras
+from .seg_metrics import class_metrics
 
 logger = logging.getLogger(__name__)
 #: Where :func:`run_evaluation` centres each case's ROI: the GTVp centroid (the paper), the
 #: automatic placement a user without an ROI gets, or the CT's centre.
 ROI_CENTERS = ("label", "auto", "ct")
+
+#: The simulated user of multi-class models when none is named: the engine's HN-UISeg preset (one
+#: click per connected component and class).
+MULTI_CLASS_USER = "hnuiseg"
 
 #: Card sections that must agree for packages to be pooled into one ensemble.
 ENSEMBLE_SECTIONS = ("network", "preprocessing", "clicks", "threshold", "inputs", "outputs")
@@ -85,34 +100,107 @@ def load_ensemble(folders: list[str]) -> ModelPackage:
 def uncertainty_calibration(session, label, label_value: int, passes: int) -> dict:
     """The calibration (``InteractiveRefineLib.uncertainty.calibration``) of the session's
     current state's uncertainty from ``passes`` passes, against the label on the working grid,
-    over the voxels inside the CT: ECE, error-detection AUC, and the estimate's seconds."""
+    over the voxels inside the CT: ECE, error-detection AUC, and the estimate's seconds. Several
+    classes: each class's mean probability against its label (``ece_<class>``,
+    ``error_auc_<class>``, the entropy summed over the classes), ``ece`` / ``error_auc`` their
+    mean."""
     from InteractiveRefineLib.geometry import inside_mask
     from InteractiveRefineLib.simulation import truth_on_grid
     from InteractiveRefineLib.uncertainty import calibration, estimate
 
     result = estimate(session, passes)
+    inside = inside_mask(session.ct.grid, session.grid)
+    outputs = session.card.outputs
+    if len(outputs) > 1:  # per class: its mean probability against label == its value
+        out: dict = {"uncertainty_seconds": round(result.seconds, 3), "error_voxels": 0}
+        per_class = []
+        for c, output in enumerate(outputs):
+            truth = truth_on_grid(label, session.grid, output.label)
+            values = calibration(result.mean[c], result.entropy, truth, session.card.threshold, mask=inside)
+            out[f"ece_{output.name}"] = json_number(values["ece"])
+            out[f"error_auc_{output.name}"] = json_number(values["error_auc"])
+            out["error_voxels"] += values["error_voxels"]
+            per_class.append(values)
+        # the row's ece / error_auc: the mean over the classes (those defined)
+        for key in ("ece", "error_auc"):
+            defined = [v[key] for v in per_class if v[key] is not None]
+            out[key] = json_number(sum(defined) / len(defined)) if defined else None
+        return out
     truth = truth_on_grid(label, session.grid, label_value)
-    values = calibration(result.mean, result.entropy, truth, session.card.threshold,
-                         mask=inside_mask(session.ct.grid, session.grid))
+    values = calibration(result.mean, result.entropy, truth, session.card.threshold, mask=inside)
     return {"ece": json_number(values["ece"]), "error_auc": json_number(values["error_auc"]),
             "error_voxels": values["error_voxels"], "uncertainty_seconds": round(result.seconds, 3)}
 
 
+def model_classes(package) -> list[tuple[str, int]]:
+    """``[(name, label value)]`` of a package's outputs, in channel order."""
+    return [(output.name, int(output.label)) for output in package.spec.outputs]
+
+
+class ClassScorer:
+    """Per-class metrics of a multi-class session's CT-grid label map after every step.
+
+    ``truths``: ``{name: (label value, boolean truth on the CT grid)}``. ``step()`` appends one
+    ``{field: value}`` dict (``dice_<name>``, ``hd95_mm_<name>``, ... and the DSCagg sums in mL:
+    ``overlap2_ml_<name>`` = 2|P∩T|, ``volume_sum_ml_<name>`` = |P|+|T|)."""
+
+    def __init__(self, session, truths: dict, surface: bool):
+        self.session, self.truths, self.surface = session, truths, surface
+        self.voxel_ml = float(np.prod(session.ct.grid.spacing)) / 1000.0
+        self.steps: list[dict] = []
+
+    def step(self) -> None:
+        mask = self.session.mask_on_ct()
+        spacing = self.session.ct.grid.spacing
+        values = {}
+        for name, (value, truth) in self.truths.items():
+            metrics, (overlap2, volume_sum) = class_metrics(mask == value, truth, spacing, self.surface)
+            values.update({f"{key}_{name}": metric for key, metric in metrics.items()})
+            values[f"overlap2_ml_{name}"] = overlap2 * self.voxel_ml
+            values[f"volume_sum_ml_{name}"] = volume_sum * self.voxel_ml
+        self.steps.append(values)
+
+    def curve(self, n_clicks: int) -> list[dict]:
+        """The steps 0..n_clicks; a sequence that stopped early (no error left) repeats its last
+        state, as the engine's curves do."""
+        steps = list(self.steps[: n_clicks + 1])
+        while len(steps) < n_clicks + 1:
+            steps.append(dict(steps[-1]))
+        return steps
+
+
+def class_truths(label, ct_grid, classes) -> dict:
+    """``{name: (label value, truth mask on the CT grid)}`` (nearest-neighbour resampling)."""
+    from InteractiveRefineLib.simulation import truth_on_grid
+
+    return {name: (value, truth_on_grid(label, ct_grid, value)) for name, value in classes}
+
+
 def evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surface,
-                  uncertainty: int = 0) -> list[dict]:
+                  uncertainty: int = 0, classes=None) -> list[dict]:
     """Rows (one per seed and click count) of one model on one case. ``uncertainty`` N > 0: the
     rows at 0 clicks and after the last click also hold the calibration of the N-pass uncertainty
-    (:func:`uncertainty_calibration`; at 0 clicks the same for every seed)."""
+    (:func:`uncertainty_calibration`; at 0 clicks the same for every seed). ``classes``
+    (``[(name, label value)]``, several): each row also holds the per-class metrics of the
+    session's label map (:class:`ClassScorer`); the plain metrics (``dice``, ...) are the
+    engine's, which score all classes together (any class against any class)."""
     rows = []
     at_zero: dict = {}
+    multi = classes is not None and len(classes) > 1
+    truths = class_truths(label, session.ct.grid, classes) if multi else None
+    scorer = None
 
     def on_step(step, values):
         if uncertainty and step == 0 and not at_zero:
             at_zero.update(uncertainty_calibration(session, label, label_value, uncertainty))
+        if scorer is not None:
+            scorer.step()
 
     for seed in seeds:
+        scorer = ClassScorer(session, truths, surface) if multi else None
         result = run_simulation(session, label, n_clicks, seed=seed, preset=user,
                                 label_value=label_value, surface_metrics=surface, on_step=on_step)
+        per_class = scorer.curve(n_clicks) if scorer is not None else None
         last = {}
         if uncertainty and n_clicks:  # the session is at the last click
             last = uncertainty_calibration(session, label, label_value, uncertainty)
@@ -123,6 +211,8 @@ def evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surf
                    "changed_voxels": result["changed_voxels"][t], "seconds": seconds[t], **base}
             row.update({k: result[k][t] for k in reporting.METRICS})
             row.update(at_zero if t == 0 else last if t == n_clicks else {})
+            if per_class is not None:
+                row.update(per_class[t])
             rows.append(row)
     return rows
 
@@ -149,18 +239,21 @@ def run_evaluation(models: dict, cases, n_clicks: int, seeds, device: str = "aut
                                         region_removal=region_removal, threshold_start=threshold_start)
                 for name, package in models.items()}
     needs_pet = any(p.needs_pet for p in models.values())
+    classes = {name: model_classes(package) for name, package in models.items()}
+    # a case without a GTVp centres a multi-class model's ROI on its other classes (e.g. the nodes)
+    others = sorted({value for found in classes.values() if len(found) > 1 for _, value in found})
     rows = []
     for index, case in enumerate(cases):
         ct = read_volume(case.ct)
         pet = read_pet(case.pet) if needs_pet and case.pet is not None else None  # DICOM: SUVbw
         label = read_label(case.label)  # a DICOM SEG too (GTVp 1, GTVn 2 by its codes)
-        center = roi_center_ras(ct, label, label_value) if roi_center == "label" else roi_center
+        center = roi_center_ras(ct, label, label_value, others) if roi_center == "label" else roi_center
         for name, session in sessions.items():
             t0 = time.perf_counter()
             try:
                 session.set_image(ct, pet, roi_center_ras=center)
                 case_rows = evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surface,
-                                          uncertainty)
+                                          uncertainty, classes[name])
             except ImageError as exc:
                 logger.warning("skipping case %s for %s: %s", case.case_id, name, exc)
                 continue
@@ -179,8 +272,12 @@ def write_reports(rows: list[dict], n_clicks: int, out_dir: Path, meta: dict) ->
     reporting.write_table_csv(table, out_dir / "table.csv")
     header = (f"## Simulated-user evaluation ({meta['n_cases']} cases, {len(meta['seeds'])} seed(s), "
               f"user preset {meta['user']!r}; mean ± sd over cases)")
+    classes = meta.get("classes") or {}
+    if classes:
+        header += "; multi-class models: the foreground (any class) against the union of the classes"
     text = (reporting.markdown(table, n_clicks, header) + reporting.baseline_markdown(rows)
-            + reporting.uncertainty_markdown(rows, n_clicks))
+            + reporting.uncertainty_markdown(rows, n_clicks)
+            + reporting.class_markdown(rows, n_clicks, classes))
     (out_dir / "table.md").write_text(text)
     reporting.plot_dice_curves(rows, n_clicks, out_dir / "dice_vs_clicks.png")
     files = ["per_case.csv", "table.csv", "table.md", "dice_vs_clicks.png"]
@@ -194,6 +291,9 @@ def write_reports(rows: list[dict], n_clicks: int, out_dir: Path, meta: dict) ->
         if entry["metric"] == "dice":
             dice.setdefault(entry["model"], {})[entry["column"]] = json_number(entry["mean"])
     summary = {**meta, "dice_mean": dice, "files": files + ["summary.json"]}
+    per_class = reporting.class_summary(rows, n_clicks, classes)
+    if per_class:
+        summary["per_class"] = per_class
     calibration = reporting.uncertainty_per_case(rows)
     if calibration:
         summary["uncertainty_calibration"] = calibration
@@ -202,10 +302,11 @@ def write_reports(rows: list[dict], n_clicks: int, out_dir: Path, meta: dict) ->
 
 
 def evaluate(model_specs, data, out_dir, case_ids=None, n_clicks: int = 10, n_seeds: int = 3,
-             device: str = "auto", user: str = "2sicr", label_value: int = 1, surface: bool = True,
+             device: str = "auto", user: str | None = None, label_value: int = 1, surface: bool = True,
              refine_mode: str = "full", region_removal: bool = True, uncertainty: int = 0,
              roi_center: str = "label", threshold_start: bool = False) -> dict:
-    """The ``evaluate`` subcommand: load models and cases, run, write the reports."""
+    """The ``evaluate`` subcommand: load models and cases, run, write the reports. ``user`` None:
+    ``"2sicr"``, or :data:`MULTI_CLASS_USER` when a model has several classes."""
     if isinstance(uncertainty, bool) or not isinstance(uncertainty, int) or uncertainty < 0:
         raise ValueError(f"uncertainty passes must be a non-negative integer, got {uncertainty!r}")
     models = {}
@@ -216,6 +317,9 @@ def evaluate(model_specs, data, out_dir, case_ids=None, n_clicks: int = 10, n_se
         models[name] = load_ensemble(folders)
     cases = load_cases(data, case_ids)
     seeds = list(range(n_seeds))
+    classes = {name: model_classes(package) for name, package in models.items()}
+    if user is None:  # the paper's user of each setting: HN-UISeg's per class, 2S-ICR's for one class
+        user = MULTI_CLASS_USER if any(len(found) > 1 for found in classes.values()) else "2sicr"
     rows = run_evaluation(models, cases, n_clicks, seeds, device, user, label_value, surface, refine_mode,
                           region_removal, uncertainty, roi_center, threshold_start)
     if not rows:
@@ -226,4 +330,7 @@ def evaluate(model_specs, data, out_dir, case_ids=None, n_clicks: int = 10, n_se
             "region_removal": region_removal, "roi_center": roi_center, "threshold_start": threshold_start}
     if uncertainty:
         meta["uncertainty_passes"] = uncertainty
+    if any(len(found) > 1 for found in classes.values()):
+        meta["classes"] = {name: [{"name": n, "label": v} for n, v in found]
+                           for name, found in classes.items()}
     return write_reports(rows, n_clicks, Path(out_dir), meta)

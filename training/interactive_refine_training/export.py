@@ -26,7 +26,7 @@ from InteractiveRefineLib.model_package import default_card, load_model_package,
 from InteractiveRefineLib.networks import build_network, size_divisor
 
 from .checkpoint import TrainedRun, load_run
-from .config import refine_extra_inputs
+from .config import classes_of, n_classes, outputs_section, refine_extra_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,9 @@ def input_conv_names(network_config: dict, n_inputs: int) -> list[str]:
 
 
 def _baseline_state(run: TrainedRun, stage: str) -> dict:
-    # The baseline was trained with the classic refine layout, the one ``default_card`` writes.
-    stages = default_stages(run.config["data"]["image_channels"])
+    # The baseline was trained with the classic refine layout, the one ``default_card`` writes
+    # (per-class previous-probability channels for several classes).
+    stages = default_stages(run.config["data"]["image_channels"], n_classes=n_classes(run.config))
     refine = stages["refine"].slices()
     previous = refine["previous_probability"]
     kept = [refine[spec.name] for spec in stages["initial"].inputs]  # the initial stage's inputs
@@ -112,7 +113,7 @@ def package_runs(path: str | os.PathLike, stage: str) -> list[TrainedRun]:
     clicks = {"sigma_vox": spec.click_sigma_vox, "truncate": spec.click_truncate}
     extra = [{"name": s.name, "options": dict(s.options)} for s in spec.stages["refine"].inputs
              if s.name in PET_VALUE_INPUTS] if stage == "refine" else []
-    classic = default_stages(spec.image_channels, clicks, extra)[stage]
+    classic = default_stages(spec.image_channels, clicks, extra, n_classes=len(spec.outputs))[stage]
     if spec.stages[stage] != classic:
         raise ValueError(f"{path}: the card's {stage!r} inputs are not the training layout {classic}")
     records = (package.card.get("training") or {}).get(stage) or []
@@ -157,6 +158,11 @@ def _card(initial: list[TrainedRun], refine: list[TrainedRun], name: str) -> dic
                                   "label_value"))
     network = _common(runs, "network", ("channels", "strides", "num_res_units", "norm"))
     inter = _common(refine, "interaction", ("sigma_vox", "truncate"))
+    classes = classes_of(runs[0].config)
+    for run in runs[1:]:
+        if classes_of(run.config) != classes:
+            raise ValueError(f"{run.path}: data.classes {classes_of(run.config)} differ from "
+                             f"{runs[0].path}'s {classes}")
     user = refine[0].summary.get("simulated_user") or "2sicr"
     card = default_card(name=name, network=network, image_channels=data["image_channels"],
                         roi_size_vox=data["roi_size_vox"], spacing_mm=data["spacing_mm"],
@@ -165,13 +171,17 @@ def _card(initial: list[TrainedRun], refine: list[TrainedRun], name: str) -> dic
     extra = refine_extra_inputs(refine[0].config)
     if any(refine_extra_inputs(r.config) != extra for r in refine[1:]):
         raise ValueError("the refine runs differ in their extra inputs (interaction.pet_region)")
-    if extra:  # the classic layout plus these: named explicitly
-        card["inputs"] = default_inputs_section(data["image_channels"], extra)
+    if extra or len(classes) > 1:  # the classic layout plus these / per class: named explicitly
+        card["inputs"] = default_inputs_section(data["image_channels"], extra, n_classes=len(classes))
+    if len(classes) > 1:  # one sigmoid per class (HN-UISeg: GTVp, GTVn)
+        card["outputs"] = outputs_section(runs[0].config)
+        card["activation"] = "sigmoid"
     if "pet" in data["image_channels"]:  # every member learnt zero-filled PET: it may run CT-only
         card["preprocessing"]["pet_optional"] = all(pet_dropout(r.config) > 0 for r in runs)
     method = refine[0].trainer if refine[0].trainer in BASELINES else "2sicr"
     card["training"] = {
         "method": method, "engine_version": engine_version, "label_value": int(data["label_value"]),
+        **({"classes": outputs_section(runs[0].config)} if len(classes) > 1 else {}),
         "initial": [_run_record(r) for r in initial], "refine": [_run_record(r) for r in refine],
         "phantoms": _phantom_record(runs),
     }

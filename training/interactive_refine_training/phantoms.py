@@ -13,7 +13,8 @@ real PET/CT:
   4 of the 5 measured HECKTOR fields), symmetric tonsils, parotid and submandibular glands
   (SUVmax ~3.5-5.5), lingual tonsil, vocal cords, active muscles, brown fat, sometimes an
   inflamed region as hot as the tumour; background soft tissue SUV p50 ~1.3;
-- lymph nodes (label 2, GTVn) are small lateral ovals of moderate uptake;
+- pathological lymph nodes (label 2, GTVn; generator 1.3): 0-3 per case (85 % of cases have one),
+  lateral ovoids of 0.6-40 mL (median ~5 mL, as real pre-treatment GTVn contours) and SUV 2.5-10;
 - the PET goes through a Gaussian PSF (5-7 mm FWHM), optional voxel integration onto a coarser
   PET grid (e.g. 4 mm) and signal-dependent, spatially correlated noise.
 
@@ -49,7 +50,7 @@ from scipy import ndimage
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.2"
+GENERATOR_VERSION = "1.3"
 
 #: Documented ranges (full anatomical scale); see the module docstring for small fields of view.
 TUMOUR_ML_RANGE = (1.0, 60.0)
@@ -58,6 +59,13 @@ SUVMAX_RANGE = (3.0, 25.0)
 BULKY_ML_RANGE = (80.0, 450.0)
 BULKY_SUVMAX_RANGE = (4.0, 12.0)
 PSF_FWHM_RANGE_MM = (5.0, 7.0)
+#: Pathological lymph nodes (GTVn, label 2; generator 1.3): the chance of 0, 1, 2, 3 nodes per
+#: case and each node's volume (mL, log-uniform, at full anatomical scale), matched to the
+#: pre-treatment GTVn contours of HNTS-MRG 2024 (training/README.md, "Lymph nodes").
+NODE_COUNT_P = (0.15, 0.4, 0.3, 0.15)
+NODE_ML_RANGE = (0.6, 40.0)
+#: The nodes' own random stream: ``default_rng([seed, NODE_STREAM])``.
+NODE_STREAM = 2
 #: Chance that the brain sits at the top of the field of view (4 of the 5 measured H&N fields).
 P_BRAIN = 0.8
 
@@ -664,25 +672,19 @@ def generate_case(
     tumour_mask = label == 1
 
     # ---- pathological lymph nodes (label 2), lateral, moderate uptake
-    n_nodes = int(rng.choice(4, p=(0.4, 0.3, 0.2, 0.1)))
-    node_suv, node_paint = [], []
     tumour_side = 1 if tc[0] >= float(np.mean(aw_x)) else -1
-    for _ in range(n_nodes):
-        side = tumour_side if rng.uniform() < 0.75 else -tumour_side
-        lev_n = u(-40, 30)
-        zc = float(np.clip(zpos(lev_n), z_bot + 8 * s, (z_sb - 10 * s) if brain else z_top - 8 * s))
-        centre = (side * u(0.35, 0.62) * ax0 * s, u(-12, 10) * s, zc)
-        semi = np.array((u(3.5, 8), u(3.5, 8), u(5, 12))) * s
-        box, r2 = space.ellipsoid(centre, semi, _rotation(u(0, np.pi), u(-0.3, 0.3)))
-        if box is None:
-            continue
-        m = (r2 <= 1.0) & allowed[box] & (label[box] == 0)
-        if m.sum() < 0.4 * (4.0 / 3.0 * np.pi * np.prod(semi)) / (space.voxel_ml * 1000.0):
-            continue  # mostly outside the neck or on the tumour: skip
+    z_node = (z_bot + 8 * s, (z_sb - 10 * s) if brain else z_top - 8 * s)
+    # Generator 1.2's node draws are still made on the case's stream (and their nodes dropped), so
+    # that every other property of a seed's phantom stays that of 1.2; the nodes of 1.3 come from
+    # their own stream (_nodes).
+    _nodes_1_2_draws(rng, space, label, allowed, ax0, s, zpos, z_node, tumour_side)
+    node_suv, node_paint = [], []
+    node_rng = np.random.default_rng([int(seed), NODE_STREAM])
+    for box, m, value in _nodes(node_rng, space, label, allowed, ax0, s, zpos, z_node, tumour_side):
         label[box][m] = 2
         tis[box][m] = NODE
-        node_suv.append(u(2.5, 10.0))
-        node_paint.append((box, m, node_suv[-1]))
+        node_suv.append(value)
+        node_paint.append((box, m, value))
     node_mask = label == 2
 
     # ---- an inflamed / physiological focus as hot as the tumour (a distractor), sometimes
@@ -850,6 +852,67 @@ def generate_case(
         **tumour_profile,
     }
     return PhantomCase(ct_vol, pet_vol, label_vol, meta)
+
+
+def _node_center(draw, side: int, ax0: float, s: float, zpos, z_node) -> tuple:
+    """A node centre: lateral (35-62 % of the neck's half-width), at a nominal level -40..30 mm."""
+    u = draw.uniform
+    zc = float(np.clip(zpos(u(-40, 30)), *z_node))
+    return (side * u(0.35, 0.62) * ax0 * s, u(-12, 10) * s, zc)
+
+
+def _nodes_1_2_draws(rng, space, label, allowed, ax0, s, zpos, z_node, tumour_side) -> None:
+    """Consume exactly the draws of generator 1.2's nodes from the case's stream (their
+    acceptance depends on the geometry, so it is recomputed on a scratch label)."""
+    u = rng.uniform
+    scratch = None
+    for _ in range(int(rng.choice(4, p=(0.4, 0.3, 0.2, 0.1)))):
+        side = tumour_side if rng.uniform() < 0.75 else -tumour_side
+        lev_n = u(-40, 30)
+        zc = float(np.clip(zpos(lev_n), *z_node))
+        centre = (side * u(0.35, 0.62) * ax0 * s, u(-12, 10) * s, zc)
+        semi = np.array((u(3.5, 8), u(3.5, 8), u(5, 12))) * s
+        box, r2 = space.ellipsoid(centre, semi, _rotation(u(0, np.pi), u(-0.3, 0.3)))
+        if box is None:
+            continue
+        scratch = label.copy() if scratch is None else scratch
+        m = (r2 <= 1.0) & allowed[box] & (scratch[box] == 0)
+        if m.sum() < 0.4 * (4.0 / 3.0 * np.pi * np.prod(semi)) / (space.voxel_ml * 1000.0):
+            continue
+        scratch[box][m] = 2
+        u(2.5, 10.0)
+
+
+def _nodes(draw, space, label, allowed, ax0, s, zpos, z_node, tumour_side) -> list:
+    """Generator 1.3's pathological nodes ``[(box, mask, SUV)]``, matched to real GTVn contours
+    (``training/README.md``, "Lymph nodes"): 0-3 per case (``NODE_COUNT_P``), volume log-uniform
+    in ``NODE_ML_RANGE`` (x anatomy scale^3), ovoid and longest along the neck, 75 % on the
+    tumour's side; up to 3 placements each, kept when >= 40 % of it lies in the neck's soft
+    tissue off the tumour and 2 voxels apart from the other nodes. Uptake SUV 2.5-10 (painted;
+    partial volume lowers the measured SUVmax of small nodes)."""
+    u = draw.uniform
+    out = []
+    work = label.copy()
+    for _ in range(int(draw.choice(len(NODE_COUNT_P), p=NODE_COUNT_P))):
+        volume_ml = _loguniform(draw, *NODE_ML_RANGE) * s ** 3
+        r_eq = (3.0 * volume_ml * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
+        shape = np.array((u(0.75, 1.15), u(0.75, 1.15), u(1.0, 1.6)))
+        semi = r_eq * shape / float(np.prod(shape)) ** (1.0 / 3.0)
+        side = tumour_side if u() < 0.75 else -tumour_side
+        suv_node = u(2.5, 10.0)
+        for _try in range(3):
+            centre = _node_center(draw, side, ax0, s, zpos, z_node)
+            box, r2 = space.ellipsoid(centre, semi, _rotation(u(0, np.pi), u(-0.3, 0.3)))
+            if box is None:
+                continue
+            # off the tumour, and 2 voxels apart from the other nodes (touching nodes would merge)
+            apart = ~ndimage.binary_dilation(work[box] == 2, structure=np.ones((3, 3, 3), bool), iterations=2)
+            m = (r2 <= 1.0) & allowed[box] & (work[box] == 0) & apart
+            if m.sum() >= 0.4 * volume_ml / space.voxel_ml:
+                work[box][m] = 2
+                out.append((box, m, suv_node))
+                break
+    return out
 
 
 def _ijk_to_ras(space: _Space) -> np.ndarray:
@@ -1027,6 +1090,26 @@ def field_statistics(ct, pet, label, field_mm: float = 144.0, voxel_mm: float = 
     return {k: float(v) for k, v in st.items()}
 
 
+def node_statistics(label: Volume, pet: Volume | None = None, value: int = 2,
+                    min_ml: float = 0.05) -> dict:
+    """The pathological lymph nodes (``label == value``, GTVn) of one case: ``n_nodes`` (connected
+    components, 26-connectivity, of at least ``min_ml``), ``node_ml`` (each node's volume, mL,
+    largest first), ``nodes_ml`` (their sum) and, with a PET, ``node_suvmax`` (each node's SUVmax:
+    the PET linearly resampled onto the label grid, as :func:`_tumour_suv`)."""
+    mask = np.rint(label.array) == value
+    voxel_ml = float(np.prod(label.grid.spacing)) / 1000.0
+    regions, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    sizes = np.bincount(regions.ravel())[1:] * voxel_ml if n else np.zeros(0)
+    keep = [r + 1 for r in np.argsort(-sizes) if sizes[r] >= min_ml]
+    out = {"n_nodes": len(keep), "node_ml": [float(sizes[r - 1]) for r in keep]}
+    out["nodes_ml"] = float(sum(out["node_ml"]))
+    if pet is not None:
+        on_label = pet.array if (pet.grid.shape == label.grid.shape and np.allclose(
+            pet.ijk_to_ras, label.ijk_to_ras)) else resample(pet.array, pet.grid, label.grid, order=1)
+        out["node_suvmax"] = [float(on_label[regions == r].max()) for r in keep]
+    return out
+
+
 def _mask_centroid_ras(mask, grid):
     kji = np.argwhere(mask).mean(axis=0)
     return grid.index_to_ras(kji[::-1])
@@ -1100,5 +1183,5 @@ def generate_dataset(
 
 
 __all__ = ["GENERATOR_VERSION", "PhantomCase", "generate_case", "write_case", "generate_dataset",
-           "case_statistics", "field_statistics", "CHGJ015_STATS", "P_BRAIN", "TUMOUR_ML_RANGE",
-           "SUVMAX_RANGE", "BULKY_ML_RANGE", "BULKY_SUVMAX_RANGE"]
+           "case_statistics", "field_statistics", "node_statistics", "CHGJ015_STATS", "P_BRAIN",
+           "TUMOUR_ML_RANGE", "SUVMAX_RANGE", "BULKY_ML_RANGE", "BULKY_SUVMAX_RANGE"]

@@ -32,9 +32,29 @@ ROW_FIELDS = ("model", "case_id", "seed", "clicks", *METRICS, "changed_voxels", 
               *UNCERTAINTY_FIELDS)
 
 
+#: The per-class metrics of multi-class models (``<metric>_<class>`` row fields), and the
+#: per-case sums of HECKTOR 2022's aggregated Dice (in mL): DSCagg = sum overlap2 / sum volume_sum.
+CLASS_METRICS = METRICS
+DSC_AGG_FIELDS = ("overlap2_ml", "volume_sum_ml")
+
+
+def class_fields(rows: list[dict]) -> list[str]:
+    """The per-class row fields present in ``rows`` (in the order first seen); none for
+    single-class models."""
+    known = set(ROW_FIELDS)
+    prefixes = tuple(f"{m}_" for m in CLASS_METRICS + DSC_AGG_FIELDS + tuple(UNCERTAINTY_FIELDS))
+    fields: dict = {}
+    for row in rows:
+        for key in row:
+            if key not in known and key.startswith(prefixes):
+                fields[key] = None
+    return list(fields)
+
+
 def write_rows(rows: list[dict], path: Path) -> None:
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=ROW_FIELDS, extrasaction="ignore")
+        fields = ROW_FIELDS + tuple(class_fields(rows))
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -261,3 +281,97 @@ def plot_dice_curves(rows: list[dict], n_clicks: int, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+# ------------------------------------------------------------------------ per class (multi-class)
+def _class_names(classes: dict, model) -> list[str]:
+    return [entry["name"] for entry in classes.get(model, [])]
+
+
+def dsc_agg_values(rows: list[dict], model: str, name: str, n_clicks: int) -> list:
+    """HECKTOR 2022's aggregated Dice of class ``name`` after 0..N clicks: the per-case sums
+    (``overlap2_ml_<name>``, ``volume_sum_ml_<name>``) pooled over every case and seed of
+    ``model``; None where nothing was segmented or predicted."""
+    from .seg_metrics import dsc_agg
+
+    sums = defaultdict(list)
+    for row in rows:
+        if row["model"] == model and row.get(f"volume_sum_ml_{name}") not in (None, ""):
+            sums[int(row["clicks"])].append((_number(row[f"overlap2_ml_{name}"]),
+                                              _number(row[f"volume_sum_ml_{name}"])))
+    return [dsc_agg(sums[t]) if sums[t] else None for t in range(n_clicks + 1)]
+
+
+def _dsc_agg_columns(values: list, n_clicks: int) -> dict:
+    out = {}
+    for column in columns_for(n_clicks):
+        if column == "avg":
+            picked = [v for v in values[1:] if v is not None]
+            out["avg"] = float(np.mean(picked)) if picked else None
+        else:
+            out[str(column)] = values[column]
+    return out
+
+
+def class_summary(rows: list[dict], n_clicks: int, classes: dict) -> dict:
+    """``{model: {class: {"dice": {column: mean}, "hd95_mm": {...}, "dsc_agg": {column: value}}}}``
+    for the multi-class models (``classes``: ``{model: [{"name", "label"}]}``); empty without."""
+    out: dict = {}
+    for model in dict.fromkeys(r["model"] for r in rows):
+        names = _class_names(classes, model)
+        if len(names) < 2:
+            continue
+        model_rows = [r for r in rows if r["model"] == model]
+        out[model] = {}
+        for name in names:
+            entry: dict = {}
+            for metric in ("dice", "hd95_mm"):
+                key = f"{metric}_{name}"
+                if not any(r.get(key) not in (None, "") for r in model_rows):
+                    continue
+                per_case = case_values(model_rows, key).get(model, {})
+                entry[metric] = {}
+                for column in columns_for(n_clicks):
+                    mean, _, n = _mean_sd(column_values(per_case, column).values())
+                    entry[metric][str(column)] = None if math.isnan(mean) else round(mean, 4)
+            entry["dsc_agg"] = {k: None if v is None else round(v, 4)
+                                for k, v in _dsc_agg_columns(dsc_agg_values(rows, model, name, n_clicks),
+                                                             n_clicks).items()}
+            out[model][name] = entry
+    return out
+
+
+def class_markdown(rows: list[dict], n_clicks: int, classes: dict) -> str:
+    """Per class of the multi-class models: DSC and HD95 (mean ± sd over cases; a case without
+    the class counts only if something was predicted there: Dice 0) and DSCagg (pooled over
+    cases and seeds); empty for single-class models."""
+    cols = [str(c) for c in columns_for(n_clicks)]
+    models = [m for m in dict.fromkeys(r["model"] for r in rows) if len(_class_names(classes, m)) > 1]
+    if not models:
+        return ""
+    lines = ["", "## Per class (label map: mask == label; DSCagg: HECKTOR 2022's aggregated Dice, "
+             "sum 2|P∩T| / sum (|P|+|T|) over cases and seeds)"]
+    header = "| Model | Class | " + " | ".join(_label(c, n_clicks) for c in cols) + " |"
+    rule = "|---" * (len(cols) + 2) + "|"
+    for metric, title in (("dice", "DSC"), ("hd95_mm", "HD95 (mm)")):
+        lines += ["", f"### {title} per class", "", header, rule]
+        for model in models:
+            model_rows = [r for r in rows if r["model"] == model]
+            for name in _class_names(classes, model):
+                key = f"{metric}_{name}"
+                per_case = case_values(model_rows, key).get(model, {}) if any(
+                    r.get(key) not in (None, "") for r in model_rows) else {}
+                cells = []
+                for column in cols:
+                    column = "avg" if column == "avg" else int(column)
+                    mean, sd, n = _mean_sd(column_values(per_case, column).values()) if per_case else (
+                        math.nan, math.nan, 0)
+                    cells.append(_fmt({"mean": mean, "sd": sd}))
+                lines.append(f"| {model} | {name} | " + " | ".join(cells) + " |")
+    lines += ["", "### DSCagg per class", "", header, rule]
+    for model in models:
+        for name in _class_names(classes, model):
+            values = _dsc_agg_columns(dsc_agg_values(rows, model, name, n_clicks), n_clicks)
+            cells = ["n/a" if values[c] is None else f"{values[c]:.3f}" for c in cols]
+            lines.append(f"| {model} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from InteractiveRefineLib import geometry
 from InteractiveRefineLib.geometry import read_volume
-from InteractiveRefineLib.metrics import all_metrics, json_number
+from InteractiveRefineLib.metrics import all_metrics, dice, json_number
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +59,34 @@ def _aligned(prediction: geometry.Volume, truth: geometry.Volume) -> np.ndarray:
     return np.rint(geometry.resample(prediction.array, prediction.grid, truth.grid, order=0, cval=0))
 
 
+def class_metrics(prediction: np.ndarray, truth: np.ndarray, spacing_ijk, surface: bool = True) -> tuple:
+    """Metrics of one class on one case (boolean masks on one grid): ``(metrics, (2|P∩T|,
+    |P|+|T|))``, the sums in voxels (for DSCagg). Dice, and with ``surface`` HD95, ASSD and surface
+    Dice at 1 mm (the engine's MONAI-based metrics); an empty truth gives Dice 0 when something
+    was predicted, null (NaN) when both are empty. Values are JSON numbers (None for NaN)."""
+    p, t = np.asarray(prediction, dtype=bool), np.asarray(truth, dtype=bool)
+    values = all_metrics(p, t, spacing_ijk) if surface else {"dice": dice(p, t)}
+    if not t.any():
+        values["dice"] = math.nan if not p.any() else 0.0
+    sums = (2.0 * float(np.logical_and(p, t).sum()), float(p.sum()) + float(t.sum()))
+    return {k: json_number(v) for k, v in values.items()}, sums
+
+
+def dsc_agg(sums) -> float | None:
+    """HECKTOR 2022's aggregated Dice of ``(2|P∩T|, |P|+|T|)`` pairs (any one unit, e.g. voxels x
+    voxel volume): sum of the first over sum of the second; None when nothing was segmented or
+    predicted in any case."""
+    intersection = sum(float(a) for a, _ in sums)
+    total = sum(float(b) for _, b in sums)
+    return json_number(intersection / total) if total > 0 else None
+
+
 def case_metrics(prediction: np.ndarray, truth: np.ndarray, spacing_ijk, labels) -> tuple[dict, dict]:
     """Per-label metrics of one case, and the per-label sums for DSCagg (in voxels)."""
     metrics, sums = {}, {}
     for label in labels:
-        p, t = prediction == label, truth == label
-        values = all_metrics(p, t, spacing_ijk)
-        if not t.any():
-            values["dice"] = math.nan if not p.any() else 0.0
-        metrics[str(label)] = {k: json_number(v) for k, v in values.items()}
-        sums[str(label)] = (2.0 * float(np.logical_and(p, t).sum()), float(p.sum()) + float(t.sum()))
+        key = str(label)
+        metrics[key], sums[key] = class_metrics(prediction == label, truth == label, spacing_ijk)
     return metrics, sums
 
 

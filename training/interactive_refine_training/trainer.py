@@ -33,7 +33,14 @@ from InteractiveRefineLib.networks import build_network
 from . import distributed
 from .augment import augment, build_augmentation
 from .checkpoint import BEST, LATEST, load_checkpoint, save_checkpoint
-from .config import RESUMABLE_SECTIONS, preprocessing_settings, training_stages
+from .config import (
+    RESUMABLE_SECTIONS,
+    classes_of,
+    label_values,
+    n_classes,
+    preprocessing_settings,
+    training_stages,
+)
 from .data import CachedDataset, build_cache, load_cases, split
 
 logger = logging.getLogger("interactive_refine_training")
@@ -54,6 +61,25 @@ class _EpochIndices(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class SigmoidDiceBCELoss(torch.nn.Module):
+    """Soft Dice (MONAI ``DiceLoss(sigmoid=True)``: per class, averaged over the classes, as
+    HN-UISeg's eq. 2) plus the binary cross-entropy of every class channel and voxel (its eq. 1
+    for independent sigmoids), uniform weights, smoothing 1e-5. Logits and target
+    ``[B, C, k, j, i]``; on one channel it equals ``DiceCELoss(sigmoid=True)`` (tested)."""
+
+    def __init__(self, smooth: float = 1e-5):
+        super().__init__()
+        from monai.losses import DiceLoss
+
+        self.dice = DiceLoss(sigmoid=True, smooth_nr=smooth, smooth_dr=smooth)
+        self.bce = torch.nn.BCEWithLogitsLoss()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.shape != target.shape:
+            raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ")
+        return self.dice(logits, target) + self.bce(logits, target.to(logits.dtype))
 
 
 def _init_worker(worker_id: int) -> None:
@@ -254,7 +280,7 @@ class Trainer:
         totals = [0.0] * (len(keys) + 1)
         limit = self.config["runtime"].get("max_val_cases")
         paths = self.val_paths[: int(limit)] if limit else self.val_paths
-        dataset = CachedDataset(paths, self.config["data"]["label_value"])
+        dataset = CachedDataset(paths, label_values(self.config))
         with torch.no_grad():
             for index in range(self.ctx.rank, len(dataset), self.ctx.world_size):
                 item = dataset[index]
@@ -307,7 +333,9 @@ class Trainer:
         return paths[: len(train_ids)], paths[len(train_ids):]
 
     def build_network(self):
-        return build_network(self.config["network"], training_stages(self.config)[self.stage].in_channels)
+        """The engine's network for this stage's inputs, one output channel per class."""
+        in_channels = training_stages(self.config)[self.stage].in_channels
+        return build_network(self.config["network"], in_channels, out_channels=n_classes(self.config))
 
     def build_optimizer(self):
         opt = self.config["optimization"]
@@ -319,9 +347,15 @@ class Trainer:
         return optimizer, scheduler
 
     def build_loss(self):
+        """Dice + BCE with one sigmoid per class (the paper's equations 1-3: uniform weights,
+        smoothing 1e-5). One class: MONAI's ``DiceCELoss(sigmoid=True)``, as always. Several:
+        :class:`SigmoidDiceBCELoss`, because ``DiceCELoss`` with more than one channel switches
+        its CE term to a softmax cross-entropy across the channels, which is wrong for
+        independent sigmoids (a background voxel, all targets 0, would add no CE at all)."""
         from monai.losses import DiceCELoss
 
-        # Uniform weights and epsilon 1e-5 as in the paper's equations 1-3.
+        if n_classes(self.config) > 1:
+            return SigmoidDiceBCELoss()
         return DiceCELoss(sigmoid=True, lambda_dice=1.0, lambda_ce=1.0, smooth_nr=1e-5, smooth_dr=1e-5)
 
     def build_loader(self):
@@ -342,7 +376,7 @@ class Trainer:
         transform = build_augmentation(self.config, data["image_channels"], data["roi_size_vox"], device)
         self.augmentation = transform if where == "device" else None
         self.sampler = _EpochIndices()
-        dataset = CachedDataset(self.train_paths, data["label_value"],
+        dataset = CachedDataset(self.train_paths, label_values(self.config),
                                 transform=transform if where == "workers" else None)
         cuda = self.device.type == "cuda"
         return torch.utils.data.DataLoader(
@@ -530,6 +564,7 @@ class Trainer:
             "device": str(self.device),
             "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu",
             "world_size": self.ctx.world_size, "amp": self.amp, "simulated_user": self.user_preset,
+            "classes": [name for name, _ in classes_of(self.config)],
             "torch": torch.__version__, "monai": monai.__version__,
             "data": {"source": self.data_source, "train_ids": self.train_ids, "val_ids": self.val_ids},
             "initial_source": str(self.initial_source) if self.initial_source else None,

@@ -25,6 +25,7 @@ from InteractiveRefineLib.clicks import encode_guidance
 from InteractiveRefineLib.inputs import stack
 from InteractiveRefineLib.inputs.pet_region import region_channel
 from InteractiveRefineLib.simulated_user import SimulatedUser
+from scipy import ndimage
 
 from .checkpoint import load_initial_networks, widen_input_weights
 from .config import training_stages
@@ -37,11 +38,14 @@ class Clicks:
     def __init__(self):
         self.positive: list = []
         self.negative: list = []
+        self.labels: list = []  # the class index of each positive click (0: GTVp; one class: all 0)
         self.suv = None  # the sample's PET in SUV, when an input reads it (pet_region)
         self.regions: dict = {}  # the pet_region of each positive click, found once
 
     def add(self, click) -> None:
         (self.positive if click.positive else self.negative).append(click.index)
+        if click.positive:
+            self.labels.append(getattr(click, "label", None) or 0)
 
     def __len__(self) -> int:
         return len(self.positive) + len(self.negative)
@@ -56,10 +60,11 @@ class PendingMask:
     """
 
     def __init__(self, probability: torch.Tensor):
-        mask = probability[0, 0] > 0.5
+        mask = probability[0, 0] > 0.5 if probability.shape[1] == 1 else class_map(probability[0] > 0.5,
+                                                                                    probability[0])
         self.event = None
         if mask.is_cuda:
-            self.host = torch.empty(mask.shape, dtype=torch.bool, pin_memory=True)
+            self.host = torch.empty(mask.shape, dtype=mask.dtype, pin_memory=True)
             self.host.copy_(mask, non_blocking=True)
             self.event = torch.cuda.Event()
             self.event.record()
@@ -70,6 +75,24 @@ class PendingMask:
         if self.event is not None:
             self.event.synchronize()
         return self.host.numpy()
+
+
+def class_map(above: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 class map ``[k, j, i]`` of per-class masks ``above`` ``[C, k, j, i]`` (0 background,
+    c + 1 for class c: the engine's simulated user's multi-class input); where several classes
+    are on, the one with the highest ``scores`` (default: the first)."""
+    if scores is None:  # the first class wins
+        scores = -torch.arange(above.shape[0], device=above.device, dtype=torch.float32).view(-1, 1, 1, 1)
+    ranked = torch.where(above, scores.float().expand(above.shape), torch.tensor(-2.0, device=above.device))
+    return torch.where(above.any(0), ranked.argmax(0) + 1, 0).to(torch.uint8)
+
+
+def truth_of(label: torch.Tensor) -> np.ndarray:
+    """The simulated user's truth: bool ``[k, j, i]`` for one class, a class map for C > 1
+    (label channels ``[1, C, k, j, i]``, channel c = class c)."""
+    if label.shape[1] == 1:
+        return label[0, 0].cpu().numpy() > 0.5
+    return class_map(label[0] > 0.5).cpu().numpy()
 
 
 def dice_of(probability: torch.Tensor, label: torch.Tensor) -> float:
@@ -126,13 +149,14 @@ class RefineTrainer(Trainer):
 
     def train_step(self, image, label) -> float:
         inter = self.config["interaction"]
-        truth = label[0, 0].cpu().numpy() > 0.5
+        truth = truth_of(label)
         user = SimulatedUser(self.user_preset, self.rng)
         # Shared across ranks: every DDP rank runs the same number of backward passes.
         n_clicks = int(self.shared_rng.integers(int(inter["min_clicks"]), int(inter["max_clicks"]) + 1))
-        probability = self.starting_probability(image)
-        prediction = PendingMask(probability)
         clicks, losses = Clicks(), []
+        start = self.threshold_start(image, truth, clicks)
+        probability = self.starting_probability(image) if start is None else start
+        prediction = PendingMask(probability)
         for _ in range(n_clicks):
             self.add_click(user, clicks, prediction.result(), truth)  # None left: same clicks again
             x = self.refine_input(image, self.previous_channel(probability, True), clicks)
@@ -153,7 +177,7 @@ class RefineTrainer(Trainer):
         n = int(self.config["interaction"]["val_clicks"])
         seeds = np.random.SeedSequence([int(self.config["seed"]), VALIDATION_STREAM, index])
         user = SimulatedUser(self.user_preset, np.random.default_rng(seeds))
-        truth = label[0, 0].cpu().numpy() > 0.5
+        truth = truth_of(label)
         probability = self.starting_probability(image)
         clicks, dices = Clicks(), [dice_of(probability, label)]
         for _ in range(n):
@@ -166,6 +190,29 @@ class RefineTrainer(Trainer):
         return out
 
     # -------------------------------------------------------------------------- helpers
+    def threshold_start(self, image, truth: np.ndarray, clicks: Clicks):
+        """With probability ``interaction.threshold_start``, the sequence starts as the engine's
+        ``threshold_start`` session does: a positive click at the tumour's innermost voxel (largest
+        distance to the label's border) whose PET region (the ``pet_region`` channel) is the
+        previous probability ``[1, 1, k, j, i]``; the click joins ``clicks``. None when not drawn, or
+        when the click has no region (a dropped PET, too little uptake): the initial model's start."""
+        share = float(self.config["interaction"].get("threshold_start", 0.0))
+        tumour = truth if truth.dtype == bool else truth == 1  # a class map: GTVp
+        if share <= 0.0 or not tumour.any() or self.rng.random() >= share:
+            return None
+        distance = ndimage.distance_transform_edt(tumour)
+        index = tuple(int(v) for v in np.unravel_index(int(np.argmax(distance)), truth.shape))
+        spec = next(spec for spec in self.refine_stage.inputs if spec.name == "pet_region")
+        clicks.positive.append(index)
+        clicks.labels.append(0)  # the threshold region is the first class's (GTVp)
+        region = self.pet_region(image, clicks, spec.options)
+        if not bool(region.any()):
+            clicks.positive.pop()
+            clicks.labels.pop()
+            return None
+        others = self.refine_stage.spec("previous_probability").channels - 1  # GTVn etc.: none yet
+        return torch.cat([region.float()] + [torch.zeros_like(region, dtype=torch.float32)] * others, 1)
+
     def add_click(self, user, clicks: Clicks, prediction: np.ndarray, truth: np.ndarray):
         """The simulated user's next click on a boolean prediction (None when no error is left)."""
         click = user.next_click(prediction, truth)
@@ -180,12 +227,18 @@ class RefineTrainer(Trainer):
         inter = self.config["interaction"]
         guidance = encode_guidance(image.shape[2:], clicks.positive, clicks.negative,
                                    sigma=float(inter["sigma_vox"]), truncate=float(inter["truncate"]))
+        stage = self.refine_stage
+        n_classes = stage.spec("clicks_positive").channels
+        if n_classes > 1:  # one positive channel per class (the engine's multi-class layout)
+            per_class = [encode_guidance(image.shape[2:], [p for p, c in zip(clicks.positive, clicks.labels)
+                                                           if c == k], [], sigma=float(inter["sigma_vox"]),
+                                         truncate=float(inter["truncate"]))[0] for k in range(n_classes)]
+            guidance = np.concatenate([np.stack(per_class), guidance[1:2]])
         guidance = torch.from_numpy(guidance[None]).to(image.device, non_blocking=True)
         names = self.config["data"]["image_channels"]
         named = {name: image[:, i:i + 1] for i, name in enumerate(names)}
-        named.update(previous_probability=previous.to(image.dtype), clicks_positive=guidance[:, 0:1],
-                     clicks_negative=guidance[:, 1:2])
-        stage = self.refine_stage
+        named.update(previous_probability=previous.to(image.dtype), clicks_positive=guidance[:, :n_classes],
+                     clicks_negative=guidance[:, n_classes:])
         if stage.has("pet_region"):
             spec = next(spec for spec in stage.inputs if spec.name == "pet_region")
             named["pet_region"] = self.pet_region(image, clicks, spec.options)

@@ -19,6 +19,14 @@ brain, symmetric hot glands, PET noise), for the phantoms next to the five real 
 cases (CHGJ015 and the four ``hecktor2020_lowres`` cases under ``--data``):
 
     python training/scripts/phantom_stats.py --field --n 20 --size 144 --spacing 1 --pet-spacing 4
+
+``--nodes`` compares the pathological lymph nodes (label 2, GTVn; ``phantoms.node_statistics``:
+26-connected components of at least 0.05 mL) with real GTVn contours: the 16 pre-treatment masks
+of HNTS-MRG 2024 under ``--data/hntsmrg2024_masks`` (15 pre-RT masks registered to mid-RT, and
+patient 2's native pre-RT mask; MR-based contours, MD Anderson; no PET), and the nodes' SUVmax
+with the published PET/CT values quoted in ``NODE_LITERATURE``:
+
+    python training/scripts/phantom_stats.py --nodes --n 40 --size 144 --spacing 1 --pet-spacing 4
 """
 from __future__ import annotations
 
@@ -88,6 +96,82 @@ FIELD_ROWS = [
 ]
 
 
+#: Published values for pathological cervical nodes on FDG-PET/CT, beside the measured masks.
+NODE_LITERATURE = {
+    "node_suvmax": "SUVmax of the largest node of a metastatic nodal basin >= 3.16 in 74 % of 86 basins "
+                   "('Utility of SUVmax on 18F-FDG PET in detecting cervical nodal metastases', Cancer "
+                   "Imaging 2016, doi:10.1186/s40644-016-0095-z); best metastatic-node cut-off 3.5 in oral "
+                   "SCC (SpringerPlus 2015, doi:10.1186/s40064-015-1521-6)",
+}
+
+
+def real_node_masks(data: Path) -> list[Path]:
+    """The 16 pre-treatment HNTS-MRG 2024 masks (0 background, 1 GTVp, 2 GTVn)."""
+    root = data / "hntsmrg2024_masks"
+    return (sorted((root / "prediction_masks").glob("*_preRT_mask_registered.nii.gz"))
+            + sorted((root / "registration_example_patient2").glob("*_preRT_mask.nii.gz")))
+
+
+def node_table(phantom_rows, real_rows) -> list[str]:
+    """Markdown lines: per node statistic, phantoms next to the real masks and the literature."""
+
+    def summary(values, fmt="{:.1f}"):
+        v = np.asarray(values, dtype=float)
+        if not v.size:
+            return "–"
+        return f"{fmt.format(np.median(v))} ({fmt.format(v.min())} – {fmt.format(v.max())})"
+
+    def per_case(rows, key):
+        return [r[key] for r in rows]
+
+    def flat(rows, key):
+        return [v for r in rows for v in r.get(key, [])]
+
+    def with_nodes(rows):
+        return [r for r in rows if r["n_nodes"]]
+
+    lines = ["| GTVn statistic | phantoms: median (min – max) | HNTS-MRG 2024 pre-RT masks: median "
+             "(min – max) | published (PET/CT) |", "|---|---|---|---|"]
+    n_ph, n_re = len(phantom_rows), len(real_rows)
+    lines.append(f"| cases with GTVn | {len(with_nodes(phantom_rows))}/{n_ph} | "
+                 f"{len(with_nodes(real_rows))}/{n_re} | – |")
+    for name, rows_of, key, fmt in (
+        ("nodes per case", lambda r: r, "n_nodes", "{:.0f}"),
+        ("nodes per case with GTVn", with_nodes, "n_nodes", "{:.0f}"),
+        ("total GTVn volume per case with GTVn (mL)", with_nodes, "nodes_ml", "{:.1f}"),
+        ("largest node per case with GTVn (mL)", with_nodes, "largest_ml", "{:.1f}"),
+    ):
+        cells = []
+        for values in (per_case(rows_of(phantom_rows), key), per_case(rows_of(real_rows), key)):
+            mean = f", mean {np.mean(values):.2f}" if key == "n_nodes" and len(values) else ""
+            cells.append(summary(values, fmt) + mean)
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | – |")
+    lines.append(f"| node volume, each (mL) | {summary(flat(phantom_rows, 'node_ml'))} | "
+                 f"{summary(flat(real_rows, 'node_ml'))} | – |")
+    suv = flat(phantom_rows, "node_suvmax")
+    above = f"; >= 3.16 in {np.mean(np.asarray(suv) >= 3.16) * 100:.0f} %" if suv else ""
+    lines.append(f"| node SUVmax, each{above} | {summary(suv)} | no PET | {NODE_LITERATURE['node_suvmax']} |")
+    return lines
+
+
+def nodes_main(args) -> int:
+    rows = []
+    for i in range(args.n):
+        case = phantoms.generate_case(args.seed + i, shape=(args.size,) * 3, spacing_mm=(args.spacing,) * 3,
+                                      pet_spacing_mm=args.pet_spacing, p_bulky=args.p_bulky)
+        rows.append(phantoms.node_statistics(case.label, case.pet))
+    real = [phantoms.node_statistics(read_volume(path)) for path in real_node_masks(args.data)]
+    for row in rows + real:
+        row["largest_ml"] = max(row["node_ml"], default=0.0)
+    pet_desc = f"PET on a {args.pet_spacing} mm grid" if args.pet_spacing else "PET on the CT grid"
+    print(f"Phantoms: {args.n} cases, {args.size}^3 at {args.spacing} mm, {pet_desc}, seeds "
+          f"{args.seed}..{args.seed + args.n - 1}, generator {phantoms.GENERATOR_VERSION}; real: "
+          f"{len(real)} pre-treatment HNTS-MRG 2024 GTVn masks from {args.data / 'hntsmrg2024_masks'}. "
+          "Nodes: 26-connected components of label 2 of at least 0.05 mL.\n")
+    print("\n".join(node_table(rows, real)))
+    return 0
+
+
 def read_hn_case(folder: Path):
     """CT, PET and GTVp label (uint8) of a HECKTOR case folder (2020 or 2022+ file names)."""
     ct = sorted(folder.glob("*__CT.nii.gz")) or sorted(folder.glob("*_ct.nii.gz"))
@@ -142,11 +226,17 @@ def main(argv=None) -> int:
     parser.add_argument("--field", action="store_true",
                         help="statistics of the 144 mm field centred on the tumour (2 mm grid), phantoms "
                              "next to the five real head-and-neck cases under --data")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder (with --field)")
+    parser.add_argument("--nodes", action="store_true",
+                        help="the GTVn (label 2) nodes: counts, volumes, SUVmax, next to the real HNTS-MRG "
+                             "2024 masks under --data and published values")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                        help="shared data folder (with --field, --nodes)")
     parser.add_argument("--p-bulky", type=float, default=0.0)
     args = parser.parse_args(argv)
     if args.field:
         return field_main(args)
+    if args.nodes:
+        return nodes_main(args)
 
     rows, seconds, flags = [], [], {"brain": 0, "hot": 0, "necrotic": 0, "nodes": 0}
     for i in range(args.n):

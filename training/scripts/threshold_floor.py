@@ -26,16 +26,59 @@ except ImportError:  # run from a checkout without the engine installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "InteractiveRefine"))
 
 from InteractiveRefineLib.cases import find_cases  # noqa: E402
+from InteractiveRefineLib.errors import InteractiveRefineError  # noqa: E402
 from InteractiveRefineLib.geometry import read_volume  # noqa: E402
 from InteractiveRefineLib.model_package import load_model_package  # noqa: E402
 from InteractiveRefineLib.runtime import apply_process_settings  # noqa: E402
-from InteractiveRefineLib.simulation import baseline_fields, label_centroid_ras, run_simulation  # noqa: E402
+from InteractiveRefineLib.simulated_user import SimulatedUser  # noqa: E402
+from InteractiveRefineLib.simulation import (  # noqa: E402
+    baseline_fields,
+    click_loop,
+    label_centroid_ras,
+    run_simulation,
+    truth_on_grid,
+)
+from InteractiveRefineLib.threshold import innermost_point  # noqa: E402
 
 CURVE = (0, 1, 3, 5)
+#: the clinician's workflow from the one-click floor: the first click at the tumour's innermost
+#: voxel (a threshold click, or a model click), then the simulated user's corrections
+STARTS = {"threshold": "threshold click + user", "model": "model click + user"}
+
+
+def from_innermost(session, label, start: str, clicks: int, seed: int) -> dict:
+    """Dice after 1..``clicks`` clicks when the first is at the tumour's innermost voxel (``start``:
+    the session's 40 % threshold click or a model click there) and the rest are the 2S-ICR
+    simulated user's; the float32 whole-ROI mask is scored and shown to the user at each step."""
+    from InteractiveRefineLib.metrics import dice
+
+    truth_ct = truth_on_grid(label, session.ct.grid)
+    truth_work = truth_on_grid(label, session.grid)
+    session.initial()
+    seed_ras = innermost_point(truth_ct, session.ct.grid)
+    try:
+        if start == "threshold":
+            session.add_threshold(seed_ras, pet_is_suv=True)
+        else:
+            session.add_click(seed_ras, True)
+    except InteractiveRefineError as exc:  # e.g. a refused threshold click: no curve
+        return {"error": str(exc)}
+
+    def scored() -> float:
+        session.confirm()
+        return float(dice(session.mask_on_ct().astype(bool), truth_ct))
+
+    curve = {1: scored()}
+    user = SimulatedUser("2sicr", np.random.default_rng(seed))
+    for step in click_loop(session, truth_work, clicks - 1, user):
+        curve[step.step + 1] = scored()
+    for t in range(2, clicks + 1):  # the user stopped: no error left
+        curve.setdefault(t, curve[t - 1])
+    return curve
 
 
 def case_rows(package, case, clicks: int, seed: int, threshold_start: bool,
-              region_removal: bool) -> list[dict]:
+              region_removal: bool, from_start: bool = False) -> list[dict]:
     from InteractiveRefineLib.session import RefinementSession
 
     ct, pet, label = read_volume(case.ct), read_volume(case.pet), read_volume(case.label)
@@ -52,6 +95,9 @@ def case_rows(package, case, clicks: int, seed: int, threshold_start: bool,
             "threshold_click": fields["threshold_click_dice"],
             "curve": {t: out["dice"][t] for t in CURVE if t <= clicks}, "notes": out["baseline"]["notes"],
         })
+        if from_start:
+            for start in STARTS:
+                rows[-1][f"{start}_start"] = from_innermost(session, label, start, clicks, seed)
     return rows
 
 
@@ -68,6 +114,31 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def from_innermost_markdown(rows: list[dict], clicks: int) -> str:
+    steps = [t for t in (1, 2, 3, 5, 10) if t <= clicks]
+    lines = ["| case | ROI | first click | " + " | ".join(f"{t} clicks" for t in steps) + " |",
+             "|---" * (3 + len(steps)) + "|"]
+    means: dict = {}
+    for r in rows:
+        for start, name in STARTS.items():
+            curve = r.get(f"{start}_start")
+            if curve is None:
+                continue
+            if "error" in curve:
+                lines.append(f"| {r['case']} | {r['roi']} | {name} | refused: {curve['error']} |")
+                continue
+            lines.append(f"| {r['case']} | {r['roi']} | {name} | "
+                         + " | ".join(f"{curve[t]:.3f}" for t in steps) + " |")
+            for t in steps:
+                means.setdefault((r["roi"], name, t), []).append(curve[t])
+    for roi in dict.fromkeys(r["roi"] for r in rows):
+        for name in STARTS.values():
+            if (roi, name, steps[0]) in means:
+                lines.append(f"| **mean** | {roi} | {name} | "
+                             + " | ".join(f"{np.mean(means[(roi, name, t)]):.3f}" for t in steps) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", action="append", required=True, help="case folder (repeat)")
@@ -76,6 +147,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threshold-start", action="store_true")
     p.add_argument("--no-region-removal", action="store_true")
+    p.add_argument("--from-innermost", action="store_true",
+                   help="also the curves whose first click is at the innermost voxel (a threshold click, "
+                        "or a model click) and whose later clicks are the simulated user's")
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args(argv)
     apply_process_settings()
@@ -86,9 +160,11 @@ def main(argv=None) -> int:
             if case.pet is None or case.label is None:
                 continue
             rows += case_rows(package, case, args.clicks, args.seed, args.threshold_start,
-                              not args.no_region_removal)
+                              not args.no_region_removal, args.from_innermost)
             print(markdown(rows[-2:]).splitlines()[-1], file=sys.stderr)
     print(markdown(rows))
+    if args.from_innermost:
+        print("\n" + from_innermost_markdown(rows, args.clicks))
     for placement in ("CT centre", "tumour"):
         chosen = [r for r in rows if r["roi"] == placement]
         keys = ("threshold40", "model_one_click", "threshold_click")

@@ -97,3 +97,42 @@ def test_a_dropped_pet_gives_no_region():
     again.positive.append((8, 8, 8))
     dropped = RefineTrainer.pet_region(trainer, image, again, {"fraction": 0.4})
     assert not dropped.any()
+
+
+def test_a_threshold_start_sequence_begins_at_the_innermost_voxel_with_its_region():
+    """``interaction.threshold_start``: the sequence's first click is positive at the tumour's
+    innermost voxel and its PET region is the previous probability; without uptake there, or
+    with the share 0, the sequence starts from the initial model (and draws nothing)."""
+    from types import SimpleNamespace
+
+    import torch
+    from interactive_refine_training.variants import Clicks, RefineTrainer
+
+    config = tiny_config(interaction={"pet_region": json.loads(REGION), "threshold_start": 1.0})
+    trainer = SimpleNamespace(config=config, pet_to_suv=(1.0, 2.0), rng=np.random.default_rng(0),
+                              refine_stage=training_stages(config)["refine"])
+    trainer.pet_region = lambda *args: RefineTrainer.pet_region(trainer, *args)
+    image = torch.zeros(1, 2, 32, 32, 32)
+    image[0, 1, 5:10, 5:10, 5:10] = 4.0  # SUV 9 in a 5-voxel cube, 1 elsewhere
+    truth = np.zeros((32, 32, 32), dtype=bool)
+    truth[5:10, 5:10, 5:10] = True
+    clicks = Clicks()
+    start = RefineTrainer.threshold_start(trainer, image, truth, clicks)
+    assert clicks.positive == [(7, 7, 7)] and not clicks.negative
+    assert start.shape == (1, 1, 32, 32, 32)
+    np.testing.assert_array_equal(start[0, 0].numpy() > 0.5, truth)
+
+    cold = np.zeros_like(truth)
+    cold[26:29, 26:29, 26:29] = True  # a "tumour" without uptake: no region, no click
+    clicks = Clicks()
+    assert RefineTrainer.threshold_start(trainer, image, cold, clicks) is None and len(clicks) == 0
+
+    trainer.config = tiny_config(interaction={"pet_region": json.loads(REGION)})  # share 0
+    before = trainer.rng.bit_generator.state
+    assert RefineTrainer.threshold_start(trainer, image, truth, Clicks()) is None
+    assert trainer.rng.bit_generator.state == before  # older configs draw the same batches
+
+
+def test_threshold_start_needs_the_pet_region_input():
+    with pytest.raises(ValueError, match="threshold_start needs interaction.pet_region"):
+        tiny_config(interaction={"threshold_start": 0.5})

@@ -57,7 +57,7 @@ def test_volumes_labels_and_meta():
     assert pet.dtype == np.float32 and pet.min() >= 0.0 and np.isfinite(pet).all()
     assert case.ct.array.min() >= -1024 and case.ct.array.max() <= 3071
     meta = case.meta
-    assert meta["seed"] == 1 and meta["generator_version"] == phantoms.GENERATOR_VERSION == "1.2"
+    assert meta["seed"] == 1 and meta["generator_version"] == phantoms.GENERATOR_VERSION == "1.3"
     assert meta["tumour_ml"] == pytest.approx((case.label.array == 1).sum() * 1e-3, abs=1e-3)
     assert meta["suvmax"] == pytest.approx(float(pet[case.label.array == 1].max()), rel=1e-4)
 
@@ -255,3 +255,23 @@ def test_field_background_noise_and_tumour_uptake_match_the_real_scans():
     assert 0.6 <= np.median([f["body_fraction"] for f in fields]) <= 0.85
     assert -85 <= np.median([f["fat_hu"] for f in fields]) <= -60
     assert 30 <= np.median([f["tumour_hu"] for f in fields]) <= 60
+
+
+def test_nodes_are_separate_and_sized_like_real_gtvn():
+    """Generator 1.3's GTVn (label 2, full anatomical scale: a 144 mm field): 0-3 separate nodes
+    of 0.6-40 mL (less where the neck clips one), median ~5 mL like the HNTS-MRG 2024 pre-treatment
+    contours (training/README.md, "Lymph nodes"), most cases with one, hotter than the background."""
+    rows, metas = [], []
+    for seed in range(12):
+        case = phantoms.generate_case(seed, shape=(96, 96, 96), spacing_mm=(1.5, 1.5, 1.5))
+        assert case.meta["anatomy_scale"] == pytest.approx(1.0)
+        rows.append(phantoms.node_statistics(case.label, case.pet))
+        metas.append(case.meta)
+    assert sum(r["n_nodes"] > 0 for r in rows) >= 8
+    assert all(r["n_nodes"] == m["n_nodes"] <= 3 for r, m in zip(rows, metas))  # none touch
+    sizes = [v for r in rows for v in r["node_ml"]]
+    lo, hi = phantoms.NODE_ML_RANGE
+    assert 0.4 * lo <= min(sizes) and max(sizes) <= 1.1 * hi
+    assert 2.0 <= np.median(sizes) <= 12.0
+    suv = [v for r in rows for v in r["node_suvmax"]]
+    assert np.median(suv) > 3.0 and min(suv) > 1.5
