@@ -128,7 +128,10 @@ class ModelCard:
     ``roi_size_vox``: the model's ROI (k, j, i). ``size_divisor``: spatial sizes every member
     network takes are multiples of it (the product of its strides). ``pet_optional``
     (``preprocessing.pet_optional``, default false): a PET/CT model trained with PET dropped may
-    run on CT alone, its normalised PET channel zero-filled (HN-UISeg).
+    run on CT alone, its normalised PET channel zero-filled (HN-UISeg). ``threshold_start``
+    (default false): the refinement network was trained to refine from a one-click PET threshold
+    region, so a session makes the first positive click a 40 % SUVmax threshold click where the
+    PET has uptake (unless its user says otherwise).
     """
 
     raw: Mapping = field(hash=False, repr=False)
@@ -148,6 +151,7 @@ class ModelCard:
     fast_window_vox: int | None
     size_divisor: int
     pet_optional: bool = False
+    threshold_start: bool = False
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -516,7 +520,11 @@ def _scalars(raw: Mapping, source) -> dict:
     window = fast_path.get("window_vox") if isinstance(fast_path, Mapping) else fast_path
     if window is not None and (not _is_int(window) or window < 1):
         raise _fail(source, "fast_path.window_vox", "a positive integer", window)
-    return {"threshold": float(threshold), "activation": activation, "fast_window_vox": window}
+    start = raw.get("threshold_start", False)
+    if not isinstance(start, bool):
+        raise _fail(source, "threshold_start", "true or false", start)
+    return {"threshold": float(threshold), "activation": activation, "fast_window_vox": window,
+            "threshold_start": start}
 
 
 def parse_card(raw: dict, source: str = CARD_NAME) -> ModelCard:

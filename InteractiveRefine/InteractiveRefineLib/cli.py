@@ -150,7 +150,7 @@ def _session(args, ct_path, pet_path):
     session = RefinementSession(package, device=args.device, refine_mode=args.refine_mode,
                                 fast_window=args.fast_window, region_removal=not args.no_region_removal,
                                 amp=PRECISIONS[args.precision],
-                                threshold_start=getattr(args, "threshold_start", False),
+                                threshold_start=getattr(args, "threshold_start", None),
                                 compile=getattr(args, "compile", None) or False,
                                 amp_dtype="bfloat16" if args.precision == "bfloat16" else None)
     session.set_image(ct, pet, roi_center_ras=parse_roi_center(args.roi_center),
@@ -372,9 +372,10 @@ def _add_session_options(p, pet_required: bool = False) -> None:
                    help="keep the fast previews (bfloat16 or a window: on a CPU, for ROIs above "
                         "96^3) instead of recomputing them in float32 over the whole ROI "
                         "(session.confirm()); faster, not exact")
-    p.add_argument("--threshold-start", action="store_true",
+    p.add_argument("--threshold-start", action=argparse.BooleanOptionalAction, default=None,
                    help="the first positive click adds the 40%% SUVmax PET region around it "
-                        "(where the PET has uptake there) instead of a model refinement")
+                        "(where the PET has uptake there) instead of a model refinement "
+                        "(default: as the model card says)")
 
 
 def _add_segment(sub) -> None:

@@ -64,7 +64,8 @@ class RefinementSession:
             CPU): True, False, or
             ``"auto"`` (:mod:`.policy`: on a CPU with native bfloat16, for large ROIs).
         threshold_start: the first positive click adds the 40 % SUVmax PET region
-            (:meth:`add_threshold`) where the PET has uptake there, instead of a refinement.
+            (:meth:`add_threshold`) where the PET has uptake there, instead of a refinement;
+            None (default): as the model card says (``threshold_start``).
         device_path, compile: the click on the device (None: on CUDA only) and compiled refine
             networks (False, True or a mode): :class:`.backend.InferenceBackend`.
     """
@@ -72,7 +73,7 @@ class RefinementSession:
     def __init__(self, package: ModelPackage | str | None = None, device: str = "auto",
                  refine_mode: str = "auto", fast_window: int | None = None,
                  region_removal: bool = True, amp: bool | str = "auto",
-                 threshold_start: bool = False, device_path: bool | None = None,
+                 threshold_start: bool | None = None, device_path: bool | None = None,
                  compile: bool | str = False, amp_dtype: str | None = None):
         self._request = policy.Request(device, refine_mode, amp, amp_dtype)
         if fast_window is not None and int(fast_window) < 1:
@@ -83,7 +84,7 @@ class RefinementSession:
         self.card = package.spec
         self.fast_window = int(fast_window or self.card.fast_window_vox or DEFAULT_WINDOW)
         self.region_removal = bool(region_removal)
-        self.threshold_start = bool(threshold_start)
+        self.threshold_start = self.card.threshold_start if threshold_start is None else bool(threshold_start)
         hardware = detect_hardware()
         plan = policy.plan(self._request, hardware, int(np.prod(self.card.roi_size_vox)),
                            members_ratio=self._members_ratio())

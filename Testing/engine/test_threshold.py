@@ -201,3 +201,31 @@ def test_the_command_line_takes_threshold_clicks(tiny_package_dir, images, tmp_p
     mask = read_volume(tmp_path / "mask.nii.gz").array > 0
     core = _radius(LESIONS["a"][0]) < 4
     assert (mask == core).mean() > 0.999
+
+
+def test_a_card_trained_from_threshold_starts_makes_it_the_sessions_default(tiny_package_dir, images,
+                                                                           tmp_path):
+    """``threshold_start: true`` in the card: a session's first positive click is a threshold click
+    unless its user says False; a card value that is not true/false is refused, naming the field."""
+    import json
+    import shutil
+
+    from InteractiveRefineLib.errors import ModelPackageError
+    from InteractiveRefineLib.model_package import load_model_package
+
+    folder = shutil.copytree(tiny_package_dir, tmp_path / "from_threshold")
+    card = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**card, "threshold_start": True}))
+    package = load_model_package(folder)
+    assert package.spec.threshold_start
+    modes = {}
+    for asked in (None, False):
+        session = RefinementSession(package, device="cpu", refine_mode="full", threshold_start=asked)
+        session.set_image(*images, roi_center_ras=_ras((32, 32, 32)))
+        session.initial()
+        modes[asked] = session.add_click(_ras(LESIONS["a"][0]), True).mode
+    assert modes == {None: "threshold", False: "full"}
+    assert not RefinementSession(tiny_package_dir, device="cpu").threshold_start  # older cards: off
+    (folder / "model.json").write_text(json.dumps({**card, "threshold_start": "yes"}))
+    with pytest.raises(ModelPackageError, match="threshold_start"):
+        load_model_package(folder)

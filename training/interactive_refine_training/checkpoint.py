@@ -123,12 +123,16 @@ def load_stage_weights(source: str | os.PathLike, trainer: str, stage: str, conf
             raise ValueError(f"{source}: network {card_network} differs from this run's {config['network']}")
         if stage not in package.networks:
             raise ValueError(f"{source} has no {stage!r} member")
-        added = _check_layout(package.spec, config, source, stage)
         state = package.networks[stage][0].state_dict()
-        if added:  # e.g. a classic refine member fine-tuned with the pet_region input
-            logger.info("%s: the run's %d new input channel(s) start with zero weights", source, added)
-            state = widen_input_weights(state, config["network"],
-                                        training_stages(config)[stage].in_channels, added)
+        sources = _input_sources(package.spec, config, source, stage)
+        if sources != list(range(package.spec.stages[stage].in_channels)):
+            # e.g. a classic refine member fine-tuned with the pet_region input (new channels start
+            # with zero weights), or a single-class member for GTVp + GTVn (each class's click and
+            # previous-probability channel starts as a copy of the one)
+            logger.info("%s: input channels %s of the run from the source's %s (None: zero weights)",
+                        source, list(range(len(sources))), sources)
+            state = remap_input_weights(state, config["network"], package.spec.stages[stage].in_channels,
+                                        sources)
     else:
         run = load_run(source)
         if run.trainer != trainer:
@@ -222,19 +226,55 @@ def _check_layout(spec, config: dict, source, stage: str) -> int:
     return sum(channels for _, channels in wanted[len(found):])
 
 
-def widen_input_weights(state: dict, network_config: dict, in_channels: int, added: int) -> dict:
-    """``state`` with ``added`` input channels appended (zero weights) to every convolution that
-    reads the network input, for a network of ``in_channels`` inputs: it computes what it computed
-    before whatever the new channels hold."""
+#: Inputs with one channel per output class (:mod:`InteractiveRefineLib.card`).
+PER_CLASS_INPUTS = ("previous_probability", "clicks_positive")
+
+
+def _input_sources(spec, config: dict, source, stage: str) -> list:
+    """For each input channel of the run's ``stage`` layout, the source card's channel it starts
+    from: the same input, a single-class source's one channel for every class of a per-class input
+    (:data:`PER_CLASS_INPUTS`), or None for an input the source lacks (zero weights); a source
+    input the run lacks is dropped. ValueError when an input's channels differ otherwise."""
+    found = {s.name: (sl, s.channels) for s, sl in zip(spec.stages[stage].inputs,
+                                                     spec.stages[stage].slices().values())}
+    wanted = training_stages(config)[stage]
+
+    out = []
+    for want in wanted.inputs:
+        if want.name not in found:
+            out += [None] * want.channels
+            continue
+        channels, count = found[want.name]
+        if count == want.channels:
+            out += list(range(channels.start, channels.stop))
+        elif count == 1 and want.name in PER_CLASS_INPUTS:
+            out += [channels.start] * want.channels
+        else:
+            raise ValueError(f"{source}: the card's {stage!r} input {want.name!r} has {count} channel(s), "
+                             f"the training layout {want.channels}")
+    return out
+
+
+def remap_input_weights(state: dict, network_config: dict, in_channels: int, sources: list) -> dict:
+    """``state`` (a network of ``in_channels`` inputs) for the inputs ``sources``: new channel n
+    reads with the weights of old channel ``sources[n]`` (None: zero weights) in every convolution
+    that reads the network input."""
     from .export import input_conv_names
 
     state = {k: v.detach().clone() for k, v in state.items()}
     for name in input_conv_names(network_config, in_channels):
         weight = state[f"{name}.weight"]
-        extra = torch.zeros((weight.shape[0], added) + tuple(weight.shape[2:]), dtype=weight.dtype,
-                            device=weight.device)
-        state[f"{name}.weight"] = torch.cat([weight, extra], dim=1)
+        zero = torch.zeros_like(weight[:, :1])
+        state[f"{name}.weight"] = torch.cat([zero if n is None else weight[:, n:n + 1] for n in sources], 1)
     return state
+
+
+def widen_input_weights(state: dict, network_config: dict, in_channels: int, added: int) -> dict:
+    """``state`` with ``added`` input channels appended (zero weights) to every convolution that
+    reads the network input, for a network of ``in_channels`` inputs: it computes what it computed
+    before whatever the new channels hold."""
+    return remap_input_weights(state, network_config, in_channels - added,
+                               list(range(in_channels - added)) + [None] * added)
 
 
 def _check_classes(found: list, config: dict, source) -> None:

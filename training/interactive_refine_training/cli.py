@@ -153,9 +153,10 @@ def _add_commands(sub) -> None:
                    help="full: the paper's whole-ROI refinement (default); auto: what this device's "
                         "user gets (the fast path on a CPU)")
     p.add_argument("--no-region-removal", action="store_true", help=NO_REGION_REMOVAL_HELP)
-    p.add_argument("--threshold-start", action="store_true",
+    p.add_argument("--threshold-start", action=argparse.BooleanOptionalAction, default=None,
                    help="the first positive click of each sequence is a 40 %% SUVmax threshold click "
-                        "(the session's threshold_start: the model refines from that region)")
+                        "(the session's threshold_start: the model refines from that region; "
+                        "default: as the model card says)")
     p.add_argument("--roi-center", default="label", choices=["label", "auto", "ct"],
                    help="ROI centre per case: label (the GTVp centroid, the paper's protocol; "
                         "default), auto (what a user without an ROI gets) or ct (the CT's centre)")

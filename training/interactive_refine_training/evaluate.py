@@ -220,7 +220,7 @@ def evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surf
 def run_evaluation(models: dict, cases, n_clicks: int, seeds, device: str = "auto", user: str = "2sicr",
                    label_value: int = 1, surface: bool = True, refine_mode: str = "full",
                    region_removal: bool = True, uncertainty: int = 0,
-                   roi_center: str = "label", threshold_start: bool = False) -> list[dict]:
+                   roi_center: str = "label", threshold_start: bool | None = None) -> list[dict]:
     """Rows for every model, case, seed and click count 0..``n_clicks``.
 
     ``refine_mode`` "full" evaluates the paper's method (the refine network on the whole ROI);
@@ -231,7 +231,8 @@ def run_evaluation(models: dict, cases, n_clicks: int, seeds, device: str = "aut
     ``roi_center``: where each case's ROI goes: ``label`` (the GTVp centroid, the paper's
     protocol), ``auto`` (what a user without an ROI gets: ``InteractiveRefineLib.auto_roi``) or
     ``ct`` (the CT's centre). ``threshold_start``: the first positive click of each sequence is
-    a 40 % SUVmax threshold click (the session's option; the model refines from that region).
+    a 40 % SUVmax threshold click (the session's option; the model refines from that region; None:
+    as the model card says).
     """
     if roi_center not in ROI_CENTERS:
         raise ValueError(f"roi_center must be one of {ROI_CENTERS}, got {roi_center!r}")
@@ -304,7 +305,7 @@ def write_reports(rows: list[dict], n_clicks: int, out_dir: Path, meta: dict) ->
 def evaluate(model_specs, data, out_dir, case_ids=None, n_clicks: int = 10, n_seeds: int = 3,
              device: str = "auto", user: str | None = None, label_value: int = 1, surface: bool = True,
              refine_mode: str = "full", region_removal: bool = True, uncertainty: int = 0,
-             roi_center: str = "label", threshold_start: bool = False) -> dict:
+             roi_center: str = "label", threshold_start: bool | None = None) -> dict:
     """The ``evaluate`` subcommand: load models and cases, run, write the reports. ``user`` None:
     ``"2sicr"``, or :data:`MULTI_CLASS_USER` when a model has several classes."""
     if isinstance(uncertainty, bool) or not isinstance(uncertainty, int) or uncertainty < 0:

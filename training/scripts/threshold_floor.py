@@ -56,6 +56,7 @@ def from_innermost(session, label, start: str, clicks: int, seed: int) -> dict:
     truth_work = truth_on_grid(label, session.grid)
     session.initial()
     seed_ras = innermost_point(truth_ct, session.ct.grid)
+    card_start, session.threshold_start = session.threshold_start, False  # the model's own click
     try:
         if start == "threshold":
             session.add_threshold(seed_ras, pet_is_suv=True)
@@ -63,6 +64,8 @@ def from_innermost(session, label, start: str, clicks: int, seed: int) -> dict:
             session.add_click(seed_ras, True)
     except InteractiveRefineError as exc:  # e.g. a refused threshold click: no curve
         return {"error": str(exc)}
+    finally:
+        session.threshold_start = card_start
 
     def scored() -> float:
         session.confirm()
@@ -77,7 +80,7 @@ def from_innermost(session, label, start: str, clicks: int, seed: int) -> dict:
     return curve
 
 
-def case_rows(package, case, clicks: int, seed: int, threshold_start: bool,
+def case_rows(package, case, clicks: int, seed: int, threshold_start: bool | None,
               region_removal: bool, from_start: bool = False) -> list[dict]:
     from InteractiveRefineLib.session import RefinementSession
 
@@ -145,7 +148,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="model package folder (default: the shipped model)")
     p.add_argument("--clicks", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threshold-start", action="store_true")
+    p.add_argument("--threshold-start", action=argparse.BooleanOptionalAction, default=None,
+                   help="the session's threshold_start (default: as the model card says)")
     p.add_argument("--no-region-removal", action="store_true")
     p.add_argument("--from-innermost", action="store_true",
                    help="also the curves whose first click is at the innermost voxel (a threshold click, "

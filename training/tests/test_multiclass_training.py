@@ -360,3 +360,27 @@ def test_multi_class_runs_export_a_package_the_engine_loads_and_evaluate_scores_
     assert summary["per_class"]["MC"]["gtvp"]["dsc_agg"]["0"] == pytest.approx(pooled, abs=1e-4)
     table = (out / "table.md").read_text()
     assert "### DSCagg per class" in table and "| MC | gtvn |" in table
+
+
+def test_a_single_class_refine_package_starts_a_multi_class_refine_run(tmp_path):
+    """``--init-weights`` from the shipped kind of refine member (one class, ``pet_region``) for a
+    GTVp + GTVn run without it: each class's click and previous-probability channel starts as a copy
+    of the one, the dropped input is gone, so with no GTVn input every class computes the source's
+    output with that input zero."""
+    from interactive_refine_training.checkpoint import load_stage_weights
+    from InteractiveRefineLib.model_package import create_random_model_package, load_model_package
+    from InteractiveRefineLib.networks import build_network
+
+    config = tiny_config(data={**TWO, "roi_size_vox": [48, 48, 48]})
+    folder = create_random_model_package(tmp_path / "single", network=config["network"],
+                                         roi_size_vox=(48, 48, 48), refine_extra=[{"name": "pet_region"}])
+    source = load_model_package(folder).networks["refine"][0].eval()
+    multi = build_network(config["network"], 7, out_channels=2).eval()  # ct pet prev*2 clicks+*2 clicks-
+    multi.load_state_dict(load_stage_weights(folder, "refine", "refine", config))
+    ct, pet, previous, positive, negative = torch.randn(5, 1, 1, 48, 48, 48)
+    zero = torch.zeros_like(ct)
+    with torch.no_grad():
+        one = source(torch.cat([ct, pet, previous, positive, negative, zero], 1))
+        two = multi(torch.cat([ct, pet, previous, zero, positive, zero, negative], 1))
+    torch.testing.assert_close(two[:, :1], one)
+    torch.testing.assert_close(two[:, 1:], one)
