@@ -62,6 +62,15 @@ def tiny_package_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def two_class_package_dir(tmp_path_factory) -> Path:
+    """A tiny random GTVp + GTVn package (two outputs, one sigmoid each)."""
+    from InteractiveRefineLib.model_package import create_random_model_package
+
+    return create_random_model_package(tmp_path_factory.mktemp("gtvp_gtvn"), network=TINY_NETWORK,
+                                       roi_size_vox=TINY_ROI, seed=0, outputs=2)
+
+
+@pytest.fixture(scope="session")
 def tiny_package(tiny_package_dir):
     from InteractiveRefineLib.model_package import load_model_package
 

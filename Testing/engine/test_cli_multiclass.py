@@ -12,15 +12,12 @@ from InteractiveRefineLib.cli import main, parse_class_click
 from InteractiveRefineLib.errors import ImageError, InteractiveRefineError
 from InteractiveRefineLib.geometry import Volume, write_volume
 from InteractiveRefineLib.measurements import classes_of, measure, measure_classes
-from InteractiveRefineLib.model_package import create_random_model_package
-from InteractiveRefineLib.networks import TINY_NETWORK, TINY_ROI
 from InteractiveRefineLib.phantom import make_phantom
 
 
 @pytest.fixture(scope="module")
-def two_class_dir(tmp_path_factory):
-    return create_random_model_package(tmp_path_factory.mktemp("gtvp_gtvn_cli"), network=TINY_NETWORK,
-                                       roi_size_vox=TINY_ROI, seed=0, outputs=2)
+def two_class_dir(two_class_package_dir):
+    return two_class_package_dir
 
 
 @pytest.fixture(scope="module")

@@ -34,9 +34,8 @@ def _card(outputs=GTVP_GTVN) -> dict:
 
 
 @pytest.fixture(scope="module")
-def package_dir(tmp_path_factory):
-    return create_random_model_package(tmp_path_factory.mktemp("gtvp_gtvn"), network=TINY_NETWORK,
-                                       roi_size_vox=TINY_ROI, seed=0, outputs=2)
+def package_dir(two_class_package_dir):
+    return two_class_package_dir
 
 
 @pytest.fixture(scope="module")
