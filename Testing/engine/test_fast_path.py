@@ -318,9 +318,9 @@ def test_tracked_statistics_equal_those_of_a_full_pass_after_fast_clicks(package
 def test_tracked_fast_path_follows_full_refinement_on_the_real_case():
     """The shipped model on CHGJ015, a 64^3 window in its 72^3 ROI, the simulated user's clicks of
     a full-ROI loop replayed: with tracked statistics the window masks match the full-ROI masks
-    (Dice >= 0.92; measured 0.927-0.984 with model 0.4.0) once a positive click marks the tumour. Before that the clicks are negative
-    ones on the hot brain, whose full-ROI response reaches past the window, which is why
-    ``auto`` refines this 72^3 model's whole ROI."""
+    (Dice >= 0.92; measured 0.927-0.984 with model 0.4.0) once a positive click marks the tumour.
+    Before that the clicks are negative ones on the hot brain, whose full-ROI response reaches
+    past the window, which is why ``auto`` refines this 72^3 model's whole ROI."""
     from InteractiveRefineLib.metrics import dice
     from InteractiveRefineLib.model_package import load_model_package
     from InteractiveRefineLib.simulation import label_centroid_ras, run_simulation
