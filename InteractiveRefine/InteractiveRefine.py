@@ -180,6 +180,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         ui = self.ui
         ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
         ui.regionRemovalCheckBox.connect("toggled(bool)", lambda on: self.logic.setRegionRemoval(on))
+        ui.thresholdStartCheckBox.connect("toggled(bool)", lambda on: self.logic.setThresholdStart(on))
         ui.exactFollowUpCheckBox.connect("toggled(bool)", self.onExactFollowUpToggled)
         ui.roiSelector.connect("nodeAddedByUser(vtkMRMLNode*)", self.onRoiAdded)
         for button, handler in (

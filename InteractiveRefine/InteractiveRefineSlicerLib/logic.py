@@ -115,6 +115,12 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, Clinical
         if self.session is not None:
             self.session.region_removal = bool(enabled)
 
+    def setThresholdStart(self, enabled: bool) -> None:
+        """On: the first "tumour" point starts from its PET threshold region when the card asks."""
+        self.params.thresholdStart = bool(enabled)
+        if self.session is not None:
+            self.session.threshold_start = bool(enabled) and self.session.card.threshold_start
+
     def setExactFollowUp(self, enabled: bool) -> None:
         """On: the current preview is confirmed now; off: a running background pass is cancelled."""
         self.params.exactFollowUp = bool(enabled)
@@ -158,7 +164,8 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, Clinical
         pet = volumes.volumeFromNode(nodes.pet, "PET") if nodes.pet is not None else None
         self._progress("Loading the model", 5)
         package = self.getModelPackage(modelPath, device)
-        session = RefinementSession(package, device=device, region_removal=self.params.regionRemoval)
+        session = RefinementSession(package, device=device, region_removal=self.params.regionRemoval,
+                                    threshold_start=None if self.params.thresholdStart else False)
         center = size = None
         if nodes.roi is not None:
             center = volumes.roiCenter(nodes.roi)

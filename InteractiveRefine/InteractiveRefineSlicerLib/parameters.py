@@ -31,7 +31,7 @@ _OLD_REFERENCES = {
     "CT": "ct", "PET": "pet", "ROI": "roi", "Segmentation": "segmentation",
     "PositiveClicks": "positiveClicks", "NegativeClicks": "negativeClicks",
 }
-_BOOLEANS = ("autoRefine", "regionRemoval", "exactFollowUp")
+_BOOLEANS = ("autoRefine", "regionRemoval", "exactFollowUp", "thresholdStart")
 
 
 def upgrade(node) -> bool:
@@ -139,6 +139,7 @@ class InteractiveRefineParameterNode:
     autoRefine: bool = True
     regionRemoval: bool = True
     exactFollowUp: bool = True
+    thresholdStart: bool = True  # as the model's card says (off: the model refines every point)
     thresholdPercent: int = 40
     segmentId: str = ""
     nodalSegmentId: str = ""

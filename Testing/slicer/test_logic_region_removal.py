@@ -27,21 +27,7 @@ def _deepest_ras(node, region) -> np.ndarray:
     return (_ijk_to_ras(node) @ np.array([kji[2], kji[1], kji[0], 1.0]))[:3]
 
 
-def _network_only_default_model(folder):
-    """A copy of the shipped model whose card does not start from the threshold region, so that
-    every point is answered by the networks and region removal (what this test is about)."""
-    import json
-    import shutil
-
-    from InteractiveRefineLib.model_package import DEFAULT_MODEL_DIR
-
-    copy = shutil.copytree(DEFAULT_MODEL_DIR, folder / "default_network_only")
-    card = json.loads((copy / "model.json").read_text())
-    (copy / "model.json").write_text(json.dumps({**card, "threshold_start": False}))
-    return str(copy)
-
-
-def test_not_tumour_point_on_a_separate_region_removes_it_from_the_segment(scene, tmp_path):
+def test_not_tumour_point_on_a_separate_region_removes_it_from_the_segment(scene):
     load = InteractiveRefine.InteractiveRefineLogic.loadVolume
     ct = load(str(data_path(*CHGJ, "CHGJ015_ct.nii.gz")), "CT")
     pet = load(str(data_path(*CHGJ, "CHGJ015_pt.nii.gz")), "PET")
@@ -56,7 +42,11 @@ def test_not_tumour_point_on_a_separate_region_removes_it_from_the_segment(scene
     logic = InteractiveRefine.InteractiveRefineLogic()
     try:
         assert logic.params.regionRemoval  # on by default
-        logic.segment(ct, pet, None, roi, modelPath=_network_only_default_model(tmp_path), device="cpu")
+        # Every point answered by the networks and region removal (what this test is about): the
+        # default card's threshold start switched off, as the module's check box does.
+        logic.setThresholdStart(False)
+        logic.segment(ct, pet, None, roi, modelPath="", device="cpu")
+        assert logic.session.threshold_start is False
         initial = logic.segmentMask().astype(bool)
         labels, count = ndimage.label(initial, structure=np.ones((3, 3, 3)))
         regions = sorted((labels == n for n in range(1, count + 1)), key=lambda r: -int(r.sum()))
@@ -83,5 +73,30 @@ def test_not_tumour_point_on_a_separate_region_removes_it_from_the_segment(scene
         assert len(logic.session.clicks) == 2
         assert logic.segmentMask()[brain].sum() > mask[brain].sum()
         assert "removed" not in logic.lastStatus
+    finally:
+        logic.clear()
+
+
+def test_the_first_tumour_point_starts_from_the_threshold_region_unless_switched_off(scene):
+    """The default model's card asks for a threshold start: the first "tumour" point adds its 40 %
+    SUVmax region; the module's check box (``setThresholdStart``) turns that off, live too."""
+    load = InteractiveRefine.InteractiveRefineLogic.loadVolume
+    ct = load(str(data_path(*CHGJ, "CHGJ015_ct.nii.gz")), "CT")
+    pet = load(str(data_path(*CHGJ, "CHGJ015_pt.nii.gz")), "PET")
+    label = load(str(data_path(*CHGJ, "CHGJ015_ct_gtvt.nii.gz")), "label")
+    truth = slicer.util.arrayFromVolume(label) > 0
+    scene.RemoveNode(label)
+    logic = InteractiveRefine.InteractiveRefineLogic()
+    try:
+        assert logic.params.thresholdStart  # on by default
+        logic.segment(ct, pet, None, None, modelPath="", device="cpu")
+        positive_node = logic.getClickNodes()[0]
+        positive_node.AddControlPointWorld(*_deepest_ras(ct, truth))
+        assert [click.kind for click in logic.session.clicks] == ["threshold"]
+        logic.setThresholdStart(False)
+        assert logic.getParameterNode().GetParameter("thresholdStart") == "False"
+        logic.reset()
+        positive_node.AddControlPointWorld(*_deepest_ras(ct, truth))
+        assert [click.kind for click in logic.session.clicks] == ["point"]
     finally:
         logic.clear()
