@@ -27,13 +27,19 @@ def _deepest_ras(node, region) -> np.ndarray:
     return (_ijk_to_ras(node) @ np.array([kji[2], kji[1], kji[0], 1.0]))[:3]
 
 
-def test_not_tumour_point_on_a_separate_region_removes_it_from_the_segment(scene):
+def _chgj015(scene):
+    """CHGJ015's CT and PET volume nodes, and its GTVp as a boolean array (the label node removed)."""
     load = InteractiveRefine.InteractiveRefineLogic.loadVolume
     ct = load(str(data_path(*CHGJ, "CHGJ015_ct.nii.gz")), "CT")
     pet = load(str(data_path(*CHGJ, "CHGJ015_pt.nii.gz")), "PET")
     label = load(str(data_path(*CHGJ, "CHGJ015_ct_gtvt.nii.gz")), "label")
     truth = slicer.util.arrayFromVolume(label) > 0
     scene.RemoveNode(label)
+    return ct, pet, truth
+
+
+def test_not_tumour_point_on_a_separate_region_removes_it_from_the_segment(scene):
+    ct, pet, truth = _chgj015(scene)
     roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "ROI")
     centre = (_ijk_to_ras(ct) @ np.append(np.argwhere(truth).mean(axis=0)[::-1], 1.0))[:3]
     roi.SetCenter(*[float(v) for v in centre])
@@ -80,12 +86,7 @@ def test_not_tumour_point_on_a_separate_region_removes_it_from_the_segment(scene
 def test_the_first_tumour_point_starts_from_the_threshold_region_unless_switched_off(scene):
     """The default model's card asks for a threshold start: the first "tumour" point adds its 40 %
     SUVmax region; the module's check box (``setThresholdStart``) turns that off, live too."""
-    load = InteractiveRefine.InteractiveRefineLogic.loadVolume
-    ct = load(str(data_path(*CHGJ, "CHGJ015_ct.nii.gz")), "CT")
-    pet = load(str(data_path(*CHGJ, "CHGJ015_pt.nii.gz")), "PET")
-    label = load(str(data_path(*CHGJ, "CHGJ015_ct_gtvt.nii.gz")), "label")
-    truth = slicer.util.arrayFromVolume(label) > 0
-    scene.RemoveNode(label)
+    ct, pet, truth = _chgj015(scene)
     logic = InteractiveRefine.InteractiveRefineLogic()
     try:
         assert logic.params.thresholdStart  # on by default
