@@ -85,8 +85,9 @@ Interactive Click Refinement method (2S-ICR); with a model that has a GTVn outpu
 nodes (GTVn) too, as a second segment. Select CT and PET (and optionally an ROI box), press
 <b>Segment</b>, then place <b>tumour</b> (GTVp, green, Shift+P), <b>lymph node</b> (GTVn, blue,
 Shift+L; two-class models only) and <b>not tumour</b> (any class, red, Shift+N) points, or a
-<b>PET region</b> point (yellow, Shift+T: the connected region above a percentage of the local
-SUVmax): each point refines the 3D segments. <b>Undo</b> (Shift+U) and <b>Reset</b> step back
+<b>PET region</b> point (the connected region above a percentage of the local SUVmax replaces
+the GTVp, yellow, Shift+T, or with a two-class model the GTVn, light blue): each point refines the
+3D segments. <b>Undo</b> (Shift+U) and <b>Reset</b> step back
 exactly. <b>Show uncertainty</b> overlays where the model is unsure, with a colour bar, and suggests
 the next point and its class (Shift+A accepts it). Clicks are kept as markups, so a saved scene can
 be reopened and replayed.
@@ -194,7 +195,8 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def _placeWidgets(self) -> dict:
         return {"positive": self.ui.positivePlaceWidget, "negative": self.ui.negativePlaceWidget,
-                "threshold": self.ui.thresholdPlaceWidget, "nodal": self.ui.nodalPlaceWidget}
+                "threshold": self.ui.thresholdPlaceWidget, "nodal": self.ui.nodalPlaceWidget,
+                "nodalThreshold": self.ui.nodalThresholdPlaceWidget}
 
     def cleanup(self):
         self._confirmTimer.stop()
@@ -258,10 +260,15 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             widget.enabled = hasSession
         nodal = hasSession and self.logic.hasNodalClass  # only a model with a gtvn output
         self.ui.nodalPlaceWidget.enabled = self.ui.nodalLabel.enabled = nodal
+        self.ui.nodalThresholdPlaceWidget.enabled = self.ui.nodalThresholdLabel.enabled = nodal
+        segments = ", ".join(self.logic.classes) or "nothing yet: press Segment"
         self.ui.nodalPlaceWidget.toolTip = (
             "Place blue points on missed lymph nodes: positive GTVn clicks (Shift+L)" if nodal else
-            "Lymph-node (GTVn) points need a model with a GTVn output; this one segments "
-            + (", ".join(self.logic.classes) or "nothing yet: press Segment"))
+            "Lymph-node (GTVn) points need a model with a GTVn output; this one segments " + segments)
+        self.ui.nodalThresholdPlaceWidget.toolTip = (
+            "Place a light-blue point in a hot lymph node: its PET region (the percentage of the local "
+            "SUVmax) replaces the GTVn segment; the GTVp stays" if nodal else
+            "Lymph-node (GTVn) PET regions need a model with a GTVn output; this one segments " + segments)
         self.ui.acceptSuggestionButton.enabled = hasSession and self.logic.suggestion() is not None
         self.ui.refineButton.enabled = hasSession and not params.autoRefine
         self.ui.replayButton.enabled = params.segmentation is not None and not busy
@@ -442,7 +449,8 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
     """Self-test on the engine's phantom PET/CT (``InteractiveRefineLib.phantom.make_phantom``):
     the Logic end to end. Model: ``$INTERACTIVE_REFINE_TEST_MODEL`` (a package
     folder, or "tiny"), else the default model when installed, else a tiny random network made
-    in a temporary folder (pipeline check only: its masks carry no meaning).
+    in a temporary folder (pipeline check only: its masks carry no meaning). A second, short step
+    runs a tiny random two-class (GTVp + GTVn) network made in a temporary folder.
     """
 
     def setUp(self):
@@ -459,6 +467,8 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
         self.setUp()
         try:
             self.test_InteractiveRefine1()
+            slicer.mrmlScene.Clear(0)
+            self.test_InteractiveRefine2()
         finally:
             self.tearDown()
 
@@ -483,6 +493,16 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
             return ""
         folder = self._tempDir()
         return str(create_random_model_package(folder, network=TINY_NETWORK, roi_size_vox=TINY_ROI, seed=0))
+
+    def _twoClassModelPath(self) -> str:
+        """A tiny random GTVp + GTVn package in a temporary folder (pipeline check only)."""
+        from InteractiveRefineLib.model_package import create_random_model_package
+        from InteractiveRefineLib.networks import TINY_NETWORK, TINY_ROI
+        from InteractiveRefineLib.runtime import apply_process_settings
+
+        apply_process_settings()
+        return str(create_random_model_package(self._tempDir(), network=TINY_NETWORK, roi_size_vox=TINY_ROI,
+                                               seed=0, outputs=2))
 
     def _loadInputs(self):
         """(CT node, PET node, tumour label array on the CT grid) of the engine's phantom: a case
@@ -531,6 +551,21 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
                 candidates = np.flatnonzero(valid & (labels == positive))
             picks.append(ras[candidates[np.argmin(distance[candidates])]] if candidates.size else None)
         return picks
+
+    @staticmethod
+    def backgroundRas(logic):
+        """World RAS of the working-grid voxel nearest the ROI centre, 6+ voxels inside it, that
+        no class holds (a missed lymph node, as far as the model knows)."""
+        grid = logic.session.grid
+        labels = logic.session.mask_on_working_grid()
+        margin = 6
+        inner = np.zeros(labels.shape, bool)
+        inner[margin:-margin, margin:-margin, margin:-margin] = True
+        kji = np.argwhere(inner & (labels == 0))
+        if not len(kji):
+            return None
+        ras = grid.index_to_ras(kji[:, ::-1].astype(float))
+        return ras[np.argmin(np.linalg.norm(ras - grid.center_ras(), axis=1))]
 
     # -------------------------------------------------------------------- test
     @staticmethod
@@ -617,3 +652,37 @@ class InteractiveRefineTest(ScriptedLoadableModuleTest):
             logic.segment(None, petNode, segmentationNode)
         np.testing.assert_array_equal(logic.segmentMask(), initial)
         self.delayDisplay("InteractiveRefine test passed")
+
+    def test_InteractiveRefine2(self):
+        """A two-class (GTVp + GTVn) model: both segments written from the session's label map; a
+        lymph-node point is a GTVn click (the GTVn guidance channel only; the GTVp one stays
+        empty); undo restores both segments exactly. (The random network refines both outputs:
+        what each segment looks like after the click carries no meaning.)"""
+        self.delayDisplay("Two-class model (GTVp + GTVn)")
+        ctNode, petNode, truth = self._phantom()
+        modelPath = self._twoClassModelPath()
+        logic = InteractiveRefineLogic()
+        try:
+            roiNode, _ = self._roiOnTumourBorder(ctNode, truth)
+            logic.segment(ctNode, petNode, None, roiNode, modelPath=modelPath, device="cpu")
+            self.assertEqual(logic.classes, ("gtvp", "gtvn"))
+            before = {name: logic.segmentMask(name) for name in logic.classes}
+            nodeRas = self.backgroundRas(logic)
+            self.assertIsNotNone(nodeRas, "no background voxel inside the ROI")
+            logic.getNodalClickNode().AddControlPointWorld(*nodeRas)  # as with the GTVn button
+            self.assertEqual([c.label for c in logic.session.clicks], ["gtvn"])
+            slices = logic.session.package.spec.stages["refine"].slices()
+            guidance = logic.session.refine_input()[0].numpy()[slices["clicks_positive"]]
+            self.assertFalse(guidance[0].any(), "a GTVn click reached the GTVp guidance channel")
+            self.assertTrue(guidance[1].any(), "the GTVn click is missing from its guidance channel")
+            labels = logic.session.mask_on_ct()
+            for value, name in ((1, "gtvp"), (2, "gtvn")):
+                np.testing.assert_array_equal(logic.segmentMask(name), (labels == value).astype(np.uint8))
+            self.assertIn("(GTVn)", logic.lastStatus)
+            self.delayDisplay(logic.lastStatus)
+            logic.undo()
+            for name in logic.classes:
+                np.testing.assert_array_equal(logic.segmentMask(name), before[name])
+        finally:
+            logic.clear()
+        self.delayDisplay("InteractiveRefine two-class test passed")

@@ -3,7 +3,8 @@
 In Slicer (installed extension, or a clone added as a module path)::
 
     Slicer --no-main-window --python-script InteractiveRefine/InteractiveRefineBatch.py -- \\
-        --input CASES --output OUT [--model DIR] [--clicks N] [--seed S] [--device auto|cpu|cuda]
+        --input CASES --output OUT [--model DIR] [--clicks N] [--user PRESET] [--seed S] \\
+        [--device auto|cpu|cuda]
 
 With plain Python and slicer-core (from a clone: uses ``Testing/slicer/slicer_bootstrap.py``)::
 
@@ -11,12 +12,16 @@ With plain Python and slicer-core (from a clone: uses ``Testing/slicer/slicer_bo
 
 Cases are found by ``InteractiveRefineLib.cases.find_cases`` (HECKTOR 2021/2022 names or a CSV
 manifest). For each case the CT and PET are loaded as volume nodes, the Logic segments them, and
-with ``--clicks N`` and a label the simulated user (the 2S-ICR paper's, seeded; the engine's
-``simulation.click_loop``, clicking inside the CT only) places N clicks as markups points,
-exactly like a user. Writes ``OUT/<id>.seg.nrrd`` (the GTVp segment, and GTVn for a model with a
-gtvn output, on the CT geometry after the last click), ``OUT/metrics.csv`` with Dice and HD95
-after 0..N clicks (empty without a label), the lesion measurements (SUVmax, SUVpeak, SUVmean,
-MTV, TLG) and for a two-class model each class's volume (``gtvp_volume_ml``, ``gtvn_volume_ml``), and
+with ``--clicks N`` and a label the simulated user (``--user``: the 2S-ICR paper's ``2sicr``,
+seeded, for a one-class model; HN-UISeg's per-class ``hnuiseg`` for a model with a gtvn output;
+the engine's ``simulation.click_loop``, clicking inside the CT only) places N clicks as markups
+points, exactly like a user; with a two-class model the label holds the card's values (GTVp 1,
+GTVn 2) and each positive click carries its class (a GTVn click is a point of the lymph-node
+list). Writes ``OUT/<id>.seg.nrrd`` (the GTVp segment, and GTVn for a model with a gtvn output, on
+the CT geometry after the last click), ``OUT/metrics.csv`` with the GTVp's Dice and HD95 after
+0..N clicks (empty without a label), the lesion measurements (SUVmax, SUVpeak, SUVmean, MTV, TLG)
+and for a two-class model each class's Dice, HD95 and volume (``gtvp_dice``, ``gtvp_hd95_mm``,
+``gtvn_dice``, ``gtvn_hd95_mm``, ``gtvp_volume_ml``, ``gtvn_volume_ml``), and
 ``OUT/session_log.csv`` (one row per case: seconds to the contour, clicks by kind, model, device).
 A PET given as a DICOM folder is converted to SUVbw. Exit status 0 when every case worked, 1 otherwise.
 
@@ -51,18 +56,34 @@ BASELINE_COLUMNS = ("threshold40_dice", "threshold50_dice", "model_one_click_dic
 MEASUREMENT_COLUMNS = ("suv_max", "suv_peak", "suv_mean", "mtv_ml", "tlg")
 METRICS_COLUMNS = ("case_id", "clicks", "dice", "hd95_mm", "volume_ml", "seconds", "device", "error",
                    *BASELINE_COLUMNS, *MEASUREMENT_COLUMNS)
-#: A model with several classes (GTVp, GTVn) adds each class's volume (mL, its segment as written)
-#: after ``volume_ml`` (all classes together); the other columns stay the GTVp's.
+#: A model with several classes (GTVp, GTVn) adds each class's Dice and HD95 (its segment as
+#: written against the label's value of that class) after ``hd95_mm``, and each class's volume
+#: (mL) after ``volume_ml`` (all classes together); the other columns stay the GTVp's (``dice`` and
+#: ``hd95_mm`` equal ``gtvp_dice`` and ``gtvp_hd95_mm``, so they mean the same for every model).
+CLASS_DICE_COLUMN = "{}_dice"
+CLASS_HD95_COLUMN = "{}_hd95_mm"
 CLASS_VOLUME_COLUMN = "{}_volume_ml"
+#: The simulated user of ``--user`` when none is given: by the model's number of classes.
+DEFAULT_USER = {1: "2sicr", 2: "hnuiseg"}
 
 
 def metricsColumns(classes=("gtvp",)) -> tuple:
-    """The CSV header: :data:`METRICS_COLUMNS`, plus ``gtvp_volume_ml``, ``gtvn_volume_ml`` for a
-    model with several classes."""
+    """The CSV header: :data:`METRICS_COLUMNS`, plus for a model with several classes each class's
+    ``<class>_dice``, ``<class>_hd95_mm`` (after ``hd95_mm``) and ``<class>_volume_ml`` (after
+    ``volume_ml``), e.g. ``gtvp_dice, gtvp_hd95_mm, gtvn_dice, gtvn_hd95_mm``."""
     if len(classes) <= 1:
         return METRICS_COLUMNS
-    at = METRICS_COLUMNS.index("volume_ml") + 1
-    return (*METRICS_COLUMNS[:at], *(CLASS_VOLUME_COLUMN.format(c) for c in classes), *METRICS_COLUMNS[at:])
+    columns = list(METRICS_COLUMNS)
+    at = columns.index("volume_ml") + 1
+    columns[at:at] = [CLASS_VOLUME_COLUMN.format(c) for c in classes]
+    at = columns.index("hd95_mm") + 1
+    columns[at:at] = [column.format(c) for c in classes for column in (CLASS_DICE_COLUMN, CLASS_HD95_COLUMN)]
+    return tuple(columns)
+
+
+def defaultUser(classes) -> str:
+    """The simulated user when ``--user`` is not given: ``2sicr`` (one class), ``hnuiseg`` (several)."""
+    return DEFAULT_USER[1] if len(classes) <= 1 else DEFAULT_USER[2]
 
 
 def modelClasses(module, args) -> tuple:
@@ -98,6 +119,7 @@ def parseArguments(argv):
     if moduleDir not in sys.path:
         sys.path.insert(0, moduleDir)
     from InteractiveRefineLib.click_regions import NO_REGION_REMOVAL_HELP
+    from InteractiveRefineLib.simulated_user import SIMULATED_USER_PRESETS
 
     if "--" in argv:  # Slicer passes the script arguments after "--"
         argv = argv[argv.index("--") + 1 :]
@@ -109,8 +131,12 @@ def parseArguments(argv):
     parser.add_argument("--model", default="", help="model package folder (default: the shipped model)")
     parser.add_argument("--clicks", type=int, default=0, help="simulated clicks per case (needs a label)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the simulated user")
-    parser.add_argument("--preset", default="2sicr", help="simulated-user preset (2sicr, deepgrow, deepedit)")
-    parser.add_argument("--label-value", type=int, default=1, help="label value of the GTVp (HECKTOR: 1)")
+    parser.add_argument("--user", "--preset", dest="user", default=None, choices=list(SIMULATED_USER_PRESETS),
+                        help="simulated-user preset (default: 2sicr, the paper's, for a one-class model; "
+                             "hnuiseg, per class, for a model with a gtvn output)")
+    parser.add_argument("--label-value", type=int, default=1,
+                        help="label value of the GTVp (HECKTOR: 1; one-class models: a model with a gtvn "
+                             "output reads its card's values, GTVp 1 and GTVn 2)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--no-region-removal", action="store_true", help=NO_REGION_REMOVAL_HELP)
     parser.add_argument("--dicom-export", action="store_true",
@@ -147,14 +173,40 @@ def setUpSlicer():
     return InteractiveRefine
 
 
-def caseMetrics(logic, truth, spacing) -> tuple:
-    """(Dice, HD95 mm) of the segment as written in the segmentation against the label."""
+def caseMetrics(logic, truth, spacing, className: str = "gtvp") -> tuple:
+    """(Dice, HD95 mm) of the class's segment as written in the segmentation against the label
+    (``truth``: boolean, on the CT grid); empty strings without a label."""
     from InteractiveRefineLib.metrics import dice, hd95, json_number
 
     if truth is None:
         return "", ""
-    mask = logic.segmentMask().astype(bool)
+    mask = logic.segmentMask(className).astype(bool)
     return json_number(dice(mask, truth)), json_number(hd95(mask, truth, spacing))
+
+
+def classMetrics(logic, truthClasses, classes, spacing) -> dict:
+    """Each class's ``<class>_dice`` and ``<class>_hd95_mm`` (``truthClasses``: the label's class
+    map on the CT grid, 0 background and c + 1 class c; None: no label, empty cells)."""
+    row = {}
+    for c, name in enumerate(classes):
+        truth = None if truthClasses is None else truthClasses == c + 1
+        row[CLASS_DICE_COLUMN.format(name)], row[CLASS_HD95_COLUMN.format(name)] = caseMetrics(
+            logic, truth, spacing, name)
+    return row
+
+
+def labelTruth(label, grid, session, labelValue: int):
+    """(GTVp truth, class map) of the label on ``grid``: for a one-class model the boolean mask of
+    ``labelValue`` and None; for several classes the class map of the card's label values
+    (engine ``labels_on_grid``: 0 background, c + 1 class c) and its first class as the GTVp."""
+    from InteractiveRefineLib.simulation import labels_on_grid, truth_on_grid
+
+    if label is None:
+        return None, None
+    if len(session.classes) <= 1:
+        return truth_on_grid(label, grid, labelValue), None
+    truthClasses = labels_on_grid(label, grid, session.card.labels)
+    return truthClasses == 1, truthClasses
 
 
 def baselineRow(session, truth) -> dict:
@@ -192,7 +244,7 @@ def processCase(module, case, args, writeRow) -> None:
     import slicer
     from InteractiveRefineLib.geometry import read_volume
     from InteractiveRefineLib.simulated_user import SimulatedUser
-    from InteractiveRefineLib.simulation import click_loop, truth_on_grid
+    from InteractiveRefineLib.simulation import click_loop
 
     logic = module.InteractiveRefineLogic()
     logic.setAutoRefine(True)
@@ -207,19 +259,21 @@ def processCase(module, case, args, writeRow) -> None:
         result = logic.segment(ct, pet, segmentation, None, modelPath=args.model, device=args.device)
         session = logic.session
         label = read_volume(case.label) if case.label else None
-        truth = truth_on_grid(label, session.ct.grid, args.label_value) if label is not None else None
+        truth, truthClasses = labelTruth(label, session.ct.grid, session, args.label_value)
         spacing = session.ct.grid.spacing
+        multi = len(session.classes) > 1
 
         def record(clicks, seconds, extra=None):
             diceValue, hd95Value = caseMetrics(logic, truth, spacing)
             perClass = logic.lesionMeasurements()
             measured = perClass["GTVp"]
             volumes = {}
-            if len(session.classes) > 1:
+            if multi:
                 from InteractiveRefineLib.measurements import display_name
 
                 volumes = {CLASS_VOLUME_COLUMN.format(name): perClass[display_name(name)]["volume_ml"]
                            for name in session.classes}
+                volumes.update(classMetrics(logic, truthClasses, session.classes, spacing))
             writeRow(
                 {
                     **(extra or {}),
@@ -240,10 +294,15 @@ def processCase(module, case, args, writeRow) -> None:
         if args.clicks and truth is None:
             logger.warning("%s has no label: no simulated clicks", case.case_id)
         elif args.clicks:
-            user = SimulatedUser(args.preset, rng=np.random.default_rng(args.seed))
-            truthWork = truth_on_grid(label, session.grid, args.label_value)
+            preset = args.user or defaultUser(session.classes)
+            user = SimulatedUser(preset, rng=np.random.default_rng(args.seed))
+            # One class: a boolean truth; several: the class map, and each positive click has its class.
+            truthWork, workClasses = labelTruth(label, session.grid, session, args.label_value)
+            if multi:
+                truthWork = workClasses
             done = 0
-            # The engine's click loop; each click goes through the Logic, as a markup would.
+            # The engine's click loop; each click goes through the Logic (``addClick(..., label=)``),
+            # as a markup of its list would.
             for step in click_loop(session, truthWork, args.clicks, user, apply=logic.addClick):
                 done = step.step
                 record(done, logic.clickTimings[-1]["total_s"])

@@ -19,6 +19,17 @@ class ClassesMixin:
         """The lymph-node (GTVn) point list (made only on request: one-class models never use it)."""
         return self.clickLists.node("nodal", create)
 
+    def getNodalThresholdNode(self, create: bool = True):
+        """The lymph-node (GTVn) PET-region point list (made only on request, as the GTVn list)."""
+        return self.clickLists.node("nodalThreshold", create)
+
+    def _checkClass(self, label, what: str) -> None:
+        """Refuse (``ValueError``) a class the session's model does not segment, before any point
+        is placed (``what``: "point", "PET region")."""
+        if label is not None and label not in self.classes:
+            raise ValueError(f"This model segments only {', '.join(self.classes)}: no {label} {what} "
+                             f"(choose a model with a GTVn output for lymph-node {what}s)")
+
     @property
     def classes(self) -> tuple:
         """The running session's output classes (e.g. ``("gtvp", "gtvn")``; empty without one)."""
@@ -101,4 +112,9 @@ class ClassesMixin:
             else:
                 name = segments.CLASS_SEGMENTS.get(click.label or session.classes[0], (click.label,))[0]
                 names.append(name + (" region" if click.kind == "threshold" else ""))
-        return {"classVolumes": volumes, "clickClasses": names}
+        status = {"classVolumes": volumes, "clickClasses": names}
+        last = session.clicks[-1] if session.clicks else None
+        if last is not None and last.kind == "threshold":  # the region's class, named beside its SUVmax
+            name = last.label or session.classes[0]
+            status["regionClass"] = segments.CLASS_SEGMENTS.get(name, (name,))[0]
+        return status

@@ -1,8 +1,8 @@
 """The module's actions on MRML nodes, without Qt: segment, clicks, threshold regions, undo,
 reset, replay, the background exact pass and Show uncertainty (:mod:`.uncertainty`).
 
-A model with a ``gtvn`` output writes the GTVp and GTVn segments from its label map (:mod:`.classes`)
-and its lymph-node points (:mod:`.markups`) are positive GTVn clicks; a one-class model refuses them.
+A model with a ``gtvn`` output writes the GTVp and GTVn segments from its label map (:mod:`.classes`);
+its lymph-node points and PET regions (:mod:`.markups`) are GTVn clicks; a one-class model refuses them.
 
 The scene is an argument (``RefineLogic(scene)``), so the same Logic serves the Slicer Widget, the
 batch, tests on slicer-core and a web front end. Bad input raises ``ValueError`` and changes
@@ -186,8 +186,8 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, Clinical
         self.session, self.sessionNodes = session, nodes
         self._geometryKey = volumes.geometryOf(nodes.ct, nodes.pet)
         self.clickTimings = []
-        if "gtvn" in session.classes:
-            self.getNodalClickNode()  # the Widget's GTVn place button needs the list
+        if "gtvn" in session.classes:  # the Widget's GTVn place buttons need the lists
+            self.getNodalClickNode(), self.getNodalThresholdNode()
         self._observeClickNodes()
         self._watchSegmentEdits(nodes.segmentation)
 
@@ -285,17 +285,19 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, Clinical
         segment is refused before any point is placed."""
         self._requireSession()
         kind = markups.kindFor(positive, label)
-        if positive and label is not None and label not in self.classes:
-            raise ValueError(f"This model segments only {', '.join(self.classes)}: no {label} point "
-                             "(choose a model with a GTVn output for lymph-node points)")
+        self._checkClass(label if positive else None, "point")
         return self._addPoint(kind, ras)
 
-    def addThreshold(self, ras, percent: float | None = None):
+    def addThreshold(self, ras, percent: float | None = None, label: str | None = None):
         """Place a threshold point: the PET region >= ``percent`` % (default: the panel's, 40) of the
-        local SUVmax replaces the mask; refused (``ValueError``, nothing changed) without uptake."""
+        local SUVmax replaces the mask of ``label``'s class (None, "gtvp": the threshold list; "gtvn":
+        the lymph-node region list); refused (``ValueError``, nothing changed) without uptake."""
+        self._requireSession()
+        kind = markups.thresholdKindFor(label)
+        self._checkClass(label, "PET region")
         if percent is not None:
             self.params.thresholdPercent = int(round(percent))
-        return self._addPoint("threshold", ras)
+        return self._addPoint(kind, ras)
 
     def _addPoint(self, kind: str, ras):
         self._requireSession()

@@ -1,8 +1,9 @@
 """Click point lists: markups nodes (tumour = GTVp, not tumour, threshold region, and for models
-with a GTVn output lymph node = GTVn), their placement order (kept in the parameter node, so a
-saved scene replays), labels and locks. The list a point is in is its class: a point of the
-"nodal" list is a positive click of class ``gtvn``; "positive" and "threshold" points are of the
-first class (GTVp); "negative" points are "not any class"."""
+with a GTVn output lymph node = GTVn and lymph-node threshold region), their placement order (kept
+in the parameter node, so a saved scene replays), labels and locks. The list a point is in is its
+class: a point of the "nodal" list is a positive click of class ``gtvn`` and one of the
+"nodalThreshold" list a PET threshold region of class ``gtvn``; "positive" and "threshold" points
+are of the first class (GTVp); "negative" points are "not any class"."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -14,14 +15,18 @@ LISTS = {
     "negative": ("negativeClicks", "-", "IR not tumour", (0.95, 0.20, 0.15)),
     "threshold": ("thresholdClicks", "T", "IR threshold", (0.95, 0.85, 0.10)),
     "nodal": ("nodalClicks", "N", "IR node (GTVn)", (0.0, 0.59, 0.81)),
+    "nodalThreshold": ("nodalThresholdClicks", "R", "IR node region (GTVn)", (0.55, 0.85, 1.0)),
 }
 _PREFIX_KIND = {prefix: kind for kind, (_, prefix, _, _) in LISTS.items()}
 #: Lists made only when used (a one-class model never needs the lymph-node list).
-OPTIONAL_LISTS = ("nodal",)
+OPTIONAL_LISTS = ("nodal", "nodalThreshold")
 #: kind -> the click's class (an engine output name; None: the first class, or none for negative).
-KIND_LABEL = {"nodal": "gtvn"}
+KIND_LABEL = {"nodal": "gtvn", "nodalThreshold": "gtvn"}
+#: The lists whose points are PET threshold regions (engine ``add_threshold``), by class.
+THRESHOLD_KINDS = {"threshold": None, "nodalThreshold": "gtvn"}
 #: The class names the status line shows: kind -> name.
-KIND_NAMES = {"positive": "GTVp", "negative": "not tumour", "threshold": "GTVp region", "nodal": "GTVn"}
+KIND_NAMES = {"positive": "GTVp", "negative": "not tumour", "threshold": "GTVp region", "nodal": "GTVn",
+              "nodalThreshold": "GTVn region"}
 
 
 def kindFor(positive: bool, label: str | None) -> str:
@@ -32,15 +37,24 @@ def kindFor(positive: bool, label: str | None) -> str:
     if label in (None, "gtvp"):
         return "positive"
     for kind, kindLabel in KIND_LABEL.items():
-        if kindLabel == label:
+        if kindLabel == label and kind not in THRESHOLD_KINDS:
             return kind
     raise ValueError(f"No click list for the class {label!r}: the module places gtvp and gtvn points")
+
+
+def thresholdKindFor(label: str | None) -> str:
+    """The list of a threshold point of class ``label`` (None or ``gtvp``: "threshold", ``gtvn``:
+    "nodalThreshold"); ``ValueError`` for another class."""
+    for kind, kindLabel in THRESHOLD_KINDS.items():
+        if kindLabel == (None if label == "gtvp" else label):
+            return kind
+    raise ValueError(f"No PET-region list for the class {label!r}: the module places gtvp and gtvn regions")
 
 
 @dataclass(frozen=True)
 class DesiredClick:
     """A click as the markups define it: its list (``kind``), node, control point ID, world RAS
-    (mm) and, for a threshold point, the PET fraction it was placed with."""
+    (mm) and, for a threshold point (:attr:`isThreshold`), the PET fraction it was placed with."""
 
     kind: str
     node: object
@@ -54,15 +68,21 @@ class DesiredClick:
 
     @property
     def label(self) -> str | None:
-        """The click's class for the engine (``add_click(..., label=)``): "gtvn" for a lymph-node
-        point, else None (the first class; a negative click is of no class)."""
+        """The click's class for the engine (``add_click(..., label=)``, ``add_threshold(...,
+        label=)``): "gtvn" for a lymph-node point or region, else None (the first class; a negative
+        click is of no class)."""
         return KIND_LABEL.get(self.kind)
+
+    @property
+    def isThreshold(self) -> bool:
+        """A PET threshold region (of :attr:`label`'s class), not a point click."""
+        return self.kind in THRESHOLD_KINDS
 
     def matches(self, click) -> bool:
         """Whether the engine's ``Click`` is this one (sign, kind, class, position, fraction)."""
         import numpy as np
 
-        kind = "threshold" if self.kind == "threshold" else "point"
+        kind = "threshold" if self.isThreshold else "point"
         if click.positive != self.positive or click.kind != kind:
             return False
         if getattr(click, "label", None) != self.label:
@@ -142,7 +162,7 @@ class ClickLists:
         with self.editing():
             node.SetNthControlPointLabel(index, f"{LISTS[kind][1]}{len(order)}")
             node.SetNthControlPointLocked(index, True)  # moving a click would silently re-mean it
-            if kind == "threshold" and "fraction=" not in node.GetNthControlPointDescription(index):
+            if kind in THRESHOLD_KINDS and "fraction=" not in node.GetNthControlPointDescription(index):
                 node.SetNthControlPointDescription(index, f"fraction={fraction:g}")
         return True
 

@@ -99,8 +99,8 @@ class MarkupsObserverMixin:
         for click in todo:
             tClick = time.perf_counter()
             try:
-                if click.kind == "threshold":
-                    result = self.session.add_threshold(click.ras, fraction=click.fraction)
+                if click.isThreshold:
+                    result = self.session.add_threshold(click.ras, fraction=click.fraction, label=click.label)
                 else:
                     result = self.session.add_click(click.ras, click.positive, label=click.label)
             except InteractiveRefineError as exc:

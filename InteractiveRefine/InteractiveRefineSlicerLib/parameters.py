@@ -122,7 +122,7 @@ class InteractiveRefineParameterNode:
     The node roles (``ct`` .. ``segmentation``) are the panel's choice; the running session keeps
     its own nodes (the Logic ends the session when they change). ``clickOrder`` lists the click
     points in placement order: ``+id`` tumour, ``-id`` not tumour, ``Tid`` threshold region, ``Nid``
-    lymph node (GTVn).
+    lymph node (GTVn), ``Rid`` lymph-node threshold region (GTVn).
     ``segmentId`` / ``nodalSegmentId``: the GTVp / GTVn segments the module writes.
     """
 
@@ -134,6 +134,7 @@ class InteractiveRefineParameterNode:
     negativeClicks: slicer.vtkMRMLMarkupsFiducialNode
     thresholdClicks: slicer.vtkMRMLMarkupsFiducialNode
     nodalClicks: slicer.vtkMRMLMarkupsFiducialNode
+    nodalThresholdClicks: slicer.vtkMRMLMarkupsFiducialNode
     modelPath: str = ""
     device: str = "auto"
     autoRefine: bool = True

@@ -7,12 +7,13 @@ NAMED_CLICKS = 6
 
 def describe(result, action: str, seconds: float, pending: int = 0, precision: str = "",
              exactFollows: bool = True, requestedDevice: str = "auto", classVolumes: dict | None = None,
-             clickClasses=None) -> str:
+             clickClasses=None, regionClass: str | None = None) -> str:
     """E.g. "2 click(s), GTVp 4.1 mL, device cpu, click 0.31 s, 40 % SUVmax region, SUVmax 12.3".
 
     A model with several classes: ``classVolumes`` (``{"GTVp": mL, "GTVn": mL}``) replaces the one
     volume and ``clickClasses`` names each click's class (the latest :data:`NAMED_CLICKS`), e.g.
-    "3 click(s) (GTVn, GTVp, not tumour), GTVp 4.1 mL, GTVn 1.2 mL, device cpu, ..."."""
+    "3 click(s) (GTVn, GTVp, not tumour), GTVp 4.1 mL, GTVn 1.2 mL, device cpu, ..."; after a PET
+    region ``regionClass`` names its class ("..., 40 % SUVmax GTVn region, SUVmax 6.2 (2.0 mL)")."""
     clicks = f"{result.n_clicks} click(s)"
     if clickClasses:
         names = list(clickClasses)
@@ -25,7 +26,8 @@ def describe(result, action: str, seconds: float, pending: int = 0, precision: s
     status = f"{clicks}, {volumes}, device {result.device}{precision}, {action} {seconds:.2f} s"
     threshold = (result.details or {}).get("threshold") if result.mode == "threshold" else None
     if threshold:
-        status += (f", {100 * threshold['fraction']:.0f} % SUVmax region, SUVmax {threshold['suvmax']:.1f}"
+        region = f"{regionClass} region" if regionClass else "region"
+        status += (f", {100 * threshold['fraction']:.0f} % SUVmax {region}, SUVmax {threshold['suvmax']:.1f}"
                    f" ({threshold['volume_ml']:.1f} mL)")
     if result.window is not None:  # a fast click: refined in a window around it
         status += " in a " + "x".join(str(b - a) for a, b in result.window) + " window"
