@@ -299,6 +299,7 @@ def cmd_simulate(args) -> dict:
     result = run_simulation(
         session, label, args.clicks, seed=args.seed, preset=args.user, label_value=args.label_value,
         on_step=progress, exact=not args.keep_previews, label_name=str(args.label),
+        uncertainty_passes=args.uncertainty_passes,
     )
     result["device"] = str(session.device)
     result["model"] = session.package.spec.name
@@ -313,6 +314,8 @@ def cmd_simulate(args) -> dict:
     if "dice_per_class" in result:  # a model with several classes: each class's curve too
         summary["dice_per_class"] = {name: [round(d, 4) for d in curve]
                                      for name, curve in result["dice_per_class"].items()}
+    if "suggest" in result:  # --user suggest: the clicks the 2sicr user made for want of a suggestion
+        summary["fallback_clicks"] = result["suggest"]["fallback_clicks"]
     return summary
 
 
@@ -418,7 +421,10 @@ def _add_simulate(sub) -> None:
     sim.add_argument("--seed", type=non_negative_int, default=0)
     sim.add_argument("--user", default="2sicr", choices=list(SIMULATED_USER_PRESETS),
                      help="simulated-user preset (default: the paper's; hnuiseg: HN-UISeg's one click per "
-                          "error component and class, for GTVp/GTVn models)")
+                          "error component and class, for GTVp/GTVn models; suggest: clicks the engine's "
+                          "suggested next click, signed by the label, or the 2sicr click when there is none)")
+    sim.add_argument("--uncertainty-passes", type=positive_int, default=None, metavar="N",
+                     help="--user suggest: passes of each click's uncertainty estimate (default 8)")
     sim.add_argument("--json", help="write the per-click results as JSON here")
     sim.set_defaults(func=cmd_simulate)
 

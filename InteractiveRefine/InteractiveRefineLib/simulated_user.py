@@ -17,6 +17,12 @@ Presets (say in the model card which one a model was trained and evaluated with)
   goes to the innermost voxel (largest Euclidean distance to the component's border; the first in
   C order on a tie) of the largest component over all classes (the first class, false negatives
   before false positives, on a tie).
+- ``"suggest"`` ("click here next" as the user; :class:`SuggestUser`, built by :func:`make_user`):
+  every click goes to the engine's suggested next click (:func:`.uncertainty.suggest`, the centre
+  of the most uncertain region not clicked yet, from an N-pass :func:`.uncertainty.estimate` of the
+  current state seeded from the run's seed and the step), its sign read from the truth there; with
+  no suggestion, the ``"2sicr"`` user's click for that step (counted in ``fallbacks``). It needs
+  the refinement session, so the training loop cannot use it.
 
 Multi-class (GTVp, GTVn, ...): prediction and truth are integer class maps, 0 = background and
 c + 1 = class index c (``labels``: the label values of the classes in order when they differ from
@@ -37,7 +43,9 @@ from scipy import ndimage
 from .errors import InteractiveRefineError
 from .geometry import mask_box
 
-SIMULATED_USER_PRESETS = ("2sicr", "deepgrow", "deepedit", "hnuiseg")
+SIMULATED_USER_PRESETS = ("2sicr", "deepgrow", "deepedit", "hnuiseg", "suggest")
+#: The presets that need the refinement session, not only prediction and truth (:func:`make_user`).
+SESSION_USER_PRESETS = ("suggest",)
 
 #: 26-connectivity for the error components of the ``hnuiseg`` preset.
 _STRUCTURE = np.ones((3, 3, 3), dtype=bool)
@@ -124,6 +132,10 @@ class SimulatedUser:
             raise InteractiveRefineError(
                 f"unknown simulated-user preset {preset!r}; expected one of {SIMULATED_USER_PRESETS}"
             )
+        if preset in SESSION_USER_PRESETS:
+            raise InteractiveRefineError(
+                f"the {preset!r} simulated user needs the refinement session: build it with make_user"
+            )
         self.preset = preset
         self.rng = rng if rng is not None else np.random.default_rng(0)
         self.labels = None if labels is None else tuple(int(v) for v in labels)
@@ -182,3 +194,72 @@ class SimulatedUser:
         value = int(truth[index])
         label = value - 1 if multi and value else None
         return SimulatedClick(index=index, positive=bool(value), label=label)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of step ``step``'s uncertainty estimate in a run seeded with ``seed``."""
+    return int(np.random.SeedSequence((int(seed), int(step))).generate_state(1)[0])
+
+
+class SuggestUser:
+    """The ``"suggest"`` preset: clicks where the session suggests the next click, signed by the
+    truth (positive, with the true class, where the truth is a class; negative elsewhere).
+
+    Each :meth:`next_click` estimates the session's current state's uncertainty (``passes``
+    passes, seed :func:`step_seed` of ``seed`` and the step) and clicks the suggestion's voxel.
+    Where there is none (nothing uncertain that no click lies in yet) or it lies outside
+    ``inside`` (the voxels the user can click; None: those inside the CT), the ``"2sicr"`` user
+    seeded with ``seed`` clicks instead; ``fallback_steps`` lists those steps. Like every preset it
+    stops (None) when the prediction has no error left."""
+
+    preset = "suggest"
+
+    def __init__(self, session, seed: int = 0, passes: int | None = None, inside=None, labels=None):
+        from .uncertainty import DEFAULT_PASSES
+
+        self.session, self.seed = session, int(seed)
+        self.passes = DEFAULT_PASSES if passes is None else int(passes)
+        if inside is None:
+            from .geometry import inside_mask
+
+            inside = inside_mask(session.ct.grid, session.grid)
+        self.inside = np.asarray(inside, dtype=bool)
+        self.fallback = SimulatedUser("2sicr", np.random.default_rng(self.seed), labels)
+        self.step = 0
+        self.fallback_steps: list[int] = []
+        self.seconds: list[float] = []  #: each estimate's wall seconds
+
+    def next_click(self, prediction: np.ndarray, truth: np.ndarray) -> SimulatedClick | None:
+        from .uncertainty import estimate
+
+        mapped, classes, multi = self.fallback._maps(prediction, truth)
+        if not (mapped != classes).any():
+            return None
+        self.step += 1
+        result = estimate(self.session, self.passes, seed=step_seed(self.seed, self.step))
+        self.seconds.append(result.seconds)
+        suggestion = result.suggestion
+        if suggestion is None or not self.inside[suggestion.index]:
+            self.fallback_steps.append(self.step)
+            return self.fallback.next_click(prediction, truth)
+        index = tuple(int(v) for v in suggestion.index)
+        value = int(classes[index])
+        return SimulatedClick(index=index, positive=bool(value), label=value - 1 if multi and value else None)
+
+    def summary(self) -> dict:
+        """What the run's JSON records: passes, the fallback clicks, and the estimates' seconds."""
+        return {"passes": self.passes, "fallback_clicks": len(self.fallback_steps),
+                "fallback_steps": list(self.fallback_steps),
+                "uncertainty_seconds": [round(s, 3) for s in self.seconds]}
+
+
+def make_user(preset: str = "2sicr", seed: int = 0, session=None, passes: int | None = None,
+              inside=None, labels=None):
+    """The simulated user of ``preset`` seeded with ``seed``: a :class:`SimulatedUser`, or for the
+    presets that need the session (``"suggest"``) a :class:`SuggestUser` on ``session`` with
+    ``passes`` passes per estimate (None: the engine's default) clicking inside ``inside``."""
+    if preset in SESSION_USER_PRESETS:
+        if session is None:
+            raise InteractiveRefineError(f"the {preset!r} simulated user needs the refinement session")
+        return SuggestUser(session, seed, passes, inside, labels)
+    return SimulatedUser(preset, np.random.default_rng(seed), labels)

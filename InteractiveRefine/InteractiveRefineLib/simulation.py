@@ -19,7 +19,7 @@ from . import classes, geometry
 from .errors import ImageError, InteractiveRefineError
 from .geometry import Volume
 from .metrics import all_metrics, dice, json_number
-from .simulated_user import SimulatedClick, SimulatedUser
+from .simulated_user import SimulatedClick, make_user
 from .threshold import innermost_point
 
 #: The threshold fractions of the one-click baseline (:func:`one_click_baseline`).
@@ -127,6 +127,7 @@ def run_simulation(
     exact: bool = True,
     baseline: bool = True,
     label_name: str | None = None,
+    uncertainty_passes: int | None = None,
 ) -> dict:
     """Initial segmentation plus ``n_clicks`` simulated clicks; metrics after every step.
 
@@ -151,6 +152,11 @@ def run_simulation(
     gives each positive click its class, ``out["dice_per_class"]`` holds each class's Dice per
     step (``{"gtvp": [...], "gtvn": [...]}``), the curves above score all classes together (any
     class against any class), each click has its ``label`` and the baseline is the first class's.
+
+    ``preset`` "suggest" (the engine's suggested next click as the user, :class:`~.simulated_user.
+    SuggestUser`, ``uncertainty_passes`` passes per click; None: the engine's default): also
+    ``out["suggest"]``, its ``passes``, ``fallback_clicks`` (clicks the 2sicr user made because
+    there was no suggestion), ``fallback_steps`` and ``uncertainty_seconds`` per click.
     """
     multi = len(session.classes) > 1
     truth_ct = _truth(label, session.ct.grid, session, label_value)
@@ -160,7 +166,7 @@ def run_simulation(
         raise ImageError(f"{where}the label has no voxel with {wanted} inside the CT")
     inside = geometry.inside_mask(session.ct.grid, session.grid)
     truth_work = _truth(label, session.grid, session, label_value)
-    user = SimulatedUser(preset, np.random.default_rng(seed))
+    user = make_user(preset, seed, session, uncertainty_passes, inside)
     out = {key: [] for key in CURVES + ("changed_voxels", "clicks", "seconds_per_click")}
     out.update(seed=seed, preset=preset)
     if multi:
@@ -185,6 +191,8 @@ def run_simulation(
             click["label"] = session.classes[step.click.label]
         out["clicks"].append(click)
         score()
+    if hasattr(user, "summary"):
+        out["suggest"] = user.summary()
     _pad(out, n_clicks)
     return out
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from InteractiveRefineLib.cli import positive_int
 from InteractiveRefineLib.click_regions import NO_REGION_REMOVAL_HELP
 from InteractiveRefineLib.runtime import apply_process_settings, threads_from_environment
+from InteractiveRefineLib.simulated_user import SESSION_USER_PRESETS, SIMULATED_USER_PRESETS
 
 logger = logging.getLogger("interactive_refine_training")
 
@@ -50,8 +51,11 @@ TRAIN_OVERRIDES = {
 }
 
 
-#: The simulated-user presets (the engine's ``SimulatedUser``; hnuiseg: HN-UISeg's per-class user).
-USER_PRESETS = ["2sicr", "deepgrow", "deepedit", "hnuiseg"]
+#: The simulated-user presets of ``evaluate`` (the engine's; hnuiseg: HN-UISeg's per-class user;
+#: suggest: the engine's suggested next click as the user).
+EVALUATE_USER_PRESETS = list(SIMULATED_USER_PRESETS)
+#: Those of ``train``: the training loop has no session, so not the presets that need one (suggest).
+USER_PRESETS = [p for p in SIMULATED_USER_PRESETS if p not in SESSION_USER_PRESETS]
 
 
 def name_list(text: str) -> list[str]:
@@ -144,8 +148,11 @@ def _add_commands(sub) -> None:
     p.add_argument("--split-of", metavar="RUN_DIR", help="evaluate the validation cases of this run's fold")
     p.add_argument("--clicks", type=int, default=10)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--user", choices=USER_PRESETS,
-                   help="simulated-user preset (default: 2sicr; hnuiseg for a multi-class model)")
+    p.add_argument("--user", choices=EVALUATE_USER_PRESETS,
+                   help="simulated-user preset (default: 2sicr; hnuiseg for a multi-class model; suggest: "
+                        "the engine's suggested next click, signed by the label, 2sicr's if there is none)")
+    p.add_argument("--uncertainty-passes", type=positive_int, metavar="N",
+                   help="--user suggest: passes of each click's uncertainty estimate (default 8)")
     p.add_argument("--label", type=int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-surface", action="store_true", help="Dice only (skip HD95/ASSD/surface Dice)")
@@ -261,8 +268,11 @@ def cmd_evaluate(args) -> dict:
                        n_seeds=args.seeds, device=args.device, user=args.user, label_value=args.label,
                        surface=not args.no_surface, refine_mode=args.refine_mode,
                        region_removal=not args.no_region_removal, uncertainty=args.uncertainty,
-                       roi_center=args.roi_center, threshold_start=args.threshold_start)
+                       roi_center=args.roi_center, threshold_start=args.threshold_start,
+                       uncertainty_passes=args.uncertainty_passes)
     out = {"out": str(args.out), "n_cases": summary["n_cases"], "dice_mean": summary["dice_mean"]}
+    if "suggest" in summary:
+        out["suggest"] = summary["suggest"]
     if "uncertainty_calibration" in summary:
         out["uncertainty_calibration"] = summary["uncertainty_calibration"]
     return out

@@ -177,13 +177,15 @@ def class_truths(label, ct_grid, classes) -> dict:
 
 
 def evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surface,
-                  uncertainty: int = 0, classes=None) -> list[dict]:
+                  uncertainty: int = 0, classes=None, uncertainty_passes: int | None = None) -> list[dict]:
     """Rows (one per seed and click count) of one model on one case. ``uncertainty`` N > 0: the
     rows at 0 clicks and after the last click also hold the calibration of the N-pass uncertainty
     (:func:`uncertainty_calibration`; at 0 clicks the same for every seed). ``classes``
     (``[(name, label value)]``, several): each row also holds the per-class metrics of the
     session's label map (:class:`ClassScorer`); the plain metrics (``dice``, ...) are the
-    engine's, which score all classes together (any class against any class)."""
+    engine's, which score all classes together (any class against any class). ``user`` "suggest"
+    (``uncertainty_passes`` passes per click): the rows after a click also hold ``fallback`` (1: the
+    2sicr user clicked, for want of a suggestion) and ``suggest_seconds`` (that click's estimate)."""
     rows = []
     at_zero: dict = {}
     multi = classes is not None and len(classes) > 1
@@ -199,7 +201,8 @@ def evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surf
     for seed in seeds:
         scorer = ClassScorer(session, truths, surface) if multi else None
         result = run_simulation(session, label, n_clicks, seed=seed, preset=user,
-                                label_value=label_value, surface_metrics=surface, on_step=on_step)
+                                label_value=label_value, surface_metrics=surface, on_step=on_step,
+                                uncertainty_passes=uncertainty_passes)
         per_class = scorer.curve(n_clicks) if scorer is not None else None
         last = {}
         if uncertainty and n_clicks:  # the session is at the last click
@@ -213,6 +216,9 @@ def evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surf
             row.update(at_zero if t == 0 else last if t == n_clicks else {})
             if per_class is not None:
                 row.update(per_class[t])
+            if "suggest" in result and 1 <= t <= len(result["suggest"]["uncertainty_seconds"]):
+                row["fallback"] = int(t in result["suggest"]["fallback_steps"])
+                row["suggest_seconds"] = result["suggest"]["uncertainty_seconds"][t - 1]
             rows.append(row)
     return rows
 
@@ -220,7 +226,8 @@ def evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surf
 def run_evaluation(models: dict, cases, n_clicks: int, seeds, device: str = "auto", user: str = "2sicr",
                    label_value: int = 1, surface: bool = True, refine_mode: str = "full",
                    region_removal: bool = True, uncertainty: int = 0,
-                   roi_center: str = "label", threshold_start: bool | None = None) -> list[dict]:
+                   roi_center: str = "label", threshold_start: bool | None = None,
+                   uncertainty_passes: int | None = None) -> list[dict]:
     """Rows for every model, case, seed and click count 0..``n_clicks``.
 
     ``refine_mode`` "full" evaluates the paper's method (the refine network on the whole ROI);
@@ -232,7 +239,7 @@ def run_evaluation(models: dict, cases, n_clicks: int, seeds, device: str = "aut
     protocol), ``auto`` (what a user without an ROI gets: ``InteractiveRefineLib.auto_roi``) or
     ``ct`` (the CT's centre). ``threshold_start``: the first positive click of each sequence is
     a 40 % SUVmax threshold click (the session's option; the model refines from that region; None:
-    as the model card says).
+    as the model card says). ``uncertainty_passes``: the "suggest" user's passes per click.
     """
     if roi_center not in ROI_CENTERS:
         raise ValueError(f"roi_center must be one of {ROI_CENTERS}, got {roi_center!r}")
@@ -254,7 +261,7 @@ def run_evaluation(models: dict, cases, n_clicks: int, seeds, device: str = "aut
             try:
                 session.set_image(ct, pet, roi_center_ras=center)
                 case_rows = evaluate_case(session, case, label, n_clicks, seeds, user, label_value, surface,
-                                          uncertainty, classes[name])
+                                          uncertainty, classes[name], uncertainty_passes)
             except ImageError as exc:
                 logger.warning("skipping case %s for %s: %s", case.case_id, name, exc)
                 continue
@@ -276,7 +283,8 @@ def write_reports(rows: list[dict], n_clicks: int, out_dir: Path, meta: dict) ->
     classes = meta.get("classes") or {}
     if classes:
         header += "; multi-class models: the foreground (any class) against the union of the classes"
-    text = (reporting.markdown(table, n_clicks, header) + reporting.baseline_markdown(rows)
+    text = (reporting.markdown(table, n_clicks, header) + _suggest_markdown(meta.get("suggest"))
+            + reporting.baseline_markdown(rows)
             + reporting.uncertainty_markdown(rows, n_clicks)
             + reporting.class_markdown(rows, n_clicks, classes))
     (out_dir / "table.md").write_text(text)
@@ -302,12 +310,37 @@ def write_reports(rows: list[dict], n_clicks: int, out_dir: Path, meta: dict) ->
     return summary
 
 
+def suggest_summary(rows: list[dict], passes: int | None) -> dict:
+    """The "suggest" user's record over all rows: its passes per click, the clicks it made, those
+    where the 2sicr user clicked instead (no suggestion) and the mean seconds of an estimate."""
+    from InteractiveRefineLib.uncertainty import DEFAULT_PASSES
+
+    clicked = [r for r in rows if "fallback" in r]
+    seconds = [r["suggest_seconds"] for r in clicked]
+    return {"passes": DEFAULT_PASSES if passes is None else passes, "clicks": len(clicked),
+            "fallback_clicks": sum(r["fallback"] for r in clicked),
+            "seconds_per_estimate": json_number(sum(seconds) / len(seconds)) if seconds else None}
+
+
+def _suggest_markdown(suggest: dict | None) -> str:
+    if not suggest:
+        return ""
+    seconds = suggest["seconds_per_estimate"]
+    return (f"\n'suggest' user: {suggest['passes']} uncertainty passes per click"
+            + (f" ({seconds:.2f} s per estimate, mean)" if seconds is not None else "")
+            + f"; {suggest['fallback_clicks']} of {suggest['clicks']} clicks fell back to the 2sicr user "
+              "(no suggestion).\n")
+
+
 def evaluate(model_specs, data, out_dir, case_ids=None, n_clicks: int = 10, n_seeds: int = 3,
              device: str = "auto", user: str | None = None, label_value: int = 1, surface: bool = True,
              refine_mode: str = "full", region_removal: bool = True, uncertainty: int = 0,
-             roi_center: str = "label", threshold_start: bool | None = None) -> dict:
+             roi_center: str = "label", threshold_start: bool | None = None,
+             uncertainty_passes: int | None = None) -> dict:
     """The ``evaluate`` subcommand: load models and cases, run, write the reports. ``user`` None:
-    ``"2sicr"``, or :data:`MULTI_CLASS_USER` when a model has several classes."""
+    ``"2sicr"``, or :data:`MULTI_CLASS_USER` when a model has several classes; "suggest": the
+    engine's suggested next click as the user (``uncertainty_passes`` passes per click), with
+    ``suggest`` in the summary (:func:`suggest_summary`)."""
     if isinstance(uncertainty, bool) or not isinstance(uncertainty, int) or uncertainty < 0:
         raise ValueError(f"uncertainty passes must be a non-negative integer, got {uncertainty!r}")
     models = {}
@@ -322,7 +355,7 @@ def evaluate(model_specs, data, out_dir, case_ids=None, n_clicks: int = 10, n_se
     if user is None:  # the paper's user of each setting: HN-UISeg's per class, 2S-ICR's for one class
         user = MULTI_CLASS_USER if any(len(found) > 1 for found in classes.values()) else "2sicr"
     rows = run_evaluation(models, cases, n_clicks, seeds, device, user, label_value, surface, refine_mode,
-                          region_removal, uncertainty, roi_center, threshold_start)
+                          region_removal, uncertainty, roi_center, threshold_start, uncertainty_passes)
     if not rows:
         raise ValueError("no case could be evaluated (see the warnings)")
     meta = {"models": {n: p.spec.name for n, p in models.items()}, "data": str(data),
@@ -331,6 +364,8 @@ def evaluate(model_specs, data, out_dir, case_ids=None, n_clicks: int = 10, n_se
             "region_removal": region_removal, "roi_center": roi_center, "threshold_start": threshold_start}
     if uncertainty:
         meta["uncertainty_passes"] = uncertainty
+    if user == "suggest":
+        meta["suggest"] = suggest_summary(rows, uncertainty_passes)
     if any(len(found) > 1 for found in classes.values()):
         meta["classes"] = {name: [{"name": n, "label": v} for n, v in found]
                            for name, found in classes.items()}
