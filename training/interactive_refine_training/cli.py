@@ -48,6 +48,7 @@ TRAIN_OVERRIDES = {
     "min_clicks": "interaction.min_clicks",
     "max_clicks": "interaction.max_clicks",
     "val_clicks": "interaction.val_clicks",
+    "prompt_prob": "interaction.prompt_prob",
 }
 
 
@@ -77,7 +78,10 @@ def optional_int(text: str):
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train one stage on one fold")
-    p.add_argument("--stage", required=True, choices=["initial", "refine", "deepgrow", "deepedit"])
+    p.add_argument("--stage", required=True, choices=["initial", "refine", "deepgrow", "deepedit", "prompt"],
+                   help="prompt: HN-UISeg's stage 1 (the refine layout, prompts drawn from the truth with "
+                        "probability interaction.prompt_prob, no previous mask); its run starts "
+                        "--stage initial (stage 2) and --stage refine (stage 3) via --init-weights")
     p.add_argument("--data", required=True, help="case folder (HECKTOR 2021/2022 layout) or CSV manifest")
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs, summary.json)")
     p.add_argument("--config", help="JSON config (default: the paper's protocol)")
@@ -85,7 +89,8 @@ def _add_train(sub) -> None:
     p.add_argument("--initial", help="refine stage: initial run folder, checkpoint or model package")
     p.add_argument("--init-weights", metavar="SOURCE",
                    help="start this stage's network from SOURCE (a run folder or checkpoint of the same "
-                        "stage, or a model package, e.g. the shipped default model): fine-tuning")
+                        "stage, or a model package, e.g. the shipped default model): fine-tuning; "
+                        "initial and refine also take a prompt run (HN-UISeg's stages 2 and 3)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint_latest.pt")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="any config value")
     p.add_argument("--max-epochs", type=int)
@@ -122,6 +127,9 @@ def _add_train(sub) -> None:
     p.add_argument("--min-clicks", type=int)
     p.add_argument("--max-clicks", type=int)
     p.add_argument("--val-clicks", type=int)
+    p.add_argument("--prompt-prob", type=float,
+                   help="--stage prompt: probability that an iteration's click channels hold the truth's "
+                        "prompts (default 0.5, HN-UISeg's)")
     p.add_argument("--no-augmentation", action="store_true")
     p.set_defaults(func=cmd_train)
 

@@ -93,6 +93,12 @@ DEFAULTS: dict = {
         # positive click at the tumour's innermost voxel whose pet_region is the previous
         # probability (the refine network learns to keep a good threshold region and correct it)
         "threshold_start": 0.0,
+        # --stage prompt (HN-UISeg stage 1): the probability that an iteration's click channels
+        # hold the prompts drawn from the truth (else all zero), and where a component's positive
+        # click goes: "random" (a voxel of the component, uniform) or "innermost" (its largest
+        # distance to the border, where the hnuiseg user clicks)
+        "prompt_prob": 0.5,
+        "prompt_click": "random",
     },
     "runtime": {
         "device": "auto",
@@ -111,6 +117,9 @@ DEFAULTS: dict = {
         "threads": None,
     },
 }
+
+#: Where ``--stage prompt`` puts a truth component's positive click (``interaction.prompt_click``).
+PROMPT_CLICKS = ("random", "innermost")
 
 #: Sections whose values may change when a run is resumed (they do not change the result).
 RESUMABLE_SECTIONS = ("runtime",)
@@ -191,6 +200,14 @@ def validate(config: dict) -> None:
         raise ValueError("interaction.threshold_start must lie in [0, 1]")
     if float(inter.get("threshold_start", 0.0)) > 0 and inter.get("pet_region") is None:
         raise ValueError("interaction.threshold_start needs interaction.pet_region (its starting region)")
+    prompt_prob = inter.get("prompt_prob", 0.5)
+    if (not isinstance(prompt_prob, (int, float)) or isinstance(prompt_prob, bool)
+            or not 0.0 <= prompt_prob <= 1.0):
+        raise ValueError(f"interaction.prompt_prob must be a probability in [0, 1] (HN-UISeg: 0.5), "
+                         f"got {prompt_prob!r}")
+    if inter.get("prompt_click", "random") not in PROMPT_CLICKS:
+        raise ValueError(f"interaction.prompt_click must be one of {list(PROMPT_CLICKS)}, "
+                         f"got {inter.get('prompt_click')!r}")
     if inter.get("pet_region") is not None:
         from InteractiveRefineLib.inputs.pet_region import options_of
 

@@ -150,6 +150,30 @@ class Trainer:
     def validation_keys(self) -> list[str]:
         return ["dice"]
 
+    #: Trainers besides this one whose runs ``--init-weights`` may name (e.g. the refine stage
+    #: starts from a prompt run: HN-UISeg's stage 1 weights for its stage 3).
+    init_from: tuple[str, ...] = ()
+
+    def init_weights_state(self) -> dict:
+        """The ``state_dict`` ``--init-weights`` starts this stage's network from."""
+        from .checkpoint import load_stage_weights
+
+        return load_stage_weights(self.init_weights, self.init_weights_trainer(), self.stage, self.config)
+
+    def init_weights_trainer(self) -> str:
+        """The trainer an ``--init-weights`` run must be of: this one, or the source run's own when
+        it is one of :attr:`init_from` (a model package: this one's name, unused)."""
+        from InteractiveRefineLib.card import CARD_NAME
+
+        from .checkpoint import load_run
+
+        source = Path(self.init_weights)
+        if self.init_from and not (source / CARD_NAME).is_file():
+            found = load_run(source).trainer
+            if found in self.init_from:
+                return found
+        return self.name
+
     # ========================================================================== start / end
     def on_train_start(self) -> None:
         self._configure_runtime()
@@ -158,10 +182,7 @@ class Trainer:
         self.network = self.build_network().to(self.device)
         self.setup_stage()  # before DDP wraps the network: a stage may initialise its weights
         if self.init_weights:  # a resumed run overwrites them afterwards
-            from .checkpoint import load_stage_weights
-
-            state = load_stage_weights(self.init_weights, self.name, self.stage, self.config)
-            self.network.load_state_dict(state)
+            self.network.load_state_dict(self.init_weights_state())
         self.train_network = self._wrap_ddp(self.network)
         self.optimizer, self.scheduler = self.build_optimizer()
         scale = self.amp and self.amp_dtype == torch.float16  # bfloat16 needs no loss scaling

@@ -1,4 +1,5 @@
-"""The four trainers: 2S-ICR initial and refinement models, and the DeepGrow/DeepEdit baselines.
+"""The trainers: 2S-ICR initial and refinement models, the DeepGrow/DeepEdit baselines and
+HN-UISeg's prompt pre-training.
 
 All use the engine's network (``networks.build_network``), click encoding
 (``clicks.encode_guidance`` with the card's sigma) and simulated user (``SimulatedUser``).
@@ -16,6 +17,15 @@ All use the engine's network (``networks.build_network``), click encoding
   the engine's refine stage (which feeds the previous probability there) computes exactly the
   baseline. The click-free model is exported as the package's initial member.
 - ``DeepGrowTrainer``: DeepEdit-0 (no click-free iterations), the "deepgrow" user preset.
+- ``PromptTrainer`` (``--stage prompt``; HN-UISeg's stage 1, pre-training with prompts): the
+  refine layout with the previous probability always zero (as DeepEdit); with probability
+  ``interaction.prompt_prob`` (0.5) the click channels hold prompts drawn from the truth
+  (:func:`prompt_clicks`: one positive click per 26-connected component of each class, as many
+  random negative clicks outside every class's truth), otherwise all zero; one forward/backward
+  pass per iteration. It validates as DeepEdit does (automatic Dice at 0 clicks, then the
+  simulated user's clicks, ``hnuiseg`` by default). Its run starts ``--stage refine`` (stage 3,
+  same layout) and ``--stage initial`` (stage 2: the image channels' weights, so the initial
+  network starts computing exactly the prompt network with every prompt zero) via ``--init-weights``.
 """
 from __future__ import annotations
 
@@ -27,9 +37,12 @@ from InteractiveRefineLib.inputs.pet_region import region_channel
 from InteractiveRefineLib.simulated_user import SimulatedUser
 from scipy import ndimage
 
-from .checkpoint import load_initial_networks, widen_input_weights
+from .checkpoint import load_initial_networks, load_stage_weights, remap_input_weights, widen_input_weights
 from .config import training_stages
 from .trainer import VALIDATION_STREAM, Trainer
+
+#: 26-connectivity: the truth components of the prompts (as the ``hnuiseg`` user's error components).
+COMPONENT_STRUCTURE = np.ones((3, 3, 3), dtype=bool)
 
 
 class Clicks:
@@ -108,6 +121,16 @@ def dice_of(probability: torch.Tensor, label: torch.Tensor) -> float:
 class InitialTrainer(Trainer):
     name = "initial"
     stage = "initial"
+    init_from = ("prompt",)
+
+    def init_weights_state(self) -> dict:
+        """A prompt run (HN-UISeg stage 1 weights for its stage 2): its weights without the input
+        weights of the previous probability and click channels, which the prompt network reads as
+        zero when no prompt is given, so this network starts out computing exactly that."""
+        if self.init_weights_trainer() != "prompt":
+            return super().init_weights_state()
+        return prompt_free_state(load_stage_weights(self.init_weights, "prompt", "refine", self.config),
+                                 self.config)
 
     def train_step(self, image, label) -> float:
         with self.autocast():
@@ -124,6 +147,7 @@ class RefineTrainer(Trainer):
     name = "refine"
     stage = "refine"
     default_user = "2sicr"
+    init_from = ("prompt",)  # HN-UISeg: stage 3 starts from the stage 1 weights (same layout)
 
     @property
     def metric_name(self) -> str:
@@ -277,7 +301,8 @@ class DeepEditTrainer(RefineTrainer):
 
     def starting_probability(self, image):
         """t = 0: the model itself with all guidance zero (click-free)."""
-        zeros = torch.zeros_like(image[:, :1])
+        channels = self.refine_stage.spec("previous_probability").channels  # one per class
+        zeros = image.new_zeros((image.shape[0], channels) + tuple(image.shape[2:]))
         return self.probability([self.network], self.refine_input(image, zeros, Clicks()))
 
     def previous_channel(self, probability, training):
@@ -285,17 +310,21 @@ class DeepEditTrainer(RefineTrainer):
         return torch.zeros_like(probability)
 
     def train_step(self, image, label) -> float:
-        clicks = Clicks()
-        if self.rng.random() >= self.free_prob:
-            self.simulate_interactions(image, label, clicks)
-        zeros = torch.zeros_like(label)
-        x = self.refine_input(image, zeros, clicks)
+        x, _ = self.training_input(image, label)
         self.network.train()
         with self.autocast():
             logits = self.train_network(x)
         loss = self.loss(logits, label)
         self.optimizer_step(loss)
         return float(loss.detach())
+
+    def training_input(self, image, label) -> tuple[torch.Tensor, Clicks]:
+        """An iteration's network input and its clicks: click-free with probability
+        :attr:`free_prob`, else the clicks of :meth:`simulate_interactions`; no previous mask."""
+        clicks = Clicks()
+        if self.rng.random() >= self.free_prob:
+            self.simulate_interactions(image, label, clicks)
+        return self.refine_input(image, torch.zeros_like(label), clicks), clicks
 
     def simulate_interactions(self, image, label, clicks: Clicks) -> None:
         """MONAI's Interaction: seed click, then rounds adding a click with p = 1 - j / max."""
@@ -320,6 +349,63 @@ class DeepGrowTrainer(DeepEditTrainer):
         return 0.0
 
 
+class PromptTrainer(DeepEditTrainer):
+    """HN-UISeg's stage 1: prompts drawn from the truth with probability ``prompt_prob``."""
+
+    name = "prompt"
+    default_user = "hnuiseg"  # validation's clicks (HN-UISeg's per-class, per-component user)
+
+    @property
+    def free_prob(self) -> float:
+        return 1.0 - float(self.config["interaction"].get("prompt_prob", 0.5))
+
+    def simulate_interactions(self, image, label, clicks: Clicks) -> None:
+        prompt_clicks(label, self.rng, self.config["interaction"].get("prompt_click", "random"), clicks)
+
+
+def prompt_clicks(label: torch.Tensor, rng: np.random.Generator, placement: str = "random",
+                  clicks: Clicks | None = None) -> Clicks:
+    """HN-UISeg's stage 1 prompts of a training label ``[1, C, k, j, i]`` (channel c = class c):
+    for each class, one positive click (class c) per 26-connected component of its truth, at a
+    uniformly drawn voxel of the component (``placement="random"``) or its innermost one
+    (``"innermost"``: largest Euclidean distance to its border, the first in C order on a tie),
+    and as many negative clicks at uniformly drawn voxels outside the truth of *every* class (the
+    layout has one negative channel for all classes, so a negative click never lies on another
+    class's truth either; distinct voxels per class unless there are too few). Added to
+    ``clicks`` (a new :class:`Clicks` when None), which is returned."""
+    clicks = Clicks() if clicks is None else clicks
+    truth = label[0].cpu().numpy() > 0.5
+    outside = np.flatnonzero(~truth.any(0))
+    for c, mask in enumerate(truth):
+        components, count = ndimage.label(mask, structure=COMPONENT_STRUCTURE)
+        for number, box in enumerate(ndimage.find_objects(components), 1):
+            inside = components[box] == number
+            if placement == "innermost":
+                distance = ndimage.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1, 1:-1]
+                local = np.unravel_index(int(np.argmax(distance)), inside.shape)
+            else:
+                voxels = np.flatnonzero(inside)
+                local = np.unravel_index(int(voxels[rng.integers(voxels.size)]), inside.shape)
+            clicks.positive.append(tuple(int(v + s.start) for v, s in zip(local, box)))
+            clicks.labels.append(c)
+        if count and outside.size:
+            picks = rng.choice(outside.size, size=count, replace=count > outside.size)
+            clicks.negative += [tuple(int(v) for v in np.unravel_index(int(outside[p]), mask.shape))
+                                for p in picks]
+    return clicks
+
+
+def prompt_free_state(state: dict, config: dict) -> dict:
+    """A refine-layout ``state`` (a prompt run's) as initial-layout weights: only the input
+    weights of the image channels are kept; the initial network then computes what the refine
+    network computes with the previous probability and every click channel zero."""
+    stages = training_stages(config)
+    slices = stages["refine"].slices()
+    kept = [c for spec in stages["initial"].inputs
+            for c in range(slices[spec.name].start, slices[spec.name].stop)]
+    return remap_input_weights(state, config["network"], stages["refine"].in_channels, kept)
+
+
 def widened_state(initial_network, config: dict) -> dict:
     """The initial network's weights in the refine layout: the input weights of the previous
     probability and the two guidance channels start at zero, so the refine network starts out
@@ -330,4 +416,5 @@ def widened_state(initial_network, config: dict) -> dict:
                                added)
 
 
-TRAINERS = {cls.name: cls for cls in (InitialTrainer, RefineTrainer, DeepEditTrainer, DeepGrowTrainer)}
+TRAINERS = {cls.name: cls for cls in (InitialTrainer, RefineTrainer, DeepEditTrainer, DeepGrowTrainer,
+                                      PromptTrainer)}
