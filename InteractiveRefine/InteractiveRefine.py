@@ -176,6 +176,11 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._confirmTimer.setInterval(POLL_INTERVAL_MS)
         self._confirmTimer.connect("timeout()", self.onConfirmTimer)
         logic.confirmStartedCallback = self._confirmTimer.start
+        # The warm-up and the network compilation run on threads; this timer's short waits let them
+        # advance (Slicer's idle event loop holds the GIL) and says when the compiled network is ready.
+        self._backgroundTimer = qt.QTimer()
+        self._backgroundTimer.setInterval(POLL_INTERVAL_MS)
+        self._backgroundTimer.connect("timeout()", self.onBackgroundTimer)
 
     def _connectWidgets(self):
         ui = self.ui
@@ -200,12 +205,14 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def cleanup(self):
         self._confirmTimer.stop()
+        self._backgroundTimer.stop()
         self.removeObservers()
         self._removeShortcuts()
         if self.logic:
             self.logic.clear()
 
     def enter(self):
+        self.logic.warmUp()  # torch, MONAI and the model load in the background (returns at once)
         self.initializeParameterNode()
         self._installShortcuts()
 
@@ -273,6 +280,8 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.refineButton.enabled = hasSession and not params.autoRefine
         self.ui.replayButton.enabled = params.segmentation is not None and not busy
         self.ui.cancelButton.enabled = busy or self.logic.confirmRunning
+        if self.logic.backgroundRunning and not self._backgroundTimer.isActive():
+            self._backgroundTimer.start()
 
     def onModelPathChanged(self, path):
         path = path.strip()
@@ -300,6 +309,16 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if not self.logic.confirmRunning:
             self._confirmTimer.stop()
             self.updateGUI()
+
+    def onBackgroundTimer(self):
+        """Let the warm-up or the compilation advance a little; stop when neither runs."""
+        try:
+            running = self.logic.pollBackground(POLL_WAIT_S)
+        except Exception:  # noqa: BLE001 - a timer must not die silently
+            logger.exception("polling the background work failed")
+            running = False
+        if not running:
+            self._backgroundTimer.stop()
 
     # ------------------------------------------------------------------ actions
     def onSegmentButton(self):

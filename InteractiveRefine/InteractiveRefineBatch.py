@@ -248,6 +248,7 @@ def processCase(module, case, args, writeRow) -> None:
 
     logic = module.InteractiveRefineLogic()
     logic.setAutoRefine(True)
+    logic.setCompileNetworks(False)  # every mask is exact: a compiled click would only be redone eagerly
     logic.setRegionRemoval(not args.no_region_removal)
     try:
         ct = logic.loadCtVolume(str(case.ct), f"{case.case_id} CT")  # a DICOM folder too

@@ -275,6 +275,12 @@ class InferenceBackend:
         self._compile_thread.start()
         return True
 
+    @property
+    def compiling(self) -> bool:
+        """True while a background compilation runs."""
+        thread = self._compile_thread
+        return thread is not None and thread.is_alive()
+
     def wait_compiled(self, timeout: float | None = None) -> bool:
         """Wait for a background compilation; True when compiled copies are in use."""
         thread = self._compile_thread

@@ -9,11 +9,11 @@ batch, tests on slicer-core and a web front end. Bad input raises ``ValueError``
 nothing. The running session keeps its own nodes (:attr:`sessionNodes`): changing the panel's CT,
 PET, ROI or segmentation, or removing one of those nodes, ends the session (its click points stay).
 While an action runs, another one is refused (``ValueError``) and markups events are queued.
+The warm start and compiled networks: :mod:`.warmstart`.
 """
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 
@@ -28,6 +28,7 @@ from .exactpass import ExactPassMixin
 from .observers import MarkupsObserverMixin
 from .reporting import ReportingMixin
 from .uncertainty import UncertaintyMixin
+from .warmstart import WarmStartMixin
 
 logger = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")
@@ -48,13 +49,11 @@ class SessionNodes:
 
 
 class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, ClinicalMixin, UncertaintyMixin,
-                  ClassesMixin, VTKObservationMixin):
+                  ClassesMixin, WarmStartMixin, VTKObservationMixin):
     """See the module docstring. Callbacks (all optional): ``logCallback(message)``,
     ``progressCallback(message, percent)``, ``errorCallback(message)``, ``warningCallback(message)``,
     ``resultCallback(stepResult)``, ``busyCallback(busy)``, ``scheduler(function)`` (runs refinements
     triggered by markups events later; None: at once) and ``confirmStartedCallback()``."""
-
-    _packageCache: dict = {}
 
     def __init__(self, scene=None, segmentationsLogic=None):
         if getattr(self, "Observations", None):  # initialised twice (the Slicer base's super().__init__)
@@ -135,21 +134,9 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, Clinical
     def getThresholdNode(self, create: bool = True):
         return self.clickLists.node("threshold", create)
 
-    # ------------------------------------------------------------- the model
-    def getModelPackage(self, modelPath: str | None = None, device: str = "auto"):
-        """The verified model package (empty path = the shipped default), loaded once per (path, device)."""
-        from InteractiveRefineLib.model_package import DEFAULT_MODEL_DIR, load_model_package
-
-        path = os.path.abspath(modelPath) if modelPath else str(DEFAULT_MODEL_DIR)
-        card = os.path.join(path, "model.json")
-        key = (path, device, os.path.getmtime(card) if os.path.isfile(card) else None)
-        if key not in self._packageCache:
-            self._log(f"Loading model from {path}")
-            self._packageCache[key] = load_model_package(path if modelPath else None)
-        return self._packageCache[key]
-
     def _newSession(self, nodes: SessionNodes, modelPath, device):
         """A session with its image set (validates everything; touches no node)."""
+        self._awaitWarmUp()  # its imports and model load (WarmStartMixin)
         from InteractiveRefineLib.runtime import apply_process_settings
 
         apply_process_settings()  # before the model loads torch (not at Slicer's start)
@@ -164,8 +151,9 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, Clinical
         pet = volumes.volumeFromNode(nodes.pet, "PET") if nodes.pet is not None else None
         self._progress("Loading the model", 5)
         package = self.getModelPackage(modelPath, device)
-        session = RefinementSession(package, device=device, region_removal=self.params.regionRemoval,
-                                    threshold_start=None if self.params.thresholdStart else False)
+        session = self._setUpCompile(RefinementSession(  # compiled networks: WarmStartMixin
+            package, device=device, region_removal=self.params.regionRemoval,
+            threshold_start=None if self.params.thresholdStart else False))
         center = size = None
         if nodes.roi is not None:
             center = volumes.roiCenter(nodes.roi)
@@ -363,7 +351,7 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, Clinical
         precision = f" ({session.precision})" if reduced else ""
         self.lastStatus = describe(result, action, seconds, len(self.clickLists.order()) - result.n_clicks,
                                    precision, self.params.exactFollowUp, self.params.device,
-                                   **self._classStatus())
+                                   **self._classStatus()) + self._compileNote(result)
         self._log(self.lastStatus)
         self._logStep(action, seconds)  # the opt-in session log (ClinicalMixin.setSessionLog)
         self._uncertaintyAfterStep()  # a suggestion of an earlier state goes (UncertaintyMixin)

@@ -142,6 +142,7 @@ class InteractiveRefineParameterNode:
     exactFollowUp: bool = True
     thresholdStart: bool = True  # as the model's card says (off: the model refines every point)
     thresholdPercent: int = 40
+    compileNetworks: bool = True  # on CUDA only (:mod:`.warmstart`); from the next Segment
     segmentId: str = ""
     nodalSegmentId: str = ""
     clickOrder: str = ""

@@ -6,6 +6,9 @@ import logging
 from contextlib import contextmanager
 
 logger = logging.getLogger("InteractiveRefineSlicerLib.logic")
+#: Threads whose records are not an action's warnings (the warm-up; the engine's compilation,
+#: whose outcome :mod:`.warmstart` reports).
+_BACKGROUND_THREADS = ("InteractiveRefine-warmup", "interactive-refine-compile")
 
 
 class _WarningRelay(logging.Handler):
@@ -16,8 +19,11 @@ class _WarningRelay(logging.Handler):
         self.sink = sink
 
     def emit(self, record):
-        if not record.name.startswith("InteractiveRefineLib.runtime"):  # process settings: log only
-            self.sink(record.getMessage())
+        if record.name.startswith("InteractiveRefineLib.runtime"):  # process settings: log only
+            return
+        if record.threadName in _BACKGROUND_THREADS:  # not the action's: said from the main thread
+            return
+        self.sink(record.getMessage())
 
 
 class ReportingMixin:
