@@ -131,7 +131,9 @@ class ModelCard:
     run on CT alone, its normalised PET channel zero-filled (HN-UISeg). ``threshold_start``
     (default false): the refinement network was trained to refine from a one-click PET threshold
     region, so a session makes the first positive click a 40 % SUVmax threshold click where the
-    PET has uptake (unless its user says otherwise).
+    PET has uptake (unless its user says otherwise). ``local_edits_after_threshold`` (default
+    false): once the mask is a PET threshold region, a network click keeps only the changes that
+    connect to it (:func:`.constraints.keep_connected_changes`).
     """
 
     raw: Mapping = field(hash=False, repr=False)
@@ -152,6 +154,7 @@ class ModelCard:
     size_divisor: int
     pet_optional: bool = False
     threshold_start: bool = False
+    local_edits_after_threshold: bool = False
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -523,8 +526,11 @@ def _scalars(raw: Mapping, source) -> dict:
     start = raw.get("threshold_start", False)
     if not isinstance(start, bool):
         raise _fail(source, "threshold_start", "true or false", start)
+    local = raw.get("local_edits_after_threshold", False)
+    if not isinstance(local, bool):
+        raise _fail(source, "local_edits_after_threshold", "true or false", local)
     return {"threshold": float(threshold), "activation": activation, "fast_window_vox": window,
-            "threshold_start": start}
+            "threshold_start": start, "local_edits_after_threshold": local}
 
 
 def parse_card(raw: dict, source: str = CARD_NAME) -> ModelCard:

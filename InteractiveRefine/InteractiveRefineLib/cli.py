@@ -26,6 +26,7 @@ import numpy as np
 
 from . import clinical
 from .click_regions import NO_REGION_REMOVAL_HELP
+from .constraints import LOCAL_EDITS_HELP
 from .errors import InteractiveRefineError
 from .networks import TINY_NETWORK, TINY_ROI
 from .runtime import apply_process_settings, threads_from_environment
@@ -151,6 +152,7 @@ def _session(args, ct_path, pet_path):
                                 fast_window=args.fast_window, region_removal=not args.no_region_removal,
                                 amp=PRECISIONS[args.precision],
                                 threshold_start=getattr(args, "threshold_start", None),
+                                local_edits=getattr(args, "local_edits", None),
                                 compile=getattr(args, "compile", None) or False,
                                 amp_dtype="bfloat16" if args.precision == "bfloat16" else None)
     session.set_image(ct, pet, roi_center_ras=parse_roi_center(args.roi_center),
@@ -379,6 +381,8 @@ def _add_session_options(p, pet_required: bool = False) -> None:
                    help="the first positive click adds the 40%% SUVmax PET region around it "
                         "(where the PET has uptake there) instead of a model refinement "
                         "(default: as the model card says)")
+    p.add_argument("--local-edits", action=argparse.BooleanOptionalAction, default=None,
+                   help=LOCAL_EDITS_HELP)
 
 
 def _add_segment(sub) -> None:

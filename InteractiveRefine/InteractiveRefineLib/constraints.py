@@ -7,10 +7,14 @@ neither holds nor touches a positive click is removed, on this and every later c
 With several output classes the mask is the union of the classes: a negative click rejects the
 region of that union it lands on, any positive click (of any class) counts, and a removed region
 is removed from every class.
+
+Local edits (:func:`keep_connected_changes`, a card's ``local_edits_after_threshold``): once the
+mask is a PET threshold region, a network click keeps only the changes connected to itself.
 """
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from . import classes, click_regions, geometry
 
@@ -47,3 +51,38 @@ def remove_rejected(probability: np.ndarray, rejections, indices, positives, pre
         probability[:, suppress] = 0
     seen = suppress & foreground & classes.foreground(previous_probability, threshold)
     return geometry.mask_box(changed), int(seen.sum())
+
+
+#: The command-line help of ``--[no-]local-edits`` (engine CLI, evaluate, threshold_floor.py).
+LOCAL_EDITS_HELP = ("once the mask is a PET threshold region, a model click keeps only the changes connected "
+                    "to it (default: as the model card says, local_edits_after_threshold)")
+#: How near (voxels, per axis) to a click a changed region must come to be kept as its edit.
+EDIT_REACH_VOX = 2
+
+
+def keep_connected_changes(probability: np.ndarray, previous: np.ndarray, index, threshold: float):
+    """Reset, in place, the changes of ``probability`` from ``previous`` that do not connect to
+    the click at working-grid ``index``: the mask's changed voxels (any class's foreground gained
+    or lost) form connected regions (26-connectivity); those that come within
+    :data:`EDIT_REACH_VOX` of the click are the click's edit, the others go back to ``previous``
+    (every class). So a click on one error of a good mask (a PET threshold region) cannot undo a
+    correct part of it elsewhere. Returns the bounding box of the reset voxels, or None."""
+    change = classes.foreground(probability, threshold) != classes.foreground(previous, threshold)
+    box = geometry.mask_box(change)
+    if box is None:
+        return None
+    labels, _ = ndimage.label(change[box], structure=np.ones((3, 3, 3), dtype=bool))
+    near = tuple(slice(max(c - s.start - EDIT_REACH_VOX, 0), max(c - s.start + EDIT_REACH_VOX + 1, 0))
+                 for c, s in zip(index, box))
+    kept = np.unique(labels[near])
+    reset = (labels > 0) & ~np.isin(labels, kept[kept > 0])
+    reset_box = geometry.mask_box(reset)
+    if reset_box is None:
+        return None
+    whole = tuple(slice(s.start + r.start, s.start + r.stop) for s, r in zip(box, reset_box))
+    where = reset[reset_box]
+    if probability.ndim == 3:
+        probability[whole][where] = previous[whole][where]
+    else:  # several classes: the region goes back in every class
+        probability[(slice(None),) + whole][:, where] = previous[(slice(None),) + whole][:, where]
+    return whole

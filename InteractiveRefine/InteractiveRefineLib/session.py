@@ -66,6 +66,9 @@ class RefinementSession:
         threshold_start: the first positive click adds the 40 % SUVmax PET region
             (:meth:`add_threshold`) where the PET has uptake there, instead of a refinement;
             None (default): as the model card says (``threshold_start``).
+        local_edits: once the mask is a PET threshold region, a network click keeps only the
+            changes connected to itself (:func:`.constraints.keep_connected_changes`); None
+            (default): as the card says (``local_edits_after_threshold``).
         device_path, compile: the click on the device (None: on CUDA only) and compiled refine
             networks (False, True or a mode): :class:`.backend.InferenceBackend`.
     """
@@ -74,7 +77,8 @@ class RefinementSession:
                  refine_mode: str = "auto", fast_window: int | None = None,
                  region_removal: bool = True, amp: bool | str = "auto",
                  threshold_start: bool | None = None, device_path: bool | None = None,
-                 compile: bool | str = False, amp_dtype: str | None = None):
+                 compile: bool | str = False, amp_dtype: str | None = None,
+                 local_edits: bool | None = None):
         self._request = policy.Request(device, refine_mode, amp, amp_dtype)
         if fast_window is not None and int(fast_window) < 1:
             raise ValueError(f"fast_window must be >= 1, got {fast_window}")
@@ -85,6 +89,7 @@ class RefinementSession:
         self.fast_window = int(fast_window or self.card.fast_window_vox or DEFAULT_WINDOW)
         self.region_removal = bool(region_removal)
         self.threshold_start = self.card.threshold_start if threshold_start is None else bool(threshold_start)
+        self.local_edits = self.card.local_edits_after_threshold if local_edits is None else bool(local_edits)
         hardware = detect_hardware()
         plan = policy.plan(self._request, hardware, int(np.prod(self.card.roi_size_vox)),
                            members_ratio=self._members_ratio())
@@ -267,10 +272,13 @@ class RefinementSession:
         refiner, calibrate_s = self._refiner_for(click, index, exact)
         proposal = refiner.refine(state, clicks, exact=exact, first=state is self.history.initial)
         t1 = time.perf_counter()
-        probability = proposal.probability
+        probability, reset_box = proposal.probability, None
+        after_region = any(c.kind == "threshold" for c in state.clicks)
+        if self.local_edits and click.kind != "threshold" and after_region:
+            reset_box = constraints.keep_connected_changes(probability, state.probability, index, threshold)
         removed_box, removed = constraints.remove_rejected(
             probability, rejections, clicks.indices, clicks.positives, state.probability, threshold)
-        self.backend.resident.update(probability, removed_box)  # a device copy stays equal
+        self.backend.resident.update(probability, union(reset_box, removed_box))  # a device copy stays equal
         changed = proposal.changed
         if changed is not None:  # a removed region may reach outside the window: it changed too
             changed = union(changed, removed_box)

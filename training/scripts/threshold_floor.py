@@ -26,6 +26,7 @@ except ImportError:  # run from a checkout without the engine installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "InteractiveRefine"))
 
 from InteractiveRefineLib.cases import find_cases  # noqa: E402
+from InteractiveRefineLib.constraints import LOCAL_EDITS_HELP  # noqa: E402
 from InteractiveRefineLib.errors import InteractiveRefineError  # noqa: E402
 from InteractiveRefineLib.geometry import read_volume  # noqa: E402
 from InteractiveRefineLib.model_package import load_model_package  # noqa: E402
@@ -81,14 +82,14 @@ def from_innermost(session, label, start: str, clicks: int, seed: int) -> dict:
 
 
 def case_rows(package, case, clicks: int, seed: int, threshold_start: bool | None,
-              region_removal: bool, from_start: bool = False) -> list[dict]:
+              region_removal: bool, from_start: bool = False, local_edits: bool | None = None) -> list[dict]:
     from InteractiveRefineLib.session import RefinementSession
 
     ct, pet, label = read_volume(case.ct), read_volume(case.pet), read_volume(case.label)
     rows = []
     for placement, centre in (("CT centre", "ct"), ("tumour", label_centroid_ras(label))):
         session = RefinementSession(package, device="cpu", threshold_start=threshold_start,
-                                    region_removal=region_removal)
+                                    region_removal=region_removal, local_edits=local_edits)
         session.set_image(ct, pet, roi_center_ras=centre)
         out = run_simulation(session, label, clicks, seed=seed, surface_metrics=False)
         fields = baseline_fields(out["baseline"])
@@ -151,6 +152,8 @@ def main(argv=None) -> int:
     p.add_argument("--threshold-start", action=argparse.BooleanOptionalAction, default=None,
                    help="the session's threshold_start (default: as the model card says)")
     p.add_argument("--no-region-removal", action="store_true")
+    p.add_argument("--local-edits", action=argparse.BooleanOptionalAction, default=None,
+                   help=LOCAL_EDITS_HELP)
     p.add_argument("--from-innermost", action="store_true",
                    help="also the curves whose first click is at the innermost voxel (a threshold click, "
                         "or a model click) and whose later clicks are the simulated user's")
@@ -164,7 +167,7 @@ def main(argv=None) -> int:
             if case.pet is None or case.label is None:
                 continue
             rows += case_rows(package, case, args.clicks, args.seed, args.threshold_start,
-                              not args.no_region_removal, args.from_innermost)
+                              not args.no_region_removal, args.from_innermost, args.local_edits)
             print(markdown(rows[-2:]).splitlines()[-1], file=sys.stderr)
     print(markdown(rows))
     if args.from_innermost:
