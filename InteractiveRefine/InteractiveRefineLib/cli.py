@@ -32,6 +32,7 @@ from .networks import TINY_NETWORK, TINY_ROI
 from .runtime import apply_process_settings, threads_from_environment
 from .session_log import SessionLog
 from .simulated_user import SIMULATED_USER_PRESETS
+from .threshold import DEFAULT_METHOD, METHODS
 
 logger = logging.getLogger("interactive-refine")
 
@@ -211,7 +212,8 @@ def cmd_segment(args) -> dict:
     for ras, positive, kind, label in clicks:
         if kind == "threshold":
             results.append(session.add_threshold(ras, args.threshold_percent / 100.0,
-                                                 pet_is_suv=args.pet_is_suv or None))
+                                                 pet_is_suv=args.pet_is_suv or None,
+                                                 method=getattr(args, "threshold_method", None)))
         else:
             results.append(session.add_click(ras, positive, label=label))
     previews = session.needs_confirm
@@ -403,6 +405,10 @@ def _add_segment(sub) -> None:
                      help="passes for --uncertainty/--suggest (default 8)")
     seg.add_argument("--threshold-percent", type=float, default=40.0, metavar="P",
                      help="percentage of the local SUVmax for t+ clicks (default 40; 50 is common)")
+    seg.add_argument("--threshold-method", choices=METHODS, default=DEFAULT_METHOD,
+                     help="t+ clicks: fixed (PET >= P %% of the SUVmax; the default) or background "
+                          "(background-corrected: PET >= SUVbg + P %% of (SUVmax - SUVbg), SUVbg the median "
+                          "SUV 10-20 mm outside the 40 %% region)")
     seg.add_argument("--pet-is-suv", action="store_true",
                      help="the PET is SUV even though its body median looks implausible for SUV")
     seg.add_argument("--out", help="output mask (e.g. mask.nii.gz): 0/1, or a label map (0 background, "

@@ -43,7 +43,7 @@ from .refiners.full import FullRefiner
 from .refiners.threshold import ThresholdRefiner
 from .refiners.window import DEFAULT_WINDOW, WindowRefiner
 from .state import History, State, StepResult, exclusive  # noqa: F401 (StepResult re-exported)
-from .threshold import DEFAULT_FRACTION, MIN_SUVMAX, SEARCH_RADIUS_MM, threshold_options
+from .threshold import DEFAULT_FRACTION, DEFAULT_METHOD, MIN_SUVMAX, SEARCH_RADIUS_MM, threshold_options
 
 logger = logging.getLogger(__name__)
 
@@ -234,10 +234,13 @@ class RefinementSession:
 
     def add_threshold(self, ras, fraction: float = DEFAULT_FRACTION, radius_mm: float = SEARCH_RADIUS_MM,
                       min_suvmax: float = MIN_SUVMAX, pet_is_suv: bool | None = None,
-                      label: str | None = None) -> StepResult:
+                      label: str | None = None, method: str = DEFAULT_METHOD) -> StepResult:
         """A positive click at ``ras`` whose PET threshold region (:mod:`.threshold`: PET >=
         ``fraction`` x the SUVmax within ``radius_mm``) replaces the mask; later clicks refine
-        from it. Refused with a :class:`~.errors.ThresholdError`, changing nothing, without PET,
+        from it. ``method``: ``"fixed"`` (default, as above) or ``"background"`` (PET >= SUVbg +
+        ``fraction`` x (SUVmax - SUVbg), SUVbg the median SUV 10-20 mm outside the 40 % region);
+        the click stores it, so undo and replay give the same region. Refused with a
+        :class:`~.errors.ThresholdError`, changing nothing, for an unknown method, without PET,
         for a PET that does not look like SUV (unless ``pet_is_suv``) or a local SUVmax below
         ``min_suvmax``. ``label``: the class whose mask the region replaces (None: the first)."""
         with self._busy():
@@ -245,7 +248,7 @@ class RefinementSession:
             t0 = time.perf_counter()
             index = self.click_index(ras)
             classes.class_index(self.classes, label)
-            options = threshold_options(fraction, radius_mm, min_suvmax)
+            options = threshold_options(fraction, radius_mm, min_suvmax, method)
             self._threshold.check(pet_is_suv)
             click = Click(tuple(float(v) for v in ras), True, "threshold", options, label)
             self.history.push(self._advance(state, click, index, False, t0))

@@ -365,14 +365,14 @@ def test_simulation_passes_each_clicks_class_to_the_session(package, phantom, mo
     import InteractiveRefineLib.simulation as simulation
 
     class Scripted:  # a user whose clicks are known: a GTVn click, then a negative one
-        def __init__(self, preset, rng):
+        def __init__(self, *args, **kwargs):
             self.clicks = [SimulatedClick((24, 24, 24), True, 1), SimulatedClick((10, 10, 10), False)]
 
         def next_click(self, prediction, truth):
             assert prediction.dtype == np.uint8 and truth.max() <= 2  # class maps
             return self.clicks.pop(0) if self.clicks else None
 
-    monkeypatch.setattr(simulation, "SimulatedUser", Scripted)
+    monkeypatch.setattr(simulation, "make_user", Scripted)
     ct, pet, label = phantom
     session = RefinementSession(package, device="cpu", refine_mode="full")
     session.set_image(ct, pet, roi_center_ras=_centre(ct))

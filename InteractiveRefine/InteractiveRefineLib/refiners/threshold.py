@@ -1,6 +1,7 @@
 """A threshold click: the PET region around a positive click replaces the mask.
 
-The region (:func:`~..threshold.threshold_region`, on the PET grid) is resampled onto the working
+The region (:func:`~..threshold.threshold_region`, on the PET grid; its method, fixed fraction
+or background-corrected, from the click's options) is resampled onto the working
 grid with linear interpolation, so its probability is 1 inside, 0 outside and in between on its
 border, and the back-mapping thresholds it like any model output. It becomes the previous
 probability of the next refinement; the click itself is also a positive click of the guidance.
@@ -16,7 +17,7 @@ import numpy as np
 from .. import geometry
 from ..backend import to_float16
 from ..errors import ThresholdError
-from ..threshold import check_suv, threshold_region
+from ..threshold import DEFAULT_METHOD, check_suv, threshold_region
 from . import Proposal
 
 
@@ -40,7 +41,8 @@ class ThresholdRefiner:
             self._suv_median = check_suv(self.image.pet)
 
     def promote(self, click, options) -> object:
-        """``click`` as a threshold click (``options``: fraction, radius_mm, min_suvmax) when the
+        """``click`` as a threshold click (``options``: fraction, radius_mm, min_suvmax and, unless
+        fixed, method; :func:`~..threshold.threshold_options`) when the
         image has a PET in SUV with uptake near it; else ``click`` unchanged."""
         from dataclasses import replace
 
@@ -63,7 +65,8 @@ class ThresholdRefiner:
         t0 = time.perf_counter()
         options = dict(clicks.latest.options)
         region = threshold_region(self.image.pet, clicks.latest.ras, options["fraction"],
-                                  options["radius_mm"], options["min_suvmax"])
+                                  options["radius_mm"], options["min_suvmax"],
+                                  options.get("method", DEFAULT_METHOD))
         t1 = time.perf_counter()
         on_grid = geometry.resample(region.mask.astype(np.float32), self.image.pet.grid, self.image.grid,
                                     order=1, cval=0.0)
