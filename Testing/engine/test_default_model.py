@@ -86,13 +86,26 @@ def test_simulate_on_the_real_case_reproduces_the_cards_curve(card, tmp_path):
 PET_REGION_MODEL = DEFAULT_MODEL_DIR.parent / "pet_region"
 
 
+def _simulate_chgj015(model, tmp_path, *options) -> dict:
+    """``simulate --clicks 3 --seed 0`` of ``model`` on CHGJ015 with the ROI on the GTVp: its JSON."""
+    from InteractiveRefineLib.geometry import read_volume
+    from InteractiveRefineLib.simulation import label_centroid_ras
+
+    folder = data_path(*CHGJ)
+    centre = label_centroid_ras(read_volume(folder / "CHGJ015_ct_gtvt.nii.gz"))
+    out = tmp_path / "sim.json"
+    assert main(["simulate", "--ct", str(folder / "CHGJ015_ct.nii.gz"),
+                 "--pet", str(folder / "CHGJ015_pt.nii.gz"),
+                 "--label", str(folder / "CHGJ015_ct_gtvt.nii.gz"), "--clicks", "3", "--seed", "0",
+                 "--device", "cpu", "--refine-mode", "full", "--model", str(model), *options,
+                 "--roi-center=" + ",".join(repr(float(v)) for v in centre), "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
 def test_the_pet_region_model_is_complete_and_reproduces_its_card_on_the_real_case(tmp_path):
     """The opt-in model trained on a GPU (phantoms and real sarcoma PET/CT, the one-click
     threshold regions as a refine input): its card names its data, licences and held-out cases,
     and `simulate` on CHGJ015 (ROI on the GTVp) gives the seed-0 curve the card records."""
-    from InteractiveRefineLib.geometry import read_volume
-    from InteractiveRefineLib.simulation import label_centroid_ras
-
     package = load_model_package(PET_REGION_MODEL)  # checksums verified
     card = package.card
     assert sum(f.stat().st_size for f in PET_REGION_MODEL.iterdir()) < 25 * 1024**2
@@ -102,15 +115,7 @@ def test_the_pet_region_model_is_complete_and_reproduces_its_card_on_the_real_ca
     trained = set(card["trained_on"]["real_cases"])
     assert trained and not trained & set(card["metrics"]["heldout_sarcoma"]["cases"])
     assert not trained & set(card["metrics"]["real_hn"]["cases"])  # head-and-neck: evaluation only
-    folder = data_path(*CHGJ)
-    centre = label_centroid_ras(read_volume(folder / "CHGJ015_ct_gtvt.nii.gz"))
-    out = tmp_path / "sim.json"
-    assert main(["simulate", "--ct", str(folder / "CHGJ015_ct.nii.gz"),
-                 "--pet", str(folder / "CHGJ015_pt.nii.gz"),
-                 "--label", str(folder / "CHGJ015_ct_gtvt.nii.gz"), "--clicks", "3", "--seed", "0",
-                 "--device", "cpu", "--refine-mode", "full", "--model", str(PET_REGION_MODEL),
-                 "--roi-center=" + ",".join(repr(float(v)) for v in centre), "--json", str(out)]) == 0
-    dice = json.loads(out.read_text())["dice"]
+    dice = _simulate_chgj015(PET_REGION_MODEL, tmp_path)["dice"]
     recorded = card["metrics"]["real_hn"]["per_case"]["CHGJ015"]["dice_per_click_by_seed"]["0"]
     assert dice == pytest.approx(recorded[:4], abs=0.01)
 
@@ -122,25 +127,13 @@ def test_the_two_class_model_is_complete_and_reproduces_its_card_on_the_real_cas
     """The opt-in GTVp + GTVn model (phantoms only, MC dropout): two sigmoid outputs, a complete
     card, and `simulate --user hnuiseg` on CHGJ015 (ROI on the GTVp) gives the seed-0 curve and the
     GTVp curve its card records."""
-    from InteractiveRefineLib.geometry import read_volume
-    from InteractiveRefineLib.simulation import label_centroid_ras
-
     package = load_model_package(GTVP_GTVN_MODEL)  # checksums verified
     card = package.card
     assert package.spec.classes == ("gtvp", "gtvn") and package.spec.network["dropout"] == 0.05
     assert sum(f.stat().st_size for f in GTVP_GTVN_MODEL.iterdir()) < 25 * 1024**2
     assert "not for clinical decisions" in card["intended_use"]
     assert card["trained_on"]["generator_version"] == "1.3"
-    folder = data_path(*CHGJ)
-    centre = label_centroid_ras(read_volume(folder / "CHGJ015_ct_gtvt.nii.gz"))
-    out = tmp_path / "sim.json"
-    assert main(["simulate", "--ct", str(folder / "CHGJ015_ct.nii.gz"),
-                 "--pet", str(folder / "CHGJ015_pt.nii.gz"),
-                 "--label", str(folder / "CHGJ015_ct_gtvt.nii.gz"), "--clicks", "3", "--seed", "0",
-                 "--device", "cpu", "--refine-mode", "full", "--model", str(GTVP_GTVN_MODEL),
-                 "--user", "hnuiseg",
-                 "--roi-center=" + ",".join(repr(float(v)) for v in centre), "--json", str(out)]) == 0
-    result = json.loads(out.read_text())
+    result = _simulate_chgj015(GTVP_GTVN_MODEL, tmp_path, "--user", "hnuiseg")
     recorded = card["metrics"]["real_hn"]["per_case"]["CHGJ015"]["dice_per_click_by_seed"]["0"]
     assert result["dice"] == pytest.approx(recorded[:4], abs=0.01)
     gtvp = result["dice_per_class"]["gtvp"]
