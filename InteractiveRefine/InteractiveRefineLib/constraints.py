@@ -60,18 +60,25 @@ LOCAL_EDITS_HELP = ("once the mask is a PET threshold region, a model click keep
 EDIT_REACH_VOX = 2
 
 
-def keep_connected_changes(probability: np.ndarray, previous: np.ndarray, index, threshold: float):
+def keep_connected_changes(probability: np.ndarray, previous: np.ndarray, index, threshold: float,
+                           changed=None):
     """Reset, in place, the changes of ``probability`` from ``previous`` that do not connect to
     the click at working-grid ``index``: the mask's changed voxels (any class's foreground gained
     or lost) form connected regions (26-connectivity); those that come within
     :data:`EDIT_REACH_VOX` of the click are the click's edit, the others go back to ``previous``
     (every class). So a click on one error of a good mask (a PET threshold region) cannot undo a
-    correct part of it elsewhere. Returns the bounding box of the reset voxels, or None."""
-    change = classes.foreground(probability, threshold) != classes.foreground(previous, threshold)
-    box = geometry.mask_box(change)
-    if box is None:
+    correct part of it elsewhere. ``changed``: the box the proposal may differ in (a window; None:
+    anywhere), the only part compared. Returns the bounding box of the reset voxels, or None."""
+    region = tuple(slice(0, n) for n in probability.shape[-3:]) if changed is None else tuple(changed)
+    inside = (Ellipsis,) + region
+    change = (classes.foreground(probability[inside], threshold)
+              != classes.foreground(previous[inside], threshold))
+    found = geometry.mask_box(change)
+    if found is None:
         return None
-    labels, _ = ndimage.label(change[box], structure=np.ones((3, 3, 3), dtype=bool))
+    box = tuple(slice(r.start + f.start, r.start + f.stop) for r, f in zip(region, found))
+    change = change[found]
+    labels, _ = ndimage.label(change, structure=np.ones((3, 3, 3), dtype=bool))
     near = tuple(slice(max(c - s.start - EDIT_REACH_VOX, 0), max(c - s.start + EDIT_REACH_VOX + 1, 0))
                  for c, s in zip(index, box))
     kept = np.unique(labels[near])

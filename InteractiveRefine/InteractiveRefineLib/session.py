@@ -278,7 +278,8 @@ class RefinementSession(SessionResults):
         probability, reset_box = proposal.probability, None
         after_region = any(c.kind == "threshold" for c in state.clicks)
         if self.local_edits and click.kind != "threshold" and after_region:
-            reset_box = constraints.keep_connected_changes(probability, state.probability, index, threshold)
+            reset_box = constraints.keep_connected_changes(probability, state.probability, index, threshold,
+                                                           proposal.changed)
         removed_box, removed = constraints.remove_rejected(
             probability, rejections, clicks.indices, clicks.positives, state.probability, threshold)
         self.backend.resident.update(probability, union(reset_box, removed_box))  # a device copy stays equal
