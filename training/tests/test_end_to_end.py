@@ -220,3 +220,52 @@ def test_export_keeps_a_packages_initial_model_and_replaces_its_refine_model(pac
         assert torch.equal(new.networks["initial"][0].state_dict()[name], value), name
     assert new.card["training"]["initial"] == old.card["training"]["initial"]
     assert new.card["training"]["refine"][0]["run"] == str(refine_run)
+
+
+def test_select_model_applies_the_selection_rule_to_evaluations(package, tmp_path):
+    """``training/scripts/select_model.py``: a candidate passes only if, on every selection set, its
+    mean Dice at 0 clicks is above the baseline's and after the given clicks not below it; sets
+    outside the selection are printed as "reported only" and never decide; a model never passes
+    against itself; a baseline without a selection set is refused (exit 2)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cases = ",".join(c.case_id for c in find_cases(phantom_data())[:2])
+
+    def evaluate(out, *options):
+        assert main(["-q", "evaluate", "--model", f"A={package}", "--data", str(phantom_data()),
+                     "--cases", cases, "--clicks", "2", "--seeds", "1", "--device", "cpu",
+                     "--no-surface", "--out", str(out), *options]) == 0
+
+    evaluate(tmp_path / "base" / "phantoms", "--no-region-removal")
+    evaluate(tmp_path / "cand" / "phantoms")
+    for tree in ("base", "cand"):  # a set outside the selection: shown, never deciding
+        shutil.copytree(tmp_path / tree / "phantoms", tmp_path / tree / "heldout")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "select_model.py"
+
+    def select(*args):
+        return subprocess.run([sys.executable, str(script), "--select", "phantoms", "--at", "1,2", *args],
+                              capture_output=True, text=True)
+
+    def mean_dice(folder):
+        rows = list(csv.DictReader(open(folder / "per_case.csv")))
+        return [sum(float(r["dice"]) for r in rows if int(r["clicks"]) == t) / len(cases.split(","))
+                for t in range(3)]
+
+    base, cand = mean_dice(tmp_path / "base" / "phantoms"), mean_dice(tmp_path / "cand" / "phantoms")
+    expected = cand[0] > base[0] and cand[1] >= base[1] and cand[2] >= base[2]
+    done = select("--baseline", str(tmp_path / "base"), "--candidate", f"new={tmp_path / 'cand'}")
+    assert done.returncode == (0 if expected else 1), done.stdout + done.stderr
+    assert ("new: PASS" in done.stdout) == expected
+    assert "| new | heldout | reported only |" in done.stdout
+    assert f"{cand[2]:.3f} ({base[2]:.3f})" in done.stdout
+
+    same = select("--baseline", str(tmp_path / "base"), "--candidate", f"same={tmp_path / 'base'}")
+    assert same.returncode == 1 and "same: FAIL (phantoms: 0 clicks" in same.stdout
+    assert "passed: none; keep the baseline" in same.stdout
+
+    missing = select("--baseline", str(tmp_path / "cand" / "phantoms"),
+                     "--candidate", f"new={tmp_path / 'cand'}")
+    assert missing.returncode == 2 and "has no evaluation of phantoms" in missing.stderr

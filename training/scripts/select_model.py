@@ -1,0 +1,100 @@
+"""Decide whether a candidate model may replace the shipped one, on the selection sets only.
+
+    python training/scripts/select_model.py --baseline EVAL_DIR --candidate NAME=EVAL_DIR [...]
+        [--select phantoms,real] [--at 5,10]
+
+EVAL_DIR: an ``OUT_DIR`` of ``scripts/evaluate_default_model.sh`` (one ``evaluate`` folder per set:
+``phantoms``, ``real``, ``real_hn``, ``real_hn_auto``, ``heldout_sarcoma``), or any folder whose
+sub-folders hold ``evaluate``'s ``per_case.csv``. The rule (write it down before evaluating
+candidates; ``training/README.md`` has the runs it decided): on **every selection set** (``--select``;
+default the held-out phantoms and CHGJ015 + STS_001) the candidate's mean Dice (seeds averaged per
+case, then cases averaged; ``card_results.summarise``) at 0 clicks is higher than the baseline's,
+and after each of ``--at`` clicks at least the baseline's. Every other set present in both folders
+is printed as "reported only": it never enters the decision, so the cases reported as held out
+stay held out. Prints a Markdown table and one verdict line per candidate; exits 0 when at least
+one candidate passes, 1 when none does, 2 on unusable input.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from card_results import summarise  # noqa: E402
+
+#: The default selection sets: the sub-folders of ``evaluate_default_model.sh`` that hold the
+#: held-out phantoms and CHGJ015 + STS_001 (the cases models are chosen on).
+SELECTION_SETS = ("phantoms", "real")
+
+
+def curves(folder: Path) -> dict:
+    """``{set name: mean Dice per click}`` of every sub-folder holding a ``per_case.csv``."""
+    return {sub.name: summarise(sub)["dice_per_click"]
+            for sub in sorted(folder.iterdir()) if (sub / "per_case.csv").is_file()}
+
+
+def verdict(baseline: list, candidate: list, at: tuple) -> list[str]:
+    """The rule's failures on one set (empty: passed)."""
+    failures = []
+    if not candidate[0] > baseline[0]:
+        failures.append(f"0 clicks {candidate[0]:.3f} not above {baseline[0]:.3f}")
+    for clicks in at:
+        if clicks >= min(len(baseline), len(candidate)):
+            failures.append(f"no Dice after {clicks} clicks")
+        elif candidate[clicks] < baseline[clicks]:
+            failures.append(f"{clicks} clicks {candidate[clicks]:.3f} below {baseline[clicks]:.3f}")
+    return failures
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", type=Path, required=True, help="the shipped model's EVAL_DIR")
+    parser.add_argument("--candidate", action="append", required=True, metavar="NAME=EVAL_DIR")
+    parser.add_argument("--select", default=",".join(SELECTION_SETS),
+                        help="comma-separated selection sets (sub-folder names)")
+    parser.add_argument("--at", default="5,10", help="click counts where the candidate may not be worse")
+    args = parser.parse_args(argv)
+    select = [s for s in args.select.split(",") if s]
+    try:
+        at = tuple(int(v) for v in args.at.split(",") if v)
+    except ValueError:
+        parser.error(f"--at takes click counts such as 5,10, got {args.at!r}")
+    base = curves(args.baseline) if args.baseline.is_dir() else {}
+    missing = [s for s in select if s not in base]
+    if missing:
+        print(f"the baseline {args.baseline} has no evaluation of {', '.join(missing)} "
+              "(a sub-folder with per_case.csv)", file=sys.stderr)
+        return 2
+    shown = [0, *at]
+    print("| candidate | set | use | " + " | ".join(f"{c} clicks (baseline)" for c in shown) + " |")
+    print("|---|---|---|" + "---|" * len(shown))
+    passed, verdicts = [], []
+    for item in args.candidate:
+        name, _, folder = item.partition("=")
+        folder = Path(folder)
+        cand = curves(folder) if folder.is_dir() else {}
+        absent = [s for s in select if s not in cand]
+        if not name or absent:
+            print(f"candidate {item!r}: no evaluation of {', '.join(absent) or 'a name'} "
+                  "(NAME=EVAL_DIR with a sub-folder per set)", file=sys.stderr)
+            return 2
+        failures = []
+        for set_name in [*select, *sorted(s for s in cand if s in base and s not in select)]:
+            use = "selection" if set_name in select else "reported only"
+            b, c = base[set_name], cand[set_name]
+            cells = " | ".join(f"{c[t]:.3f} ({b[t]:.3f})" if t < min(len(b), len(c)) else "-"
+                               for t in shown)
+            print(f"| {name} | {set_name} | {use} | {cells} |")
+            if set_name in select:
+                failures += [f"{set_name}: {f}" for f in verdict(b, c, at)]
+        verdicts.append(f"{name}: " + ("PASS" if not failures else "FAIL (" + "; ".join(failures) + ")"))
+        if not failures:
+            passed.append(name)
+    print("", *verdicts, sep="\n")
+    print(f"passed: {', '.join(passed) if passed else 'none; keep the baseline'}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
