@@ -17,6 +17,7 @@ one candidate passes, 1 when none does, 2 on unusable input.
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 
@@ -29,9 +30,21 @@ SELECTION_SETS = ("phantoms", "real")
 
 
 def curves(folder: Path) -> dict:
-    """``{set name: mean Dice per click}`` of every sub-folder holding a ``per_case.csv``."""
-    return {sub.name: summarise(sub)["dice_per_click"]
-            for sub in sorted(folder.iterdir()) if (sub / "per_case.csv").is_file()}
+    """``{set name: mean Dice per click}`` of every sub-folder holding a ``per_case.csv``; raises
+    ValueError for an evaluation of several models (``evaluate --model A=... --model B=...``),
+    whose rows would otherwise be averaged together."""
+    found = {}
+    for sub in sorted(folder.iterdir()):
+        if not (sub / "per_case.csv").is_file():
+            continue
+        with open(sub / "per_case.csv", newline="") as handle:
+            models = {row.get("model") for row in csv.DictReader(handle)}
+        if len(models) > 1:
+            names = ", ".join(sorted(map(str, models)))
+            raise ValueError(f"{sub / 'per_case.csv'} holds {len(models)} models ({names}): "
+                             "evaluate each candidate into its own folder")
+        found[sub.name] = summarise(sub)["dice_per_click"]
+    return found
 
 
 def verdict(baseline: list, candidate: list, at: tuple) -> list[str]:
@@ -60,7 +73,16 @@ def main(argv=None) -> int:
         at = tuple(int(v) for v in args.at.split(",") if v)
     except ValueError:
         parser.error(f"--at takes click counts such as 5,10, got {args.at!r}")
-    base = curves(args.baseline) if args.baseline.is_dir() else {}
+    try:
+        base = curves(args.baseline) if args.baseline.is_dir() else {}
+        candidates = [(item.partition("=")[0], Path(item.partition("=")[2])) for item in args.candidate]
+        names = [name for name, _ in candidates]
+        if "" in names or len(set(names)) < len(names):
+            raise ValueError(f"candidates need distinct names (NAME=EVAL_DIR), got {args.candidate}")
+        found = {name: curves(folder) if folder.is_dir() else {} for name, folder in candidates}
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
     missing = [s for s in select if s not in base]
     if missing:
         print(f"the baseline {args.baseline} has no evaluation of {', '.join(missing)} "
@@ -70,13 +92,11 @@ def main(argv=None) -> int:
     print("| candidate | set | use | " + " | ".join(f"{c} clicks (baseline)" for c in shown) + " |")
     print("|---|---|---|" + "---|" * len(shown))
     passed, verdicts = [], []
-    for item in args.candidate:
-        name, _, folder = item.partition("=")
-        folder = Path(folder)
-        cand = curves(folder) if folder.is_dir() else {}
+    for item, (name, _) in zip(args.candidate, candidates):
+        cand = found[name]
         absent = [s for s in select if s not in cand]
-        if not name or absent:
-            print(f"candidate {item!r}: no evaluation of {', '.join(absent) or 'a name'} "
+        if absent:
+            print(f"candidate {item!r}: no evaluation of {', '.join(absent)} "
                   "(NAME=EVAL_DIR with a sub-folder per set)", file=sys.stderr)
             return 2
         failures = []

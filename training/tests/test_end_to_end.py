@@ -269,3 +269,7 @@ def test_select_model_applies_the_selection_rule_to_evaluations(package, tmp_pat
     missing = select("--baseline", str(tmp_path / "cand" / "phantoms"),
                      "--candidate", f"new={tmp_path / 'cand'}")
     assert missing.returncode == 2 and "has no evaluation of phantoms" in missing.stderr
+
+    evaluate(tmp_path / "both" / "phantoms", "--model", f"B={package}")  # two models in one folder
+    mixed = select("--baseline", str(tmp_path / "base"), "--candidate", f"both={tmp_path / 'both'}")
+    assert mixed.returncode == 2 and "holds 2 models (A, B)" in mixed.stderr
