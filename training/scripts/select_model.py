@@ -88,17 +88,18 @@ def main(argv=None) -> int:
         print(f"the baseline {args.baseline} has no evaluation of {', '.join(missing)} "
               "(a sub-folder with per_case.csv)", file=sys.stderr)
         return 2
-    shown = [0, *at]
-    print("| candidate | set | use | " + " | ".join(f"{c} clicks (baseline)" for c in shown) + " |")
-    print("|---|---|---|" + "---|" * len(shown))
-    passed, verdicts = [], []
     for item, (name, _) in zip(args.candidate, candidates):
-        cand = found[name]
-        absent = [s for s in select if s not in cand]
+        absent = [s for s in select if s not in found[name]]
         if absent:
             print(f"candidate {item!r}: no evaluation of {', '.join(absent)} "
                   "(NAME=EVAL_DIR with a sub-folder per set)", file=sys.stderr)
             return 2
+    shown = [0, *at]
+    print("| candidate | set | use | " + " | ".join(f"{c} clicks (baseline)" for c in shown) + " |")
+    print("|---|---|---|" + "---|" * len(shown))
+    passed, verdicts = [], []
+    for name, _ in candidates:
+        cand = found[name]
         failures = []
         for set_name in [*select, *sorted(s for s in cand if s in base and s not in select)]:
             use = "selection" if set_name in select else "reported only"
