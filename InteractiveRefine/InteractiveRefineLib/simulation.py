@@ -264,6 +264,17 @@ class _Scorer:
             self.on_step(len(self.out["dice"]) - 1, values)
 
 
+def threshold_dice(pet, seed_ras, truth_ct: np.ndarray, ct_grid, fraction: float, method: str | None = None):
+    """``(Dice, region)`` of the PET threshold region (:func:`.threshold.threshold_region`) around
+    ``seed_ras``, mapped to the CT grid, against ``truth_ct``; raises what the region raises
+    (:class:`~.errors.ThresholdError`, e.g. no uptake there)."""
+    from .threshold import threshold_region
+
+    region = threshold_region(pet, seed_ras, fraction, method=method)
+    on_ct = geometry.resample(region.mask.astype(np.float32), pet.grid, ct_grid, order=1) > 0.5
+    return float(dice(on_ct, truth_ct)), region
+
+
 def one_click_baseline(session, truth_ct: np.ndarray, exact: bool = True,
                        fractions=BASELINE_FRACTIONS) -> dict:
     """The one-click floor a clinician compares with, from one click at the tumour's innermost
@@ -276,21 +287,18 @@ def one_click_baseline(session, truth_ct: np.ndarray, exact: bool = True,
     A value is None, with the reason under ``notes``, when the click lies outside the ROI or the
     threshold is refused (e.g. no uptake there).
     """
-    from .threshold import threshold_region
-
     ct_grid, pet = session.ct.grid, session.image.pet
     seed = innermost_point(truth_ct, ct_grid)
     out = {"click_ras": [round(float(v), 3) for v in seed], "threshold": {}, "notes": []}
     for fraction in fractions:
         key = f"{fraction:g}"
         try:
-            region = threshold_region(pet, seed, fraction)
+            score, region = threshold_dice(pet, seed, truth_ct, ct_grid, fraction)
         except InteractiveRefineError as exc:
             out["threshold"][key] = None
             out["notes"].append(f"threshold {key}: {exc}")
             continue
-        on_ct = geometry.resample(region.mask.astype(np.float32), pet.grid, ct_grid, order=1) > 0.5
-        out["threshold"][key] = dict(dice=json_number(dice(on_ct, truth_ct)), **region.summary())
+        out["threshold"][key] = dict(dice=json_number(score), **region.summary())
     steps = {"model_one_click": lambda: session.add_click(seed, True),
              "threshold_click": lambda: session.add_threshold(seed, fractions[0], pet_is_suv=True)}
     for key, step in steps.items():

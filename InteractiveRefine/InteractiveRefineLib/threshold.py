@@ -225,8 +225,6 @@ def region_in_array(suv: np.ndarray, index, spacing_kji, fraction: float = DEFAU
     below ``min_suvmax`` (no uptake to threshold). The network input ``pet_region``
     (:mod:`.inputs.pet_region`) and the training package both build it with this function.
     """
-    from scipy import ndimage
-
     spacing = np.asarray(spacing_kji, float)
     centre = np.clip(np.rint(np.asarray(index, float)).astype(int), 0, np.array(suv.shape) - 1)
     reach = np.ceil(radius_mm / spacing).astype(int)
@@ -241,5 +239,4 @@ def region_in_array(suv: np.ndarray, index, spacing_kji, fraction: float = DEFAU
     if not np.isfinite(suvmax) or suvmax < min_suvmax:
         return None
     peak = tuple(int(a + s.start) for a, s in zip(np.unravel_index(flat, values.shape), box))
-    labels, _ = ndimage.label(suv >= check_fraction(fraction) * suvmax, structure=np.ones((3, 3, 3), bool))
-    return labels == labels[peak]
+    return _connected(suv, check_fraction(fraction) * suvmax, peak)

@@ -33,13 +33,11 @@ try:
 except ImportError:  # run from a checkout without the engine installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "InteractiveRefine"))
 
-from InteractiveRefineLib import geometry  # noqa: E402
 from InteractiveRefineLib.cases import find_cases  # noqa: E402
 from InteractiveRefineLib.errors import InteractiveRefineError  # noqa: E402
 from InteractiveRefineLib.geometry import read_volume  # noqa: E402
-from InteractiveRefineLib.metrics import dice  # noqa: E402
-from InteractiveRefineLib.simulation import truth_on_grid  # noqa: E402
-from InteractiveRefineLib.threshold import innermost_point, threshold_region  # noqa: E402
+from InteractiveRefineLib.simulation import threshold_dice, truth_on_grid  # noqa: E402
+from InteractiveRefineLib.threshold import innermost_point  # noqa: E402
 
 #: (column, method, fraction): fixed 40 % and 50 %, background-corrected at the EANM's 41 % and 50 %
 METHODS = (("fixed 40 %", "fixed", 0.4), ("fixed 50 %", "fixed", 0.5),
@@ -62,13 +60,11 @@ def case_row(case, group: str) -> dict:
            "click_ras": [round(float(v), 2) for v in seed], "dice": {}, "regions": {}, "notes": []}
     for column, method, fraction in METHODS:
         try:
-            region = threshold_region(pet, seed, fraction, method=method)
+            row["dice"][column], region = threshold_dice(pet, seed, truth_ct, ct.grid, fraction, method)
         except InteractiveRefineError as exc:
             row["dice"][column] = None
             row["notes"].append(f"{column}: {exc}")
             continue
-        on_ct = geometry.resample(region.mask.astype(np.float32), pet.grid, ct.grid, order=1) > 0.5
-        row["dice"][column] = float(dice(on_ct, truth_ct))
         row["regions"][column] = region.summary()
     return row
 
