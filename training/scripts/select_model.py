@@ -1,7 +1,7 @@
 """Decide whether a candidate model may replace the shipped one, on the selection sets only.
 
     python training/scripts/select_model.py --baseline EVAL_DIR --candidate NAME=EVAL_DIR [...]
-        [--select phantoms,real] [--at 5,10]
+        [--select phantoms,real] [--at 5,10] [--metric SET=COLUMN ...]
 
 EVAL_DIR: an ``OUT_DIR`` of ``scripts/evaluate_default_model.sh`` (one ``evaluate`` folder per set:
 ``phantoms``, ``real``, ``real_hn``, ``real_hn_auto``, ``heldout_sarcoma``), or any folder whose
@@ -11,7 +11,9 @@ default the held-out phantoms and CHGJ015 + STS_001) the candidate's mean Dice (
 case, then cases averaged; ``card_results.summarise``) at 0 clicks is higher than the baseline's,
 and after each of ``--at`` clicks at least the baseline's. Every other set present in both folders
 is printed as "reported only": it never enters the decision, so the cases reported as held out
-stay held out. Prints a Markdown table and one verdict line per candidate; exits 0 when at least
+stay held out. ``--metric real=dice_gtvp`` scores a set by another ``per_case.csv`` column (here the
+GTVp of a multi-class model, on cases labelled with the GTVp only); ``dice`` (all classes together)
+otherwise. Prints a Markdown table and one verdict line per candidate; exits 0 when at least
 one candidate passes, 1 when none does, 2 on unusable input.
 """
 from __future__ import annotations
@@ -29,10 +31,11 @@ from card_results import summarise  # noqa: E402
 SELECTION_SETS = ("phantoms", "real")
 
 
-def curves(folder: Path) -> dict:
-    """``{set name: mean Dice per click}`` of every sub-folder holding a ``per_case.csv``; raises
-    ValueError for an evaluation of several models (``evaluate --model A=... --model B=...``),
-    whose rows would otherwise be averaged together."""
+def curves(folder: Path, columns: dict | None = None) -> dict:
+    """``{set name: mean Dice per click}`` of every sub-folder holding a ``per_case.csv`` (of the
+    column ``columns[set name]``, ``dice`` by default); raises ValueError for an evaluation of
+    several models (``evaluate --model A=... --model B=...``), whose rows would otherwise be
+    averaged together, or for a column a set lacks."""
     found = {}
     for sub in sorted(folder.iterdir()):
         if not (sub / "per_case.csv").is_file():
@@ -43,7 +46,7 @@ def curves(folder: Path) -> dict:
             names = ", ".join(sorted(map(str, models)))
             raise ValueError(f"{sub / 'per_case.csv'} holds {len(models)} models ({names}): "
                              "evaluate each candidate into its own folder")
-        found[sub.name] = summarise(sub)["dice_per_click"]
+        found[sub.name] = summarise(sub, (columns or {}).get(sub.name, "dice"))["dice_per_click"]
     return found
 
 
@@ -67,19 +70,24 @@ def main(argv=None) -> int:
     parser.add_argument("--select", default=",".join(SELECTION_SETS),
                         help="comma-separated selection sets (sub-folder names)")
     parser.add_argument("--at", default="5,10", help="click counts where the candidate may not be worse")
+    parser.add_argument("--metric", action="append", default=[], metavar="SET=COLUMN",
+                        help="score SET by per_case.csv's column COLUMN (e.g. real=dice_gtvp; default dice)")
     args = parser.parse_args(argv)
+    columns = dict(item.partition("=")[::2] for item in args.metric)
+    if any(not k or not v for k, v in columns.items()):
+        parser.error(f"--metric takes SET=COLUMN, got {args.metric}")
     select = [s for s in args.select.split(",") if s]
     try:
         at = tuple(int(v) for v in args.at.split(",") if v)
     except ValueError:
         parser.error(f"--at takes click counts such as 5,10, got {args.at!r}")
     try:
-        base = curves(args.baseline) if args.baseline.is_dir() else {}
+        base = curves(args.baseline, columns) if args.baseline.is_dir() else {}
         candidates = [(item.partition("=")[0], Path(item.partition("=")[2])) for item in args.candidate]
         names = [name for name, _ in candidates]
         if "" in names or len(set(names)) < len(names):
             raise ValueError(f"candidates need distinct names (NAME=EVAL_DIR), got {args.candidate}")
-        found = {name: curves(folder) if folder.is_dir() else {} for name, folder in candidates}
+        found = {name: curves(folder, columns) if folder.is_dir() else {} for name, folder in candidates}
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
@@ -106,7 +114,9 @@ def main(argv=None) -> int:
             b, c = base[set_name], cand[set_name]
             cells = " | ".join(f"{c[t]:.3f} ({b[t]:.3f})" if t < min(len(b), len(c)) else "-"
                                for t in shown)
-            print(f"| {name} | {set_name} | {use} | {cells} |")
+            column = columns.get(set_name, "dice")
+            shown_set = set_name if column == "dice" else f"{set_name} ({column})"
+            print(f"| {name} | {shown_set} | {use} | {cells} |")
             if set_name in select:
                 failures += [f"{set_name}: {f}" for f in verdict(b, c, at)]
         verdicts.append(f"{name}: " + ("PASS" if not failures else "FAIL (" + "; ".join(failures) + ")"))

@@ -361,6 +361,27 @@ def test_multi_class_runs_export_a_package_the_engine_loads_and_evaluate_scores_
     table = (out / "table.md").read_text()
     assert "### DSCagg per class" in table and "| MC | gtvn |" in table
 
+    # select_model.py decides on one class's column (GTVp-only labels: --metric SET=dice_gtvp)
+    import shutil
+    import subprocess
+    import sys
+
+    for tree in ("base", "cand"):
+        shutil.copytree(out, tmp_path / tree / "real")
+
+    def select(column):
+        return subprocess.run([sys.executable, str(TRAINING / "scripts" / "select_model.py"),
+                               "--select", "real", "--at", "1,2", "--baseline", str(tmp_path / "base"),
+                               "--candidate", f"same={tmp_path / 'cand'}", "--metric", f"real={column}"],
+                              capture_output=True, text=True)
+
+    gtvp = [sum(float(r["dice_gtvp"]) for r in rows if r["clicks"] == str(t)) / 2 for t in range(3)]
+    done = select("dice_gtvp")
+    assert done.returncode == 1 and "| same | real (dice_gtvp) | selection |" in done.stdout, done.stderr
+    assert f"{gtvp[2]:.3f} ({gtvp[2]:.3f})" in done.stdout and "same: FAIL (real: 0 clicks" in done.stdout
+    unknown = select("dice_gtvx")
+    assert unknown.returncode == 2 and "has no column 'dice_gtvx'" in unknown.stderr
+
 
 def test_a_single_class_refine_package_starts_a_multi_class_refine_run(tmp_path):
     """``--init-weights`` from the shipped kind of refine member (one class, ``pet_region``) for a
