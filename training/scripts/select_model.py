@@ -92,6 +92,10 @@ def main(argv=None) -> int:
         print(error, file=sys.stderr)
         return 2
     missing = [s for s in select if s not in base]
+    unused = [s for s in columns if s not in base]
+    if unused:
+        print(f"--metric names sets the baseline does not have: {', '.join(unused)}", file=sys.stderr)
+        return 2
     if missing:
         print(f"the baseline {args.baseline} has no evaluation of {', '.join(missing)} "
               "(a sub-folder with per_case.csv)", file=sys.stderr)

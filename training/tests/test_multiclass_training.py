@@ -369,10 +369,11 @@ def test_multi_class_runs_export_a_package_the_engine_loads_and_evaluate_scores_
     for tree in ("base", "cand"):
         shutil.copytree(out, tmp_path / tree / "real")
 
-    def select(column):
+    def select(column, set_name="real"):
         return subprocess.run([sys.executable, str(TRAINING / "scripts" / "select_model.py"),
                                "--select", "real", "--at", "1,2", "--baseline", str(tmp_path / "base"),
-                               "--candidate", f"same={tmp_path / 'cand'}", "--metric", f"real={column}"],
+                               "--candidate", f"same={tmp_path / 'cand'}",
+                               "--metric", f"{set_name}={column}"],
                               capture_output=True, text=True)
 
     gtvp = [sum(float(r["dice_gtvp"]) for r in rows if r["clicks"] == str(t)) / 2 for t in range(3)]
@@ -381,6 +382,8 @@ def test_multi_class_runs_export_a_package_the_engine_loads_and_evaluate_scores_
     assert f"{gtvp[2]:.3f} ({gtvp[2]:.3f})" in done.stdout and "same: FAIL (real: 0 clicks" in done.stdout
     unknown = select("dice_gtvx")
     assert unknown.returncode == 2 and "has no column 'dice_gtvx'" in unknown.stderr
+    typo = select("dice_gtvp", "reel")  # a set name that is not there: refused, not scored by dice
+    assert typo.returncode == 2 and "does not have: reel" in typo.stderr
 
 
 def test_a_single_class_refine_package_starts_a_multi_class_refine_run(tmp_path):
