@@ -45,13 +45,15 @@ def _curves(per: dict) -> dict:
 def summarise(eval_dir: Path, column: str = "dice") -> dict:
     """The curves of ``eval_dir``'s ``per_case.csv``, of its ``column`` (``dice``: all classes
     together; e.g. ``dice_gtvp``: one class of a multi-class model); raises ValueError when the
-    column is absent or empty in a row (a class a case does not have)."""
+    column is absent or empty in a row (a class a case does not have), and for the rows of several
+    models (``evaluate --model A=... --model B=...``), which would otherwise be averaged together."""
     per = defaultdict(lambda: defaultdict(list))  # clicks -> case -> [(dice, hd95)]
     by_seed = defaultdict(lambda: defaultdict(dict))  # case -> seed -> {clicks: dice}
-    seeds = set()
+    seeds, models = set(), set()
     path = eval_dir / "per_case.csv"
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
+            models.add(row.get("model"))
             if row.get(column) in (None, "", "nan"):
                 found = "has no column" if column not in row else f"has no value in case {row['case_id']}"
                 raise ValueError(f"{path} {found} {column!r} (seed {row['seed']}, {row['clicks']} clicks)")
@@ -60,6 +62,10 @@ def summarise(eval_dir: Path, column: str = "dice") -> dict:
             dice = float(row[column])
             per[int(row["clicks"])][row["case_id"]].append((dice, hd))
             by_seed[row["case_id"]][row["seed"]][int(row["clicks"])] = dice
+    if len(models) > 1:
+        names = ", ".join(sorted(map(str, models)))
+        raise ValueError(f"{path} holds {len(models)} models ({names}): "
+                         "evaluate each model into its own folder")
     summary = {"cases": sorted(per[0]), "seeds": len(seeds), **_curves(per)}
     meta_file = eval_dir / "summary.json"  # how the session refined (evaluate's own record)
     if meta_file.is_file():

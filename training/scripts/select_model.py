@@ -19,7 +19,6 @@ one candidate passes, 1 when none does, 2 on unusable input.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -33,19 +32,12 @@ SELECTION_SETS = ("phantoms", "real")
 
 def curves(folder: Path, columns: dict | None = None) -> dict:
     """``{set name: mean Dice per click}`` of every sub-folder holding a ``per_case.csv`` (of the
-    column ``columns[set name]``, ``dice`` by default); raises ValueError for an evaluation of
-    several models (``evaluate --model A=... --model B=...``), whose rows would otherwise be
-    averaged together, or for a column a set lacks."""
+    column ``columns[set name]``, ``dice`` by default); raises ValueError (``summarise``) for an
+    evaluation of several models or a column a set lacks."""
     found = {}
     for sub in sorted(folder.iterdir()):
         if not (sub / "per_case.csv").is_file():
             continue
-        with open(sub / "per_case.csv", newline="") as handle:
-            models = {row.get("model") for row in csv.DictReader(handle)}
-        if len(models) > 1:
-            names = ", ".join(sorted(map(str, models)))
-            raise ValueError(f"{sub / 'per_case.csv'} holds {len(models)} models ({names}): "
-                             "evaluate each candidate into its own folder")
         found[sub.name] = summarise(sub, (columns or {}).get(sub.name, "dice"))["dice_per_click"]
     return found
 
@@ -91,11 +83,11 @@ def main(argv=None) -> int:
     except ValueError as error:
         print(error, file=sys.stderr)
         return 2
-    missing = [s for s in select if s not in base]
     unused = [s for s in columns if s not in base]
     if unused:
         print(f"--metric names sets the baseline does not have: {', '.join(unused)}", file=sys.stderr)
         return 2
+    missing = [s for s in select if s not in base]
     if missing:
         print(f"the baseline {args.baseline} has no evaluation of {', '.join(missing)} "
               "(a sub-folder with per_case.csv)", file=sys.stderr)
