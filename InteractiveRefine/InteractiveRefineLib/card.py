@@ -22,6 +22,11 @@ probability, and a label map takes the most probable class above the threshold,
 scaling per channel), while ``clicks_negative`` stays one channel (every negative click, as in
 2S-ICR); :func:`default_inputs_section` with ``n_classes`` writes that layout.
 
+A member may be a network trained for more classes than the card's outputs: its ``"outputs":
+["gtvp", "gtvn"]`` names its own output channels in order, they must include every output of the
+card, and the engine takes the card's channels from them (:func:`member_output_indices`). E.g. a
+two-class initial network serves a one-class GTVp card, alone or averaged with one-class members.
+
 An input entry is ``{"name", "channels" (1), "optional" (false), "options" ({})}``; the network's
 input channels are the entries' channels in card order. A card without these sections gets
 exactly the layout above (``image_channels``, then the previous probability and the positive and
@@ -130,8 +135,9 @@ class ModelCard:
     (``preprocessing.pet_optional``, default false): a PET/CT model trained with PET dropped may
     run on CT alone, its normalised PET channel zero-filled (HN-UISeg). ``threshold_start``
     (default false): the refinement network was trained to refine from a one-click PET threshold
-    region, so a session makes the first positive click a 40 % SUVmax threshold click where the
-    PET has uptake (unless its user says otherwise). ``local_edits_after_threshold`` (default
+    region, so a session makes the first positive click (of each class) a 40 % SUVmax threshold
+    click of that class where the PET has uptake (unless its user says otherwise).
+    ``local_edits_after_threshold`` (default
     false): once the mask is a PET threshold region, a network click keeps only the changes that
     connect to it (:func:`.constraints.keep_connected_changes`).
     """
@@ -404,15 +410,35 @@ def _check_class_channels(stages: Mapping[str, StageSpec], outputs, source) -> N
                         spec.channels)
 
 
+def member_output_indices(member: Mapping, outputs, where: str = "members", source=None) -> tuple:
+    """``(names, indices)``: a member's own output channel names (its ``outputs`` field, default
+    the card's ``outputs``) and the channel of each card output in them; ModelPackageError when
+    the field is not a list of distinct names or lacks a card output."""
+    card_names = [o.name for o in outputs]
+    names = member.get("outputs", card_names)
+    if (not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names)
+            or len(set(names)) != len(names)):
+        raise _fail(source, f"{where}.outputs", "a list of distinct output names", names)
+    missing = [n for n in card_names if n not in names]
+    if missing:
+        raise _fail(source, f"{where}.outputs", f"names including every card output {card_names}", names)
+    return list(names), tuple(names.index(n) for n in card_names)
+
+
 def _check_out_channels(raw: Mapping, outputs, source) -> None:
-    """A network section's ``out_channels``, when given, must equal the number of outputs."""
-    sections = [("network", raw["network"])] + [
-        (f"members.{stage}[{i}].network", member["network"])
-        for stage in STAGES for i, member in enumerate(raw["members"][stage]) if "network" in member]
-    for name, network in sections:
-        if "out_channels" in network and network["out_channels"] != len(outputs):
-            raise _fail(source, f"{name}.out_channels", f"{len(outputs)} (one per output "
-                        f"{[o.name for o in outputs]})", network["out_channels"])
+    """A network section's ``out_channels``, when given, must equal the number of outputs (of the
+    member's own ``outputs``, when it lists them)."""
+    sections = [("network", raw["network"], len(outputs))]
+    for stage in STAGES:
+        for i, member in enumerate(raw["members"][stage]):
+            where = f"members.{stage}[{i}]"
+            names, _ = member_output_indices(member, outputs, where, source)
+            if "network" in member:
+                sections.append((f"{where}.network", member["network"], len(names)))
+    for name, network, count in sections:
+        if "out_channels" in network and network["out_channels"] != count:
+            raise _fail(source, f"{name}.out_channels", f"{count} (one per output of the network)",
+                        network["out_channels"])
 
 
 def _input(entry, where: str, image_channels, click_options: Mapping, source) -> InputSpec:

@@ -43,10 +43,11 @@ from .card import (
     ModelCard,
     default_inputs_section,
     default_stages,
+    member_output_indices,
     parse_card,
 )
 from .errors import ModelPackageError
-from .networks import PAPER_NETWORK, build_network
+from .networks import PAPER_NETWORK, build_network, select_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -188,13 +189,13 @@ def _load_member(path: Path, spec: ModelCard, stage: str, member: dict):
             f"{member['sha256'][:12]}..., the file has {actual[:12]}...; the file was modified or "
             "corrupted, refusing to load it"
         )
-    network = build_network(member.get("network", spec.network), spec.stages[stage].in_channels,
-                            len(spec.outputs))
+    names, indices = member_output_indices(member, spec.outputs)
+    network = build_network(member.get("network", spec.network), spec.stages[stage].in_channels, len(names))
     try:
         state = load_file(str(weight_path))
     except (SafetensorError, OSError) as exc:
         raise ModelPackageError(f"cannot read weight file {weight_path}: {exc}") from exc
-    _check_out_channels(state, spec, weight_path)
+    _check_out_channels(state, names, weight_path)
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -204,21 +205,23 @@ def _load_member(path: Path, spec: ModelCard, stage: str, member: dict):
             f"{path / CARD_NAME}: {' '.join(first[:3])[:400]}"
         ) from exc
     network.eval()
+    if list(indices) != list(range(len(names))):  # a member trained for more classes
+        network = select_outputs(network, indices)
     return network
 
 
-def _check_out_channels(state: dict, spec: ModelCard, weight_path) -> None:
+def _check_out_channels(state: dict, names: list, weight_path) -> None:
     """ModelPackageError when the weights' output channels (the last bias: the UNet's output
-    convolution) differ from the card's number of outputs."""
+    convolution) differ from the member's number of outputs (``names``: the card's, or the
+    member's own ``outputs``)."""
     biases = [key for key in state if key.endswith("bias")]
     if not biases:
         return
     found = int(state[biases[-1]].shape[0])
-    if found != len(spec.outputs):
+    if found != len(names):
         raise ModelPackageError(
-            f"weight file {weight_path} has {found} output channel(s), but the card declares "
-            f"{len(spec.outputs)} output(s) {list(spec.classes)}: the networks' out_channels must "
-            "equal the number of outputs")
+            f"weight file {weight_path} has {found} output channel(s), but its card declares "
+            f"{len(names)} output(s) {list(names)}: the network's out_channels must equal them")
 
 
 def load_model_package(path: str | os.PathLike | None = None) -> ModelPackage:

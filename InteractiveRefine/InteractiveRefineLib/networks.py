@@ -46,6 +46,29 @@ def build_network(config: dict, in_channels: int, out_channels: int = 1):
     )
 
 
+def select_outputs(network, indices):
+    """``network`` giving only its output channels ``indices`` (in that order): a member trained
+    for more classes than its card's outputs (the card's member ``outputs``). The wrapped network
+    is its ``source`` attribute (its weights, unprefixed)."""
+    import torch
+
+    class SelectOutputs(torch.nn.Module):
+        def __init__(self, source, channels):
+            super().__init__()
+            self.source = source
+            self.register_buffer("channels", torch.tensor(list(channels), dtype=torch.long), persistent=False)
+
+        def forward(self, x):
+            return self.source(x).index_select(1, self.channels)
+
+    return SelectOutputs(network, indices)
+
+
+def unwrapped(network):
+    """The trained network of a package member (:func:`select_outputs`' ``source``, or itself)."""
+    return getattr(network, "source", network)
+
+
 def size_divisor(config: dict) -> int:
     """Spatial sizes the network accepts must be multiples of this (product of strides)."""
     return size_divisor_of(config)

@@ -63,9 +63,9 @@ class RefinementSession(SessionResults):
         amp: reduced precision (float16 on CUDA unless ``amp_dtype="bfloat16"``, bfloat16 on the
             CPU): True, False, or
             ``"auto"`` (:mod:`.policy`: on a CPU with native bfloat16, for large ROIs).
-        threshold_start: the first positive click adds the 40 % SUVmax PET region
-            (:meth:`add_threshold`) where the PET has uptake there, instead of a refinement;
-            None (default): as the model card says (``threshold_start``).
+        threshold_start: the first positive click (of each class) adds the 40 % SUVmax PET
+            region (:meth:`add_threshold`) where the PET has uptake there, instead of a
+            refinement; None (default): as the model card says (``threshold_start``).
         local_edits: once the mask is a PET threshold region, a network click keeps only the
             changes connected to itself (:func:`.constraints.keep_connected_changes`); None
             (default): as the card says (``local_edits_after_threshold``).
@@ -225,9 +225,10 @@ class RefinementSession(SessionResults):
             state = self._require_state()
             t0 = time.perf_counter()
             index = self.click_index(ras)
-            classes.class_index(self.classes, label)
+            klass = classes.class_index(self.classes, label)
             click = Click(tuple(float(v) for v in ras), bool(positive), label=label)
-            if self.threshold_start and positive and not any(c.positive for c in state.clicks):
+            if self.threshold_start and positive and not any(  # the class's first positive click
+                    c.positive and classes.class_index(self.classes, c.label) == klass for c in state.clicks):
                 click = self._threshold.promote(click, threshold_options())
             self.history.push(self._advance(state, click, index, False, t0))
             return self._result()

@@ -111,6 +111,55 @@ def test_weights_with_other_output_channels_are_refused(package_dir, tmp_path):
         load_model_package(one_class)
 
 
+def _with_two_class_initial(package_dir, tmp_path, outputs=("gtvp", "gtvn")):
+    """A one-class GTVp package whose initial members are its own network and the two-class
+    package's initial network (member ``outputs``), averaged."""
+    import shutil
+
+    one = create_random_model_package(tmp_path / "one", network=TINY_NETWORK, roi_size_vox=TINY_ROI, seed=3)
+    shutil.copy(package_dir / "initial_0.safetensors", one / "initial_1.safetensors")
+    card = json.loads((one / "model.json").read_text())
+    source = json.loads((package_dir / "model.json").read_text())["members"]["initial"][0]
+    card["members"]["initial"].append({"file": "initial_1.safetensors", "sha256": source["sha256"],
+                                       "outputs": list(outputs)})
+    (one / "model.json").write_text(json.dumps(card))
+    return one
+
+
+def test_a_two_class_initial_member_serves_a_one_class_card_with_its_gtvp_channel(package_dir, package,
+                                                                                   phantom, tmp_path):
+    import torch
+
+    mixed = load_model_package(_with_two_class_initial(package_dir, tmp_path))
+    assert mixed.spec.classes == ("gtvp",)
+    own, borrowed = mixed.networks["initial"]
+    x = torch.randn(1, 2, *TINY_ROI)
+    with torch.no_grad():
+        both = package.networks["initial"][0](x)
+        assert torch.equal(borrowed(x), both[:, :1])  # the GTVp channel, exactly
+    ct, pet, _ = phantom
+    session = _session(mixed, ct, pet)
+    assert session.history.current.probability.shape == TINY_ROI  # one class: [k, j, i]
+    with torch.no_grad():  # the initial mask: the mean of both members' GTVp probabilities
+        image = session.image.tensor
+        gtvp = package.networks["initial"][0](image)[:, :1]
+        expected = (torch.sigmoid(own(image)) + torch.sigmoid(gtvp)) / 2
+    np.testing.assert_allclose(session.history.current.probability.astype(np.float32),
+                               expected[0, 0].numpy(), atol=1e-3)
+    session.add_click(_centre(ct), True)  # the one-class refinement network takes it from there
+    assert session.history.current.probability.shape == TINY_ROI
+
+
+@pytest.mark.parametrize("outputs, named", [
+    (("gtvn",), r"members.initial\[1\].outputs must be names including every card output \['gtvp'\]"),
+    (("gtvp", "gtvp"), r"members.initial\[1\].outputs must be a list of distinct output names"),
+    (("gtvp",), r"initial_1.safetensors has 2 output channel.*1 output"),
+])
+def test_a_member_s_own_outputs_are_checked(package_dir, tmp_path, outputs, named):
+    with pytest.raises(ModelPackageError, match=named):
+        load_model_package(_with_two_class_initial(package_dir, tmp_path, outputs))
+
+
 # ------------------------------------------------------------------------- clicks, inputs
 def test_click_label_in_json():
     assert Click((1.0, 2.0, 3.0), True).to_json() == {"ras": [1.0, 2.0, 3.0], "positive": True}
@@ -380,3 +429,25 @@ def test_simulation_passes_each_clicks_class_to_the_session(package, phantom, mo
     assert [c.get("label") for c in out["clicks"]] == ["gtvn", None]
     assert [c.label for c in session.clicks] == ["gtvn", None]
     assert len(out["dice_per_class"]["gtvp"]) == 4 and out["changed_voxels"][-1] == 0
+
+
+def test_threshold_start_takes_the_first_positive_click_of_each_class(package, phantom):
+    """A two-class card with ``threshold_start``: the first GTVp and the first GTVn click each
+    become their class's PET region; a class's later clicks refine."""
+    ct, pet, label = phantom
+    tumour = tuple(label.grid.index_to_ras(np.argwhere(label.array == 1).mean(axis=0)[::-1]))
+    node = tuple(label.grid.index_to_ras(np.argwhere(label.array == 2).mean(axis=0)[::-1]))
+    hot = pet.array.copy()  # the node takes up FDG (SUV 6 in a 6 mm ball)
+    k, j, i = np.meshgrid(*[np.arange(n) for n in hot.shape], indexing="ij")
+    ci, cj, ck = pet.grid.ras_to_index(node)
+    si, sj, sk = pet.grid.spacing
+    hot[((i - ci) * si) ** 2 + ((j - cj) * sj) ** 2 + ((k - ck) * sk) ** 2 <= 6.0**2] = 6.0
+    session = _session(package, ct, Volume.from_array(hot, pet.grid.ijk_to_ras), threshold_start=True)
+    assert session.add_click(tumour, True).mode == "threshold"
+    gtvp = session.history.current.probability[0].copy()
+    assert session.add_click(node, True, label="gtvn").mode == "threshold"  # GTVn's first: its region
+    np.testing.assert_array_equal(session.history.current.probability[0], gtvp)  # GTVp's untouched
+    assert (session.history.current.probability[1] > 0.5).sum() > 0
+    assert session.add_click(tumour, True).mode == "full"
+    assert session.add_click(node, True, "gtvn").mode == "full"
+    assert [c.kind for c in session.clicks] == ["threshold", "threshold", "point", "point"]

@@ -110,6 +110,7 @@ def load_stage_weights(source: str | os.PathLike, trainer: str, stage: str, conf
     (:func:`widen_output_weights`)."""
     from InteractiveRefineLib.card import CARD_NAME
     from InteractiveRefineLib.model_package import load_model_package
+    from InteractiveRefineLib.networks import unwrapped
 
     source = Path(source)
     if (source / CARD_NAME).is_file():
@@ -123,7 +124,11 @@ def load_stage_weights(source: str | os.PathLike, trainer: str, stage: str, conf
             raise ValueError(f"{source}: network {card_network} differs from this run's {config['network']}")
         if stage not in package.networks:
             raise ValueError(f"{source} has no {stage!r} member")
-        state = package.networks[stage][0].state_dict()
+        member = package.networks[stage][0]
+        if unwrapped(member) is not member:
+            raise ValueError(f"{source}: its first {stage} member is a network of more classes than the "
+                             "card's outputs; start from that network's own run or package")
+        state = member.state_dict()
         sources = _input_sources(package.spec, config, source, stage)
         if sources != list(range(package.spec.stages[stage].in_channels)):
             # e.g. a classic refine member fine-tuned with the pet_region input (new channels start

@@ -23,7 +23,7 @@ import torch
 from InteractiveRefineLib import __version__ as engine_version
 from InteractiveRefineLib.card import PET_VALUE_INPUTS, default_inputs_section, default_stages
 from InteractiveRefineLib.model_package import default_card, load_model_package, save_model_package
-from InteractiveRefineLib.networks import build_network, size_divisor
+from InteractiveRefineLib.networks import build_network, size_divisor, unwrapped
 
 from .checkpoint import TrainedRun, load_run
 from .config import classes_of, n_classes, outputs_section, refine_extra_inputs
@@ -132,7 +132,7 @@ def package_runs(path: str | os.PathLike, stage: str) -> list[TrainedRun]:
             "best_metric": validation.get("value"), "init_weights": record.get("init_weights"),
         }
         runs.append(TrainedRun(Path(record.get("run") or path), record.get("trainer", stage),
-                               record["protocol"], network.state_dict(), summary))
+                               record["protocol"], unwrapped(network).state_dict(), summary))
     return runs
 
 
@@ -156,13 +156,17 @@ def _card(initial: list[TrainedRun], refine: list[TrainedRun], name: str) -> dic
     runs = initial + refine
     data = _common(runs, "data", ("image_channels", "roi_size_vox", "spacing_mm", "intensity_preset",
                                   "label_value"))
-    network = _common(runs, "network", ("channels", "strides", "num_res_units", "norm"))
+    network = _common(refine + initial, "network", ("channels", "strides", "num_res_units", "norm"))
     inter = _common(refine, "interaction", ("sigma_vox", "truncate"))
-    classes = classes_of(runs[0].config)
-    for run in runs[1:]:
+    classes = classes_of(refine[0].config)
+    for run in refine[1:]:
         if classes_of(run.config) != classes:
             raise ValueError(f"{run.path}: data.classes {classes_of(run.config)} differ from "
-                             f"{runs[0].path}'s {classes}")
+                             f"{refine[0].path}'s {classes}")
+    for run in initial:  # an initial network may segment more classes: the card takes its own from it
+        if not set(classes) <= set(classes_of(run.config)):
+            raise ValueError(f"{run.path}: data.classes {classes_of(run.config)} do not include "
+                             f"{refine[0].path}'s {classes}")
     user = refine[0].summary.get("simulated_user") or "2sicr"
     card = default_card(name=name, network=network, image_channels=data["image_channels"],
                         roi_size_vox=data["roi_size_vox"], spacing_mm=data["spacing_mm"],
@@ -174,17 +178,23 @@ def _card(initial: list[TrainedRun], refine: list[TrainedRun], name: str) -> dic
     if extra or len(classes) > 1:  # the classic layout plus these / per class: named explicitly
         card["inputs"] = default_inputs_section(data["image_channels"], extra, n_classes=len(classes))
     if len(classes) > 1:  # one sigmoid per class (HN-UISeg: GTVp, GTVn)
-        card["outputs"] = outputs_section(runs[0].config)
+        card["outputs"] = outputs_section(refine[0].config)
         card["activation"] = "sigmoid"
     if "pet" in data["image_channels"]:  # every member learnt zero-filled PET: it may run CT-only
         card["preprocessing"]["pet_optional"] = all(pet_dropout(r.config) > 0 for r in runs)
     method = refine[0].trainer if refine[0].trainer in BASELINES else "2sicr"
     card["training"] = {
         "method": method, "engine_version": engine_version, "label_value": int(data["label_value"]),
-        **({"classes": outputs_section(runs[0].config)} if len(classes) > 1 else {}),
+        **({"classes": outputs_section(refine[0].config)} if len(classes) > 1 else {}),
         "initial": [_run_record(r) for r in initial], "refine": [_run_record(r) for r in refine],
         "phantoms": _phantom_record(runs),
     }
+    # an initial network of more classes (e.g. GTVp + GTVn for a GTVp card): the card takes its classes
+    # (and a dropout other than the refine network's keeps its own network section)
+    card["members"]["initial"] = [
+        {**({"outputs": [n for n, _ in classes_of(r.config)]} if classes_of(r.config) != classes else {}),
+         **({"network": dict(r.config["network"])} if r.config["network"].get("dropout", 0.0)
+            != network.get("dropout", 0.0) else {})} for r in initial]
     card["metrics"] = {
         "validation": {
             stage: [{"fold": r.summary.get("fold"), "metric": r.summary.get("metric"),

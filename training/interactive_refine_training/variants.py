@@ -158,7 +158,7 @@ class RefineTrainer(Trainer):
         if not self.initial_source:
             raise ValueError("the refine stage needs --initial (initial run folder, checkpoint or package)")
         self.initial_networks = load_initial_networks(self.initial_source, self.config, self.device)
-        if self.config["interaction"].get("refine_init", "random") == "initial":
+        if self.config["interaction"].get("refine_init", "random") == "initial" and not self.init_weights:
             self.network.load_state_dict(widened_state(self.initial_networks[0], self.config))
 
     def starting_probability(self, image: torch.Tensor) -> torch.Tensor:
@@ -410,6 +410,11 @@ def widened_state(initial_network, config: dict) -> dict:
     """The initial network's weights in the refine layout: the input weights of the previous
     probability and the two guidance channels start at zero, so the refine network starts out
     computing exactly the initial model (``interaction.refine_init = "initial"``)."""
+    from InteractiveRefineLib.networks import unwrapped
+
+    if unwrapped(initial_network) is not initial_network:
+        raise ValueError("interaction.refine_init 'initial' copies the first initial member, a network of "
+                         "more classes than this run's: start from --init-weights or refine_init 'random'")
     stages = training_stages(config)
     added = stages["refine"].in_channels - stages["initial"].in_channels
     return widen_input_weights(initial_network.state_dict(), config["network"], stages["refine"].in_channels,

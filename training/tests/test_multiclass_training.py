@@ -408,3 +408,46 @@ def test_a_single_class_refine_package_starts_a_multi_class_refine_run(tmp_path)
         two = multi(torch.cat([ct, pet, previous, zero, positive, zero, negative], 1))
     torch.testing.assert_close(two[:, :1], one)
     torch.testing.assert_close(two[:, 1:], one)
+
+
+@needs_engine
+def test_a_two_class_initial_run_serves_a_one_class_package_and_a_refine_run_from_it(multi_runs, tmp_path,
+                                                                                    capsys):
+    """``export --initial TWO_CLASS_RUN,ONE_CLASS_RUN --refine ONE_CLASS_RUN``: a GTVp card whose
+    initial ensemble holds the two-class network (member ``outputs``: the card takes its GTVp
+    channel, its dropout kept in its own network section); a one-class refine run then starts from
+    that package's initial masks."""
+    from interactive_refine_training.checkpoint import load_run
+    from interactive_refine_training.cli import main
+    from InteractiveRefineLib.model_package import load_model_package
+    from InteractiveRefineLib.networks import build_network
+    from training_helpers import train_cli
+
+    two_class, _ = multi_runs
+    refine = tmp_path / "refine"
+    train_cli("--stage", "refine", "--data", str(phantom_data()), "--out", str(refine),
+              "--initial", str(initial_run()), "--max-epochs", "1")
+    package = tmp_path / "pkg"
+    assert main(["-q", "export", "--initial", f"{two_class},{initial_run()}", "--refine", str(refine),
+                 "--out", str(package)]) == 0
+    loaded = load_model_package(package)
+    members = loaded.card["members"]["initial"]
+    assert loaded.spec.classes == ("gtvp",)
+    assert members[0]["outputs"] == ["gtvp", "gtvn"] and members[0]["network"]["dropout"] == 0.05
+    assert "outputs" not in members[1] and "network" not in members[1]
+    run = load_run(two_class)
+    network = build_network(run.config["network"], 2, out_channels=2).eval()
+    network.load_state_dict(run.state_dict)
+    x = torch.randn(1, 2, 48, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(loaded.networks["initial"][0](x), network(x)[:, :1])
+    # a one-class refine run from the package's initial ensemble; refine_init 'initial' cannot copy
+    # a two-class network into it and says so
+    base = ["-q", "train", "--config", str(TRAINING / "configs" / "ci_tiny.json"), "--cache-dir",
+            str(cache_dir()), "--data", str(phantom_data()), "--stage", "refine", "--initial", str(package),
+            "--max-epochs", "1"]
+    assert main(base + ["--out", str(tmp_path / "again"), "--init-weights", str(package)]) == 0
+    assert (tmp_path / "again" / "summary.json").is_file()
+    capsys.readouterr()
+    assert main(base + ["--out", str(tmp_path / "copied"), "--set", "interaction.refine_init=initial"]) == 2
+    assert "copies the first initial member, a network of more classes" in capsys.readouterr().err
