@@ -433,6 +433,9 @@ def _check_out_channels(raw: Mapping, outputs, source) -> None:
         for i, member in enumerate(raw["members"][stage]):
             where = f"members.{stage}[{i}]"
             names, _ = member_output_indices(member, outputs, where, source)
+            if stage != "initial" and names != [o.name for o in outputs]:  # its inputs are per class
+                raise _fail(source, f"{where}.outputs", f"the card's outputs {[o.name for o in outputs]} (a "
+                            "refine network reads one channel per class)", names)
             if "network" in member:
                 sections.append((f"{where}.network", member["network"], len(names)))
     for name, network, count in sections:

@@ -160,6 +160,13 @@ def test_a_member_s_own_outputs_are_checked(package_dir, tmp_path, outputs, name
         load_model_package(_with_two_class_initial(package_dir, tmp_path, outputs))
 
 
+def test_a_refine_member_cannot_select_outputs(tmp_path):
+    card = _card([{"name": "gtvp", "label": 1}])
+    card["members"]["refine"][0]["outputs"] = ["gtvp", "gtvn"]
+    with pytest.raises(ModelPackageError, match=r"members.refine\[0\].outputs must be the card's outputs"):
+        parse_card(card, "pkg/model.json")
+
+
 # ------------------------------------------------------------------------- clicks, inputs
 def test_click_label_in_json():
     assert Click((1.0, 2.0, 3.0), True).to_json() == {"ras": [1.0, 2.0, 3.0], "positive": True}
