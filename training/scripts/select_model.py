@@ -1,7 +1,7 @@
 """Decide whether a candidate model may replace the shipped one, on the selection sets only.
 
     python training/scripts/select_model.py --baseline EVAL_DIR --candidate NAME=EVAL_DIR [...]
-        [--select phantoms,real] [--at 5,10] [--metric SET=COLUMN ...]
+        [--select phantoms,real] [--at 5,10] [--metric SET=COLUMN ...] [--max-drop 0.01]
 
 EVAL_DIR: an ``OUT_DIR`` of ``scripts/evaluate_default_model.sh`` (one ``evaluate`` folder per set:
 ``phantoms``, ``real``, ``real_hn``, ``real_hn_auto``, ``heldout_sarcoma``), or any folder whose
@@ -13,8 +13,11 @@ and after each of ``--at`` clicks at least the baseline's. Every other set prese
 is printed as "reported only": it never enters the decision, so the cases reported as held out
 stay held out. ``--metric real=dice_gtvp`` scores a set by another ``per_case.csv`` column (here the
 GTVp of a multi-class model, on cases labelled with the GTVp only); ``dice`` (all classes together)
-otherwise. Prints a Markdown table and one verdict line per candidate; exits 0 when at least
-one candidate passes, 1 when none does, 2 on unusable input.
+otherwise. ``--max-drop D`` adds issue 20's per-click rule: on every selection set, no single
+click may lower the candidate's mean Dice by more than ``D`` unless the baseline's worst click
+lowers it as much (a candidate whose first click erases good initial masks fails it). Prints a
+Markdown table (with the worst step of the mean over one click) and one verdict line per candidate;
+exits 0 when at least one candidate passes, 1 when none does, 2 on unusable input.
 """
 from __future__ import annotations
 
@@ -42,9 +45,18 @@ def curves(folder: Path, columns: dict | None = None) -> dict:
     return found
 
 
-def verdict(baseline: list, candidate: list, at: tuple) -> list[str]:
+def worst_step(curve: list) -> float:
+    """The largest fall of a mean-Dice curve over one click (negative), or its smallest rise."""
+    return min(b - a for a, b in zip(curve, curve[1:]))
+
+
+def verdict(baseline: list, candidate: list, at: tuple, max_drop: float | None = None) -> list[str]:
     """The rule's failures on one set (empty: passed)."""
     failures = []
+    if max_drop is not None and len(candidate) > 1 and len(baseline) > 1:
+        worst, allowed = worst_step(candidate), min(-max_drop, worst_step(baseline))
+        if worst < allowed:
+            failures.append(f"one click lowers Dice by {-worst:.3f} (allowed {-allowed:.3f})")
     if not candidate[0] > baseline[0]:
         failures.append(f"0 clicks {candidate[0]:.3f} not above {baseline[0]:.3f}")
     for clicks in at:
@@ -64,7 +76,12 @@ def main(argv=None) -> int:
     parser.add_argument("--at", default="5,10", help="click counts where the candidate may not be worse")
     parser.add_argument("--metric", action="append", default=[], metavar="SET=COLUMN",
                         help="score SET by per_case.csv's column COLUMN (e.g. real=dice_gtvp; default dice)")
+    parser.add_argument("--max-drop", type=float, default=None, metavar="D",
+                        help="no click may lower the mean Dice by more than D (or than the baseline's "
+                             "worst click does)")
     args = parser.parse_args(argv)
+    if args.max_drop is not None and args.max_drop < 0:
+        parser.error(f"--max-drop takes a non-negative Dice, got {args.max_drop}")
     columns = dict(item.partition("=")[::2] for item in args.metric)
     if any(not k or not v for k, v in columns.items()):
         parser.error(f"--metric takes SET=COLUMN, got {args.metric}")
@@ -99,8 +116,9 @@ def main(argv=None) -> int:
                   "(NAME=EVAL_DIR with a sub-folder per set)", file=sys.stderr)
             return 2
     shown = [0, *at]
-    print("| candidate | set | use | " + " | ".join(f"{c} clicks (baseline)" for c in shown) + " |")
-    print("|---|---|---|" + "---|" * len(shown))
+    print("| candidate | set | use | " + " | ".join(f"{c} clicks (baseline)" for c in shown)
+          + " | worst step (baseline) |")
+    print("|---|---|---|" + "---|" * (len(shown) + 1))
     passed, verdicts = [], []
     for name, _ in candidates:
         cand = found[name]
@@ -112,9 +130,10 @@ def main(argv=None) -> int:
                                for t in shown)
             column = columns.get(set_name, "dice")
             shown_set = set_name if column == "dice" else f"{set_name} ({column})"
-            print(f"| {name} | {shown_set} | {use} | {cells} |")
+            steps = f"{worst_step(c):+.3f} ({worst_step(b):+.3f})" if min(len(b), len(c)) > 1 else "-"
+            print(f"| {name} | {shown_set} | {use} | {cells} | {steps} |")
             if set_name in select:
-                failures += [f"{set_name}: {f}" for f in verdict(b, c, at)]
+                failures += [f"{set_name}: {f}" for f in verdict(b, c, at, args.max_drop)]
         verdicts.append(f"{name}: " + ("PASS" if not failures else "FAIL (" + "; ".join(failures) + ")"))
         if not failures:
             passed.append(name)

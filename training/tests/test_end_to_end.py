@@ -262,6 +262,18 @@ def test_select_model_applies_the_selection_rule_to_evaluations(package, tmp_pat
     assert "| new | heldout | reported only |" in done.stdout
     assert f"{cand[2]:.3f} ({base[2]:.3f})" in done.stdout
 
+    def worst(curve):
+        return min(b - a for a, b in zip(curve, curve[1:]))
+
+    assert f"| {worst(cand):+.3f} ({worst(base):+.3f}) |" in done.stdout
+    # --max-drop 0: no click may lower the mean Dice more than the baseline's worst click does
+    steady = expected and worst(cand) >= min(0.0, worst(base)) - 1e-9
+    strict = select("--baseline", str(tmp_path / "base"), "--candidate", f"new={tmp_path / 'cand'}",
+                    "--max-drop", "0")
+    assert strict.returncode == (0 if steady else 1) and ("new: PASS" in strict.stdout) == steady
+    if expected and not steady:  # failed by this rule alone: the message says which click
+        assert "one click lowers Dice by" in strict.stdout
+
     same = select("--baseline", str(tmp_path / "base"), "--candidate", f"same={tmp_path / 'base'}")
     assert same.returncode == 1 and "same: FAIL (phantoms: 0 clicks" in same.stdout
     assert "passed: none; keep the baseline" in same.stdout
@@ -273,3 +285,22 @@ def test_select_model_applies_the_selection_rule_to_evaluations(package, tmp_pat
     evaluate(tmp_path / "both" / "phantoms", "--model", f"B={package}")  # two models in one folder
     mixed = select("--baseline", str(tmp_path / "base"), "--candidate", f"both={tmp_path / 'both'}")
     assert mixed.returncode == 2 and "holds 2 models (A, B)" in mixed.stderr
+
+
+def test_select_model_max_drop_fails_a_candidate_whose_click_erases_the_mask():
+    """``--max-drop``: a candidate better at 0, 5 and 10 clicks still fails when one click lowers its
+    mean Dice by more than the limit and more than the baseline's worst click does."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "select_model.py"
+    spec = importlib.util.spec_from_file_location("select_model", path)
+    select_model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(select_model)
+    baseline = [0.45, 0.48, 0.55, 0.60, 0.62, 0.66, 0.66, 0.67, 0.67, 0.68, 0.68]  # worst step 0.0
+    erased = [0.62, 0.33, 0.58, 0.67, 0.64, 0.70, 0.70, 0.71, 0.73, 0.73, 0.74]  # first click: -0.29
+    assert select_model.verdict(baseline, erased, (5, 10)) == []  # the rule without it passes
+    assert select_model.verdict(baseline, erased, (5, 10), 0.01) == [
+        "one click lowers Dice by 0.290 (allowed 0.010)"]
+    shaky = [0.45, 0.40, 0.55, 0.60, 0.62, 0.66, 0.66, 0.67, 0.67, 0.68, 0.68]  # the baseline's own -0.05
+    assert select_model.verdict(shaky, [v + 0.01 for v in shaky], (5, 10), 0.01) == []
