@@ -24,6 +24,13 @@ from collections import defaultdict
 from pathlib import Path
 
 
+def worst_step(dice: list) -> float | None:
+    """The worst change of a mean-Dice curve over one click (its largest fall, negative; None for
+    fewer than two points)."""
+    steps = [b - a for a, b in zip(dice, dice[1:])]
+    return min(steps) if steps else None
+
+
 def _curves(per: dict) -> dict:
     """``{"dice_per_click", "hd95_mm_per_click", "dice_mean_1_10", "worst_mean_dice_change_per_click"}``
     of ``per`` = {clicks: {case: [(dice, hd95) per seed]}}, averaged over seeds then cases."""
@@ -34,11 +41,11 @@ def _curves(per: dict) -> dict:
         case_hd = [x for x in (sum(h for _, h in v) / len(v) for v in cases.values()) if math.isfinite(x)]
         dice.append(round(sum(case_dice) / len(case_dice), 4))
         hd95.append(round(sum(case_hd) / len(case_hd), 2) if case_hd else None)
-    steps = [b - a for a, b in zip(dice, dice[1:])]
+    worst = worst_step(dice)
     return {
         "dice_per_click": dice, "hd95_mm_per_click": hd95,
         "dice_mean_1_10": round(sum(dice[1:11]) / len(dice[1:11]), 4) if len(dice) > 1 else None,
-        "worst_mean_dice_change_per_click": round(min(steps), 4) if steps else None,
+        "worst_mean_dice_change_per_click": round(worst, 4) if worst is not None else None,
     }
 
 

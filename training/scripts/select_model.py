@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from card_results import summarise  # noqa: E402
+from card_results import summarise, worst_step  # noqa: E402
 
 #: The default selection sets: the sub-folders of ``evaluate_default_model.sh`` that hold the
 #: held-out phantoms and CHGJ015 + STS_001 (the cases models are chosen on).
@@ -43,11 +43,6 @@ def curves(folder: Path, columns: dict | None = None) -> dict:
             continue
         found[sub.name] = summarise(sub, (columns or {}).get(sub.name, "dice"))["dice_per_click"]
     return found
-
-
-def worst_step(curve: list) -> float:
-    """The largest fall of a mean-Dice curve over one click (negative), or its smallest rise."""
-    return min(b - a for a, b in zip(curve, curve[1:]))
 
 
 def verdict(baseline: list, candidate: list, at: tuple, max_drop: float | None = None) -> list[str]:
