@@ -227,9 +227,9 @@ class RefinementSession(SessionResults):
             index = self.click_index(ras)
             klass = classes.class_index(self.classes, label)
             click = Click(tuple(float(v) for v in ras), bool(positive), label=label)
-            earlier = classes.click_classes(state.clicks, self.classes)
             if self.threshold_start and positive and not any(  # the class's first positive click
-                    c.positive and k == klass for c, k in zip(state.clicks, earlier)):
+                    c.positive and k == klass
+                    for c, k in zip(state.clicks, classes.click_classes(state.clicks, self.classes))):
                 click = self._threshold.promote(click, threshold_options())
             self.history.push(self._advance(state, click, index, False, t0))
             return self._result()
