@@ -567,11 +567,21 @@ def measure_modes(args, sessions, one_time_by_session, truth_ct, truth_work, ins
         modes[mode] = summarise(loops[mode])
         modes[mode].update(amp=reduced(own), precision=own.precision, plan=plan_fields(own),
                            compile=own.backend.compile_mode, compiled=bool(own.backend.compiled),
-                           device_path=own.backend.device_path)
+                           device_path=own.backend.device_path, region_removal=region_backend(own))
         modes[mode]["rss_peak_so_far_mb"] = peak_rss_mb()
         if cuda:
             modes[mode]["peak_cuda_allocated_mb"] = torch.cuda.max_memory_allocated(own.device) / 2**20
     return modes, loops
+
+
+def region_backend(session) -> str:
+    """Where the session's region removal labels: "scipy" (host) or "cupy" (GPU); an older checkout
+    (the before run) has only the host."""
+    try:
+        from InteractiveRefineLib.click_regions import arrays_for
+    except ImportError:
+        return "scipy"
+    return arrays_for(session.backend).name
 
 
 def replay_modes(args, sessions, loops, truth_ct, truth_work, inside) -> dict:
@@ -696,12 +706,13 @@ def _breakdown_lines(result: dict) -> list[str]:
     names = ("input", "network", "win-norm", "removal", "backmap", "transfer", "other", "wall")
     width = max([6] + [len(mode) for mode in result["modes"]])
     lines = [f"breakdown (median ms per click)  {'mode':<{width}} "
-             + " ".join(f"{n:>9}" for n in names) + "  precision compile device-path"]
+             + " ".join(f"{n:>9}" for n in names) + "  precision compile device-path removal-on"]
     for mode, m in result["modes"].items():
         b = m["breakdown_s"]
         cells = " ".join(f"{_fmt(None if b[p] is None else b[p] * 1000, 1):>9}" for p in PARTS)
+        path = "on" if m["device_path"] else "off"
         lines.append(f"breakdown (median ms per click)  {mode:<{width}} {cells}  {m['precision']} "
-                     f"{m['compile'] or 'off'} {'on' if m['device_path'] else 'off'}")
+                     f"{m['compile'] or 'off'} {path} {m.get('region_removal', '?')}")
     cold = result["cold_start_s"]
     lines.append("cold start (s): " + ", ".join(
         f"{k[:-2].replace('_', ' ')} {_fmt(v)}" for k, v in cold.items() if k.endswith("_s")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The one prepared command for a lent GPU (about 9 minutes of device time in all):
+#   0. the device click path's tests (pytest, on the GPU: they skip on a CPU);
 #   1. the GPU click-latency benchmark (the paper-size random model at 144^3 and the shipped model);
 #   2. the default model trained within what is left of the budget: scripts/train_default_model.sh
 #      with training/configs/gpu_default.json on phantoms plus the real sarcoma cases (less HOLDOUT);
@@ -45,6 +46,10 @@ export PYTHONPATH="$PWD/InteractiveRefine:$PWD/training${PYTHONPATH:+:$PYTHONPAT
 } >>"$LOG" 2>&1
 
 if [ -z "$SKIP_LATENCY" ]; then
+log "0. the device click path's tests on $DEVICE (CuPy region removal, device copies, two classes)"
+timeout 120 python3 -m pytest -q -p no:cacheprovider Testing/engine/test_device_click_path.py \
+  "Testing/engine/test_multiclass.py::test_device_resident_path_with_two_classes" -rs >"$OUT/gpu_tests.log" 2>&1 \
+  || log "device tests failed or timed out (see gpu_tests.log)"
 log "1. click latency on $DEVICE (paper-size random model, 144^3)"
 timeout 120 python3 benchmarks/click_latency.py --device "$DEVICE" $LATENCY_MODEL --case phantom --no-replay \
   --clicks "$LATENCY_CLICKS" --modes "$LATENCY_PAPER_MODES" --json "$OUT/latency_paper.json" >>"$LOG" 2>&1 \

@@ -44,7 +44,7 @@ def to_ct(probability: np.ndarray, threshold: float, grid, ct_box_grid, previous
         return out
     ct_sub, ct_sub_grid, source = boxes
     crop = probability[source].astype(np.float32)
-    prob_ct = geometry.resample(crop, geometry.sub_grid(grid, source), ct_sub_grid, order=1)
+    prob_ct = geometry.resample_probability(crop, geometry.sub_grid(grid, source), ct_sub_grid)
     out[ct_sub] = prob_ct > threshold
     return out
 
@@ -64,8 +64,8 @@ def _to_ct_classes(probability, threshold, grid, ct_box_grid, previous, box, lab
         return out
     ct_sub, ct_sub_grid, source = boxes
     source_grid = geometry.sub_grid(grid, source)
-    prob_ct = np.stack([geometry.resample(channel[source].astype(np.float32), source_grid, ct_sub_grid,
-                                          order=1) for channel in probability])
+    prob_ct = np.stack([geometry.resample_probability(channel[source], source_grid, ct_sub_grid)
+                        for channel in probability])
     out[ct_sub] = classes.label_map(prob_ct, threshold, labels)
     return out
 

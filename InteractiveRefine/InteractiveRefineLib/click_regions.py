@@ -22,12 +22,18 @@ refined tumour touching that region) revokes the rejection instead of erasing th
 The rule is a pure function of the click history and the states the user saw, so the session
 stays deterministic, undo restores the previous rejections with the previous state, and replaying
 the same clicks gives the same mask.
+
+Where the arrays live: the functions take numpy arrays (labelled with ``scipy.ndimage``) or CuPy
+arrays (labelled on the GPU with ``cupyx.scipy.ndimage``, the same routines), the same code for
+both. :func:`arrays_for` picks them for a session: CuPy on the device-resident click path on CUDA
+when CuPy is installed, else the host.
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
 
+from . import classes
 from .geometry import mask_box
 
 #: Help text of every command line's ``--no-region-removal`` flag.
@@ -41,24 +47,44 @@ NO_REGION_REMOVAL_HELP = (
 _STRUCTURE = np.ones((3, 3, 3), dtype=bool)
 
 
-def rejected_region(foreground: np.ndarray, index) -> np.ndarray | None:
-    """The connected region of ``foreground`` (bool ``[k, j, i]``) that a negative click at
-    ``index`` lands on, or None when it lands on background."""
+def _modules(array) -> tuple:
+    """``(array module, ndimage module)`` of ``array``: numpy and scipy's, or CuPy's."""
+    if type(array).__module__.split(".")[0] == "cupy":
+        import cupy
+        from cupyx.scipy import ndimage as cupy_ndimage
+
+        return cupy, cupy_ndimage
+    return np, ndimage
+
+
+def like(array, reference):
+    """``array`` in ``reference``'s array module (a rejection kept on the GPU read on the host
+    after a move to the CPU, or the reverse)."""
+    xp = _modules(reference)[0]
+    if _modules(array)[0] is xp:
+        return array
+    return xp.asarray(array) if xp is not np else array.get()
+
+
+def rejected_region(foreground, index):
+    """The connected region of ``foreground`` (bool ``[k, j, i]``, numpy or CuPy) that a negative
+    click at ``index`` lands on, or None when it lands on background."""
     index = tuple(int(v) for v in index)
-    if not foreground[index]:
+    if not bool(foreground[index]):
         return None
     labels, box = _labels(foreground)
-    region = np.zeros(foreground.shape, dtype=bool)
+    region = _modules(foreground)[0].zeros(foreground.shape, dtype=bool)
     region[box] = labels == labels[tuple(i - s.start for i, s in zip(index, box))]
     return region
 
 
-def _labels(foreground: np.ndarray) -> tuple:
+def _labels(foreground) -> tuple:
     """``(labels, box)``: the 26-connected regions of ``foreground`` labelled inside its bounding
     box ``box`` only (every region lies inside it, so this equals labelling the whole ROI, up to
     the numbering, at the cost of the box). ``box`` covers the whole array when it is empty."""
+    xp, ndi = _modules(foreground)
     box = mask_box(foreground) or tuple(slice(0, 0) for _ in foreground.shape)
-    labels, _ = ndimage.label(foreground[box], structure=_STRUCTURE)
+    labels, _ = ndi.label(foreground[box], structure=xp.asarray(_STRUCTURE))
     return labels, box
 
 
@@ -69,8 +95,9 @@ def _label_at(labels, box, index) -> int:
     return int(labels[local])
 
 
-def suppressed(rejections, foreground: np.ndarray, positive_indices) -> np.ndarray | None:
-    """Union of the ``rejections`` to remove from the refined ``foreground``, or None.
+def suppressed(rejections, foreground, positive_indices):
+    """Union of the ``rejections`` to remove from the refined ``foreground``, or None (in
+    ``foreground``'s array module).
 
     A rejection is removed only when there are positive clicks, none lies in it, and it does not
     touch a region of ``foreground`` that holds one.
@@ -78,20 +105,63 @@ def suppressed(rejections, foreground: np.ndarray, positive_indices) -> np.ndarr
     positive_indices = [tuple(int(v) for v in p) for p in positive_indices]
     if not rejections or not positive_indices:
         return None
+    xp, ndi = _modules(foreground)
     labels, found = _labels(foreground)  # labelled inside the foreground's bounding box
     kept = {_label_at(labels, found, p) for p in positive_indices} - {0}
     tumour = None
     if kept:  # the positive clicks' regions grown by one voxel, computed in their bounding box
-        core = np.zeros(foreground.shape, dtype=bool)
-        core[found] = np.isin(labels, sorted(kept))
+        core = xp.zeros(foreground.shape, dtype=bool)
+        core[found] = xp.isin(labels, xp.asarray(sorted(kept)))
         box = mask_box(core, pad=1)
-        tumour = np.zeros_like(core)
-        tumour[box] = ndimage.binary_dilation(core[box], structure=_STRUCTURE)
+        tumour = xp.zeros_like(core)
+        tumour[box] = ndi.binary_dilation(core[box], structure=xp.asarray(_STRUCTURE))
     out = None
     for region in rejections:
-        if any(region[p] for p in positive_indices):
+        region = like(region, foreground)
+        if any(bool(region[p]) for p in positive_indices):
             continue
-        if tumour is not None and (region & tumour).any():
+        if tumour is not None and bool((region & tumour).any()):
             continue
         out = region.copy() if out is None else out | region
     return out
+
+
+class HostArrays:
+    """Region removal on the host: numpy masks of the history's arrays, scipy's labelling."""
+
+    name = "scipy"
+
+    def foreground(self, probability, threshold: float):
+        return classes.foreground(probability, threshold)
+
+
+class CupyArrays:
+    """Region removal on the GPU: the masks are made from the device copies of the history's
+    probabilities (:class:`~.backend.DeviceCopies`, copied when missing) and labelled with
+    ``cupyx.scipy.ndimage``; the rejected regions stay on the device."""
+
+    name = "cupy"
+
+    def __init__(self, copies, device):
+        self.copies, self.device = copies, device
+
+    def foreground(self, probability, threshold: float):
+        import cupy
+        import torch
+
+        tensor = self.copies.of(probability, self.device)
+        mask = classes.foreground(tensor, threshold).to(torch.uint8)
+        return cupy.from_dlpack(mask).astype(bool)
+
+
+def arrays_for(backend):
+    """Where a session's region removal runs: :class:`CupyArrays` on the device-resident click
+    path on CUDA when CuPy imports, else :class:`HostArrays`."""
+    if backend.device_path and backend.device.type == "cuda":
+        try:
+            import cupy  # noqa: F401
+            from cupyx.scipy import ndimage as _  # noqa: F401
+        except ImportError:
+            return HostArrays()
+        return CupyArrays(backend.resident, backend.device)
+    return HostArrays()

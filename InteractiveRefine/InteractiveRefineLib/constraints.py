@@ -20,37 +20,44 @@ from . import classes, click_regions, geometry
 
 
 def rejections_after(rejections: tuple, previous_probability, threshold: float, index, positive: bool,
-                     enabled: bool = True) -> tuple:
+                     enabled: bool = True, arrays=None) -> tuple:
     """The rejected regions after a click at working-grid ``index``: a negative click adds the
-    connected foreground region of the previous mask it lies in (if any)."""
+    connected foreground region of the previous mask it lies in (if any). ``arrays``: where the
+    regions are found (:func:`.click_regions.arrays_for`; None: on the host)."""
     if not enabled or positive:
         return rejections
-    region = click_regions.rejected_region(classes.foreground(previous_probability, threshold), index)
+    arrays = arrays or click_regions.HostArrays()
+    region = click_regions.rejected_region(arrays.foreground(previous_probability, threshold), index)
     return rejections if region is None else rejections + (region,)
 
 
 def remove_rejected(probability: np.ndarray, rejections, indices, positives, previous_probability,
-                    threshold: float) -> tuple:
+                    threshold: float, arrays=None) -> tuple:
     """Zero, in place, the rejected regions that the clicks now allow removing.
 
     Returns the bounding box of the voxels it changed (or None) and how many foreground voxels
     of the previous mask it removed (what disappears from the screen; a region the network
-    predicts again after its removal is zeroed again without being counted).
+    predicts again after its removal is zeroed again without being counted). ``arrays``: where
+    the regions are computed (None: on the host); only the changed box's mask reaches the host.
     """
     if not rejections:
         return None, 0
-    foreground = classes.foreground(probability, threshold)
+    arrays = arrays or click_regions.HostArrays()
+    foreground = arrays.foreground(probability, threshold)
     suppress = click_regions.suppressed(rejections, foreground, [i for i, p in zip(indices, positives) if p])
     if suppress is None:
         return None, 0
+    changed = suppress & arrays.foreground(probability, 0.0)  # probabilities are >= 0: != 0 in any class
+    box = geometry.mask_box(changed)
+    if box is None:
+        return None, 0
+    seen = int((changed & foreground & arrays.foreground(previous_probability, threshold)).sum())
+    zero = click_regions.like(suppress[box], probability)
     if probability.ndim == 3:
-        changed = suppress & (probability != 0)
-        probability[suppress] = 0
+        probability[box][zero] = 0
     else:  # several classes: a rejected region is removed from every class
-        changed = suppress & (probability != 0).any(0)
-        probability[:, suppress] = 0
-    seen = suppress & foreground & classes.foreground(previous_probability, threshold)
-    return geometry.mask_box(changed), int(seen.sum())
+        probability[(slice(None),) + box][:, zero] = 0
+    return box, seen
 
 
 #: The command-line help of ``--[no-]local-edits`` (engine CLI, evaluate, threshold_floor.py).

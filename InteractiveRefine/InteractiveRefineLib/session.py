@@ -30,7 +30,7 @@ import warnings
 
 import numpy as np
 
-from . import backmap, classes, constraints, policy
+from . import backmap, classes, click_regions, constraints, policy
 from .backend import Cancelled, InferenceBackend, detect_hardware
 from .clicks import Click, click_index
 from .geometry import Volume, union
@@ -271,8 +271,9 @@ class RefinementSession(SessionResults):
         clicks = Clicks(state.click_indices + (index,), positives, click, labels)
         threshold = self.card.threshold
         t_rejections = time.perf_counter()
-        rejections = constraints.rejections_after(
-            state.rejections, state.probability, threshold, index, click.positive, self.region_removal)
+        arrays = click_regions.arrays_for(self.backend)  # scipy on the host, or CuPy on the GPU
+        rejections = constraints.rejections_after(state.rejections, state.probability, threshold, index,
+                                                  click.positive, self.region_removal, arrays)
         removal_s = time.perf_counter() - t_rejections
         refiner, calibrate_s = self._refiner_for(click, index, exact)
         proposal = refiner.refine(state, clicks, exact=exact, first=state is self.history.initial)
@@ -282,9 +283,10 @@ class RefinementSession(SessionResults):
         if self.local_edits and click.kind != "threshold" and after_region:
             reset_box = constraints.keep_connected_changes(probability, state.probability, index, threshold,
                                                            proposal.changed)
+            self.backend.resident.update(probability, reset_box)  # a device copy stays equal
         removed_box, removed = constraints.remove_rejected(
-            probability, rejections, clicks.indices, clicks.positives, state.probability, threshold)
-        self.backend.resident.update(probability, union(reset_box, removed_box))  # a device copy stays equal
+            probability, rejections, clicks.indices, clicks.positives, state.probability, threshold, arrays)
+        self.backend.resident.update(probability, removed_box)
         changed = proposal.changed
         if changed is not None:  # a removed region may reach outside the window: it changed too
             changed = union(changed, removed_box)

@@ -102,23 +102,68 @@ def test_device_back_mapping_gives_the_host_mask(with_previous):
     assert (host != device).sum() <= 2
 
 
-def test_region_labelling_in_the_foreground_box_equals_the_whole_roi():
+def _array_module(name):
+    """numpy, or CuPy (on a GPU with CuPy installed; skipped elsewhere)."""
+    if name == "numpy":
+        return np
+    cupy = pytest.importorskip("cupy", reason="region removal on the GPU needs CuPy")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    return cupy
+
+
+def _host(array):
+    return array if isinstance(array, np.ndarray) else array.get()
+
+
+@pytest.mark.parametrize("module", ["numpy", "cupy"])
+def test_region_labelling_in_the_foreground_box_equals_the_whole_roi(module):
+    """The same rule on the host (scipy) and on the GPU (cupyx.scipy.ndimage): equal to labelling
+    the whole ROI with scipy."""
+    xp = _array_module(module)
     rng = np.random.default_rng(3)
     foreground = np.zeros((30, 32, 34), bool)
     foreground[5:12, 6:14, 8:15] = True
     foreground[20:25, 20:28, 3:9] = True
     foreground[12, 14, 15] = True  # touches the first blob at a corner (26-connectivity)
     foreground |= rng.random(foreground.shape) > 0.995
-    region = click_regions.rejected_region(foreground, (6, 7, 9))
+    region = click_regions.rejected_region(xp.asarray(foreground), (6, 7, 9))
     from scipy import ndimage
 
     labels, _ = ndimage.label(foreground, structure=np.ones((3, 3, 3), bool))
-    assert np.array_equal(region, labels == labels[6, 7, 9])
+    assert type(region) is type(xp.asarray(foreground))
+    assert np.array_equal(_host(region), labels == labels[6, 7, 9])
     # suppressed: a positive click outside the foreground's box must count as background
-    rejections = (labels == labels[21, 21, 4],)
-    assert click_regions.suppressed(rejections, foreground, [(0, 0, 0)]) is not None
-    assert click_regions.suppressed(rejections, foreground, [(22, 22, 5)]) is None
-    assert click_regions.suppressed(rejections, np.zeros_like(foreground), [(2, 2, 2)]) is not None
+    rejections = (labels == labels[21, 21, 4],)  # a host rejection is read on the GPU too
+    on = xp.asarray(foreground)
+    assert click_regions.suppressed(rejections, on, [(0, 0, 0)]) is not None
+    assert click_regions.suppressed(rejections, on, [(22, 22, 5)]) is None
+    assert click_regions.suppressed(rejections, xp.zeros_like(on), [(2, 2, 2)]) is not None
+    # a positive click in the first blob: the second blob, rejected, is removed; the blob touching
+    # the first one at a corner is not
+    touching = (labels == labels[6, 7, 9],)
+    assert click_regions.suppressed(touching, on, [(6, 7, 9)]) is None
+    assert np.array_equal(_host(click_regions.suppressed(rejections, on, [(6, 7, 9)])), rejections[0])
+
+
+def test_region_removal_runs_where_the_click_path_does(package64):
+    """Host arrays off the device path and on the CPU; CuPy only on CUDA's device path."""
+    from InteractiveRefineLib.backend import InferenceBackend, detect_hardware
+
+    hardware = detect_hardware()
+    cpu = policy.plan(policy.Request("cpu", "full", False), hardware, 64 ** 3)
+    for device_path in (None, False, True):
+        backend = InferenceBackend(package64, cpu, hardware, device_path)
+        assert click_regions.arrays_for(backend).name == "scipy"
+    if torch.cuda.is_available():
+        cuda = policy.plan(policy.Request("cuda", "full", False), hardware, 64 ** 3)
+        try:
+            import cupy  # noqa: F401
+            expected = "cupy"
+        except ImportError:
+            expected = "scipy"
+        assert click_regions.arrays_for(InferenceBackend(package64, cuda, hardware)).name == expected
+        assert click_regions.arrays_for(InferenceBackend(package64, cuda, hardware, False)).name == "scipy"
 
 
 def _session(package, image, **kwargs):
@@ -151,6 +196,28 @@ def test_device_path_on_the_cpu_gives_the_host_results(package64, image):
     for result in results:
         for part in ("map_s", "model_s", "removal_s", "backmap_s", "transfer_s"):
             assert part in result.timings
+
+
+def test_region_removal_on_the_gpu_gives_the_host_masks(package64, image):
+    """On CUDA the device path labels with CuPy; the same network's clicks give the host path's
+    probabilities, rejections and removed volumes."""
+    _array_module("cupy")
+    sessions = []
+    for device_path in (False, True):
+        session = RefinementSession(package64, device="cuda", refine_mode="full", amp=False,
+                                    device_path=device_path)
+        session.set_image(*image)
+        session.initial()
+        sessions.append(session)
+    host, gpu = sessions
+    assert click_regions.arrays_for(gpu.backend).name == "cupy"
+    _, host_p, _ = _play(host)
+    _, gpu_p, _ = _play(gpu)
+    for a, b in zip(host_p, gpu_p):
+        assert np.array_equal(a, b)
+    for a, b in zip(host.history, gpu.history):
+        assert a.removed_ml == b.removed_ml and len(a.rejections) == len(b.rejections)
+        assert all(np.array_equal(x, _host(y)) for x, y in zip(a.rejections, b.rejections))
 
 
 def test_compile_off_is_bit_identical_and_compiled_clicks_are_confirmed(package64, image):
@@ -218,6 +285,7 @@ def test_latency_benchmark_writes_the_breakdown(tmp_path):
         assert all(isinstance(summary["breakdown_s"][p], float) for p in parts)
         assert summary["compile"] is None
     assert result["modes"]["full"]["device_path"] and not result["modes"]["full+host"]["device_path"]
+    assert result["modes"]["full"]["region_removal"] == "scipy"  # CuPy only on CUDA
     assert result["modes"]["full+bf16"]["precision"] == "bfloat16"
     cold = result["cold_start_s"]
     for key in ("cuda_context_s", "weights_load_s", "weights_to_device_s", "first_pass_s"):
