@@ -148,7 +148,8 @@ def test_probability_resampling_along_parallel_axes_equals_scipy(spacing, origin
     matrix = np.diag(list(spacing) + [1.0])
     matrix[:3, 3] = origin
     target = geometry.Grid(shape, matrix)
-    probability = (0.5 + 0.05 * ndimage.gaussian_filter(rng.standard_normal((80, 80, 80)), 2)).astype(np.float16)
+    noise = ndimage.gaussian_filter(rng.standard_normal((80, 80, 80)), 2)
+    probability = (0.5 + 0.05 * noise).astype(np.float16)
     probability[:, :20] = 0.5
     fast = geometry.resample_probability(probability, source, target)
     reference = geometry.resample(probability, source, target, order=1)
