@@ -258,11 +258,15 @@ def _linear_axis_aligned(array: np.ndarray, scale, offset, shape, cval: float = 
         low = np.clip(np.floor(padded), 0.0, float(n))
         upper = padded - low
         low = low.astype(np.intp)
-        w_low = ((1.0 - upper) * within)[:, None, None]
-        w_up = (upper * within)[:, None, None]
         moved = np.moveaxis(values, axis, 0)  # padded index q reads source index clip(q - 1, 0, n - 1)
-        values = np.moveaxis(moved[np.clip(low - 1, 0, n - 1)] * w_low + moved[np.clip(low, 0, n - 1)] * w_up,
-                             0, axis)
+        lower = moved[np.clip(low - 1, 0, n - 1)]
+        if upper.any():
+            w_low = ((1.0 - upper) * within)[:, None, None]
+            w_up = (upper * within)[:, None, None]
+            lower = lower * w_low + moved[np.clip(low, 0, n - 1)] * w_up
+        elif not within.all():  # whole-voxel steps: weights 1 and 0, a copy
+            lower = lower * within[:, None, None]
+        values = np.moveaxis(lower, 0, axis)
         if cval:
             view = [1] * array.ndim
             view[axis] = -1

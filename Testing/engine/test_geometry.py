@@ -137,6 +137,7 @@ def test_nifti_without_simpleitk_reads_the_same_geometry(monkeypatch, tmp_path):
     ((0.977, 0.977, 2.0), (-1.2, -0.8, -0.5), (72, 147, 147)),  # a CT box under a 1 mm working grid
     ((0.41, 1.7, 0.33), (-3.2, 5.1, -40.0), (200, 50, 250)),  # finer and coarser, partly outside
     ((2.0, 2.0, 2.0), (0.5, 0.5, 0.5), (40, 40, 40)),
+    ((1.0, 1.0, 2.0), (-3.0, 4.0, 1.5), (90, 70, 50)),  # whole-voxel steps along i and j: copies
 ])
 def test_probability_resampling_along_parallel_axes_equals_scipy(spacing, origin, shape):
     """The back-mapping's one-axis-at-a-time re-sampling gives scipy's float32 values on float16
