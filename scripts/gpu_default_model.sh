@@ -8,6 +8,8 @@
 # Usage on the device machine, in the repository root (the device tool's `run`, carrying .whl and
 # .gpu_data, both git-ignored):
 #   OUT=$OUT BUDGET_S=540 bash scripts/gpu_default_model.sh
+# TRAINED_144 (default runs/mm1/package, carried too when present): a trained 144^3 model at 1 mm, timed
+# with its clicks replayed against float32 whole-ROI (benchmarks/README.md, "The models measured").
 # .whl holds the monai and nibabel wheels for the device's Python (its image has torch, numpy, scipy,
 # safetensors but no monai or SimpleITK: NIfTI is then read with nibabel); .gpu_data/sts_ibsi a copy
 # of ../shared/data/sts_ibsi. DEVICE=cpu and small N_PHANTOMS / *_EPOCHS rehearse it on a CPU.
@@ -23,6 +25,8 @@ LATENCY_MODES=${LATENCY_MODES:-full+host,full,auto}
 LATENCY_CLICKS=${LATENCY_CLICKS:-10}
 LATENCY_MODEL=${LATENCY_MODEL:---random-paper-model}
 LATENCY_PAPER_MODES=${LATENCY_PAPER_MODES:-full+host,full,full+bf16,full+bf16+compile}
+TRAINED_144=${TRAINED_144:-runs/mm1/package}
+LATENCY_TRAINED_MODES=${LATENCY_TRAINED_MODES:-full,full+host,full+bf16,full+bf16+compile}
 INITIAL_EPOCHS=${INITIAL_EPOCHS:-20}
 REFINE_EPOCHS=${REFINE_EPOCHS:-10}
 REFINE_ITERATIONS=${REFINE_ITERATIONS:-25}
@@ -54,6 +58,12 @@ log "1. click latency on $DEVICE (paper-size random model, 144^3)"
 timeout 120 python3 benchmarks/click_latency.py --device "$DEVICE" $LATENCY_MODEL --case phantom --no-replay \
   --clicks "$LATENCY_CLICKS" --modes "$LATENCY_PAPER_MODES" --json "$OUT/latency_paper.json" >>"$LOG" 2>&1 \
   || log "latency (paper model) failed or timed out"
+if [ -d "$TRAINED_144" ]; then  # a trained 144^3 model (carried: runs/ is git-ignored), replayed for Dice
+  log "   click latency on $DEVICE (trained 144^3 model $TRAINED_144)"
+  timeout 150 python3 benchmarks/click_latency.py --device "$DEVICE" --model "$TRAINED_144" --case phantom \
+    --clicks "$LATENCY_CLICKS" --modes "$LATENCY_TRAINED_MODES" --json "$OUT/latency_trained144.json" >>"$LOG" 2>&1 \
+    || log "latency (trained 144^3 model) failed or timed out"
+fi
 log "   click latency on $DEVICE (shipped model)"
 timeout 45 python3 benchmarks/click_latency.py --device "$DEVICE" --case phantom --clicks "$LATENCY_CLICKS" --no-replay \
   --modes "$LATENCY_MODES" --json "$OUT/latency_shipped.json" >>"$LOG" 2>&1 || log "latency (shipped) failed"
