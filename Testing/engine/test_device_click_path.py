@@ -102,6 +102,19 @@ def test_device_back_mapping_gives_the_host_mask(with_previous):
     assert (host != device).sum() <= 2
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.5, 0.4, 1e-8, 0.99, 1.0])
+def test_float16_threshold_on_the_bits_equals_numpy(threshold):
+    """Every float16 value (negative, -0, subnormal, inf, NaN included) is above the threshold on
+    the bit patterns exactly when numpy says so."""
+    from InteractiveRefineLib.classes import above_threshold
+
+    every = np.arange(2 ** 16, dtype=np.uint16).view(np.float16)
+    with np.errstate(invalid="ignore"):
+        assert np.array_equal(above_threshold(every, threshold), every > threshold)
+    assert np.array_equal(above_threshold(every.astype(np.float32), threshold),
+                          every.astype(np.float32) > threshold)
+
+
 def _array_module(name):
     """numpy, or CuPy (on a GPU with CuPy installed; skipped elsewhere)."""
     if name == "numpy":
