@@ -60,7 +60,7 @@ timeout 120 python3 benchmarks/click_latency.py --device "$DEVICE" $LATENCY_MODE
   || log "latency (paper model) failed or timed out"
 if [ -d "$TRAINED_144" ]; then  # a trained 144^3 model (carried: runs/ is git-ignored), replayed for Dice
   log "   click latency on $DEVICE (trained 144^3 model $TRAINED_144)"
-  timeout 150 python3 benchmarks/click_latency.py --device "$DEVICE" --model "$TRAINED_144" --case phantom \
+  timeout 100 python3 benchmarks/click_latency.py --device "$DEVICE" --model "$TRAINED_144" --case phantom \
     --clicks "$LATENCY_CLICKS" --modes "$LATENCY_TRAINED_MODES" --json "$OUT/latency_trained144.json" >>"$LOG" 2>&1 \
     || log "latency (trained 144^3 model) failed or timed out"
 fi
