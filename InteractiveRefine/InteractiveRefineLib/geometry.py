@@ -246,12 +246,12 @@ def resample_probability(array: np.ndarray, source: Grid, target: Grid) -> np.nd
     return _linear_axis_aligned(np.asarray(array, dtype=np.float32), np.diag(matrix), offset, target.shape)
 
 
-def _linear_axis_aligned(array: np.ndarray, scale, offset, shape, cval: float = 0.0) -> np.ndarray:
+def _linear_axis_aligned(array: np.ndarray, scale, offset, shape) -> np.ndarray:
     """Linear re-sampling along parallel axes, k then j then i (scipy's order of the sums): target
-    voxel ``t`` of axis ``a`` reads source index ``scale[a] * t + offset[a]``; beyond the
-    edge-padded array ``cval``."""
-    values, inside = array, None
-    for axis in range(array.ndim):  # k, then j, then i: scipy's order of the sums, bit for bit
+    voxel ``t`` of axis ``a`` reads source index ``scale[a] * t + offset[a]``; 0 beyond the
+    edge-padded array."""
+    values = array
+    for axis in range(array.ndim):
         n = array.shape[axis]
         padded = np.arange(shape[axis], dtype=np.float64) * scale[axis] + offset[axis] + 1.0
         within = (padded >= 0.0) & (padded <= n + 1.0)  # inside the edge-padded array
@@ -267,14 +267,7 @@ def _linear_axis_aligned(array: np.ndarray, scale, offset, shape, cval: float = 
         elif not within.all():  # whole-voxel steps: weights 1 and 0, a copy
             lower = lower * within[:, None, None]
         values = np.moveaxis(lower, 0, axis)
-        if cval:
-            view = [1] * array.ndim
-            view[axis] = -1
-            inside = within.reshape(view) if inside is None else inside & within.reshape(view)
-    out = values.astype(np.float32)
-    if cval and not inside.all():
-        out[~np.broadcast_to(inside, shape)] = cval
-    return out
+    return values.astype(np.float32)
 
 
 def _inside(source: Grid, target: Grid, points_ijk: np.ndarray) -> np.ndarray:
