@@ -93,6 +93,11 @@ DEFAULTS: dict = {
         # positive click at the tumour's innermost voxel whose pet_region is the previous
         # probability (the refine network learns to keep a good threshold region and correct it)
         "threshold_start": 0.0,
+        # the share of training sequences (of those not starting from a threshold region) that
+        # start from the GTVp grown by a random number of voxels in grown_start_vox: a mask too
+        # large around the tumour, which the refine network must trim without losing the tumour
+        "grown_start": 0.0,
+        "grown_start_vox": [2, 6],
         # --stage prompt (HN-UISeg stage 1): the probability that an iteration's click channels
         # hold the prompts drawn from the truth (else all zero), and where a component's positive
         # click goes: "random" (a voxel of the component, uniform) or "innermost" (its largest
@@ -200,6 +205,14 @@ def validate(config: dict) -> None:
         raise ValueError("interaction.threshold_start must lie in [0, 1]")
     if float(inter.get("threshold_start", 0.0)) > 0 and inter.get("pet_region") is None:
         raise ValueError("interaction.threshold_start needs interaction.pet_region (its starting region)")
+    if not 0.0 <= float(inter.get("grown_start", 0.0)) <= 1.0:
+        raise ValueError("interaction.grown_start must lie in [0, 1]")
+    grown = inter.get("grown_start_vox", [2, 6])
+    whole = isinstance(grown, (list, tuple)) and len(grown) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in grown)
+    if not whole or not 1 <= grown[0] <= grown[1]:
+        raise ValueError(f"interaction.grown_start_vox must be [low, high] voxels with 1 <= low <= high, "
+                         f"got {grown!r}")
     prompt_prob = inter.get("prompt_prob", 0.5)
     if (not isinstance(prompt_prob, (int, float)) or isinstance(prompt_prob, bool)
             or not 0.0 <= prompt_prob <= 1.0):

@@ -179,6 +179,8 @@ class RefineTrainer(Trainer):
         n_clicks = int(self.shared_rng.integers(int(inter["min_clicks"]), int(inter["max_clicks"]) + 1))
         clicks, losses = Clicks(), []
         start = self.threshold_start(image, truth, clicks)
+        if start is None:
+            start = self.grown_start(truth, image)
         probability = self.starting_probability(image) if start is None else start
         prediction = PendingMask(probability)
         for _ in range(n_clicks):
@@ -236,6 +238,25 @@ class RefineTrainer(Trainer):
             return None
         others = self.refine_stage.spec("previous_probability").channels - 1  # GTVn etc.: none yet
         return torch.cat([region.float()] + [torch.zeros_like(region, dtype=torch.float32)] * others, 1)
+
+    def grown_start(self, truth: np.ndarray, image):
+        """With probability ``interaction.grown_start``, the sequence starts from the GTVp grown by
+        a ball of a random radius in ``interaction.grown_start_vox`` (voxels): an initial mask too
+        large around the tumour, whose first simulated click is a negative one on the excess.
+        Returns the previous probability ``[1, C, k, j, i]`` (other classes empty), or None."""
+        inter = self.config["interaction"]
+        share = float(inter.get("grown_start", 0.0))
+        tumour = truth if truth.dtype == bool else truth == 1
+        if share <= 0.0 or not tumour.any() or self.rng.random() >= share:
+            return None
+        low, high = (int(v) for v in inter.get("grown_start_vox", [2, 6]))
+        radius = int(self.rng.integers(low, high + 1))
+        steps = np.arange(-radius, radius + 1) ** 2
+        ball = steps[:, None, None] + steps[None, :, None] + steps[None, None, :] <= radius ** 2
+        grown = ndimage.binary_dilation(tumour, structure=ball)
+        others = self.refine_stage.spec("previous_probability").channels - 1  # GTVn etc.: none yet
+        region = torch.from_numpy(grown[None, None].astype(np.float32)).to(image.device)
+        return torch.cat([region] + [torch.zeros_like(region)] * others, 1)
 
     def add_click(self, user, clicks: Clicks, prediction: np.ndarray, truth: np.ndarray):
         """The simulated user's next click on a boolean prediction (None when no error is left)."""

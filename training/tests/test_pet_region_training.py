@@ -136,3 +136,42 @@ def test_a_threshold_start_sequence_begins_at_the_innermost_voxel_with_its_regio
 def test_threshold_start_needs_the_pet_region_input():
     with pytest.raises(ValueError, match="threshold_start needs interaction.pet_region"):
         tiny_config(interaction={"threshold_start": 0.5})
+
+
+def test_a_grown_start_sequence_begins_too_large_and_its_first_click_is_negative():
+    """``interaction.grown_start``: the previous probability is the GTVp grown by 2-3 voxels, so
+    the simulated user's first click is a negative one on the excess; with the share 0 nothing is
+    drawn (older configs train on the same sequences)."""
+    from types import SimpleNamespace
+
+    import torch
+    from interactive_refine_training.variants import RefineTrainer
+    from InteractiveRefineLib.simulated_user import SimulatedUser
+
+    config = tiny_config(interaction={"grown_start": 1.0, "grown_start_vox": [2, 3]})
+    trainer = SimpleNamespace(config=config, rng=np.random.default_rng(0),
+                              refine_stage=training_stages(config)["refine"])
+    truth = np.zeros((32, 32, 32), dtype=bool)
+    truth[10:18, 10:18, 10:18] = True
+    start = RefineTrainer.grown_start(trainer, truth, torch.zeros(1, 2, 32, 32, 32))
+    grown = start[0, 0].numpy() > 0.5
+    assert start.shape == (1, 1, 32, 32, 32)
+    assert grown[truth].all() and 8 ** 3 * 1.5 < grown.sum() < 14 ** 3  # all the tumour, and a shell
+    assert not grown[10:18, 10:18, 21:].any()  # at most 3 voxels beyond the last (17)
+    click = SimulatedUser("2sicr", np.random.default_rng(0)).next_click(grown, truth)
+    assert click is not None and not click.positive and not truth[click.index]
+
+    trainer.config = tiny_config()  # share 0
+    before = trainer.rng.bit_generator.state
+    assert RefineTrainer.grown_start(trainer, truth, torch.zeros(1, 2, 32, 32, 32)) is None
+    assert trainer.rng.bit_generator.state == before
+
+
+@pytest.mark.parametrize("interaction, message", [
+    ({"grown_start": 1.5}, "grown_start must lie"),
+    ({"grown_start_vox": [3, 2]}, "grown_start_vox must be"),
+    ({"grown_start_vox": [0, 2]}, "grown_start_vox must be"),
+])
+def test_grown_start_settings_are_checked(interaction, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(interaction=interaction)
