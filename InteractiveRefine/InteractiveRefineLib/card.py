@@ -139,7 +139,8 @@ class ModelCard:
     click of that class where the PET has uptake (unless its user says otherwise).
     ``local_edits_after_threshold`` (default
     false): once the mask is a PET threshold region, a network click keeps only the changes that
-    connect to it (:func:`.constraints.keep_connected_changes`).
+    connect to it (:func:`.constraints.keep_connected_changes`). ``local_edits_positive_clicks``
+    (default false): every positive network click keeps only the changes that connect to it.
     """
 
     raw: Mapping = field(hash=False, repr=False)
@@ -161,6 +162,7 @@ class ModelCard:
     pet_optional: bool = False
     threshold_start: bool = False
     local_edits_after_threshold: bool = False
+    local_edits_positive_clicks: bool = False
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -555,11 +557,13 @@ def _scalars(raw: Mapping, source) -> dict:
     start = raw.get("threshold_start", False)
     if not isinstance(start, bool):
         raise _fail(source, "threshold_start", "true or false", start)
-    local = raw.get("local_edits_after_threshold", False)
-    if not isinstance(local, bool):
-        raise _fail(source, "local_edits_after_threshold", "true or false", local)
+    flags = {}
+    for key in ("local_edits_after_threshold", "local_edits_positive_clicks"):
+        flags[key] = raw.get(key, False)
+        if not isinstance(flags[key], bool):
+            raise _fail(source, key, "true or false", flags[key])
     return {"threshold": float(threshold), "activation": activation, "fast_window_vox": window,
-            "threshold_start": start, "local_edits_after_threshold": local}
+            "threshold_start": start, **flags}
 
 
 def parse_card(raw: dict, source: str = CARD_NAME) -> ModelCard:

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import clinical
 from .click_regions import NO_REGION_REMOVAL_HELP
-from .constraints import LOCAL_EDITS_HELP
+from .constraints import LOCAL_EDITS_HELP, LOCAL_EDITS_POSITIVE_HELP
 from .errors import InteractiveRefineError
 from .networks import TINY_NETWORK, TINY_ROI
 from .runtime import apply_process_settings, threads_from_environment
@@ -154,6 +154,7 @@ def _session(args, ct_path, pet_path):
                                 amp=PRECISIONS[args.precision],
                                 threshold_start=getattr(args, "threshold_start", None),
                                 local_edits=getattr(args, "local_edits", None),
+                                local_edits_positive=getattr(args, "local_edits_positive", None),
                                 compile=getattr(args, "compile", None) or False,
                                 amp_dtype="bfloat16" if args.precision == "bfloat16" else None)
     session.set_image(ct, pet, roi_center_ras=parse_roi_center(args.roi_center),
@@ -385,6 +386,8 @@ def _add_session_options(p, pet_required: bool = False) -> None:
                         "(default: as the model card says)")
     p.add_argument("--local-edits", action=argparse.BooleanOptionalAction, default=None,
                    help=LOCAL_EDITS_HELP)
+    p.add_argument("--local-edits-positive", action=argparse.BooleanOptionalAction, default=None,
+                   help=LOCAL_EDITS_POSITIVE_HELP)
 
 
 def _add_segment(sub) -> None:

@@ -9,7 +9,8 @@ region of that union it lands on, any positive click (of any class) counts, and 
 is removed from every class.
 
 Local edits (:func:`keep_connected_changes`, a card's ``local_edits_after_threshold``): once the
-mask is a PET threshold region, a network click keeps only the changes connected to itself.
+mask is a PET threshold region, a network click keeps only the changes connected to itself; with
+``local_edits_positive_clicks``, every positive network click does.
 """
 from __future__ import annotations
 
@@ -63,6 +64,9 @@ def remove_rejected(probability: np.ndarray, rejections, indices, positives, pre
 #: The command-line help of ``--[no-]local-edits`` (engine CLI, evaluate, threshold_floor.py).
 LOCAL_EDITS_HELP = ("once the mask is a PET threshold region, a model click keeps only the changes connected "
                     "to it (default: as the model card says, local_edits_after_threshold)")
+#: The command-line help of ``--[no-]local-edits-positive``.
+LOCAL_EDITS_POSITIVE_HELP = ("every positive model click keeps only the changes connected to it "
+                             "(default: as the model card says, local_edits_positive_clicks)")
 #: How near (voxels, per axis) to a click a changed region must come to be kept as its edit.
 EDIT_REACH_VOX = 2
 

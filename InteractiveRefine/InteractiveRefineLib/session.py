@@ -69,6 +69,8 @@ class RefinementSession(SessionResults):
         local_edits: once the mask is a PET threshold region, a network click keeps only the
             changes connected to itself (:func:`.constraints.keep_connected_changes`); None
             (default): as the card says (``local_edits_after_threshold``).
+        local_edits_positive: every positive network click keeps only the changes connected to
+            itself; None (default): as the card says (``local_edits_positive_clicks``).
         device_path, compile: the click on the device (None: on CUDA only) and compiled refine
             networks (False, True or a mode): :class:`.backend.InferenceBackend`.
     """
@@ -78,7 +80,7 @@ class RefinementSession(SessionResults):
                  region_removal: bool = True, amp: bool | str = "auto",
                  threshold_start: bool | None = None, device_path: bool | None = None,
                  compile: bool | str = False, amp_dtype: str | None = None,
-                 local_edits: bool | None = None):
+                 local_edits: bool | None = None, local_edits_positive: bool | None = None):
         self._request = policy.Request(device, refine_mode, amp, amp_dtype)
         if fast_window is not None and int(fast_window) < 1:
             raise ValueError(f"fast_window must be >= 1, got {fast_window}")
@@ -90,6 +92,8 @@ class RefinementSession(SessionResults):
         self.region_removal = bool(region_removal)
         self.threshold_start = self.card.threshold_start if threshold_start is None else bool(threshold_start)
         self.local_edits = self.card.local_edits_after_threshold if local_edits is None else bool(local_edits)
+        self.local_edits_positive = (self.card.local_edits_positive_clicks if local_edits_positive is None
+                                     else bool(local_edits_positive))
         hardware = detect_hardware()
         plan = policy.plan(self._request, hardware, int(np.prod(self.card.roi_size_vox)),
                            members_ratio=self._members_ratio())
@@ -280,7 +284,8 @@ class RefinementSession(SessionResults):
         t1 = time.perf_counter()
         probability, reset_box = proposal.probability, None
         after_region = any(c.kind == "threshold" for c in state.clicks)
-        if self.local_edits and click.kind != "threshold" and after_region:
+        local = (self.local_edits and after_region) or (self.local_edits_positive and click.positive)
+        if local and click.kind != "threshold":
             reset_box = constraints.keep_connected_changes(probability, state.probability, index, threshold,
                                                            proposal.changed)
             self.backend.resident.update(probability, reset_box)  # a device copy stays equal

@@ -187,3 +187,42 @@ def test_a_second_click_edits_the_threshold_region_only_where_it_is_on_chgj015(c
                      f"--roi-center={roi}", "--threshold-start", flag, *[f"--click={c}" for c in clicks],
                      "--out", str(out)]) == 0
         assert np.array_equal(read_volume(out).array, masks[local])
+
+
+def test_the_card_can_make_every_positive_click_local(tiny_package_dir, tmp_path):
+    package = shutil.copytree(tiny_package_dir, tmp_path / "package")
+    card = json.loads((package / "model.json").read_text())
+    card["local_edits_positive_clicks"] = 1
+    (package / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelPackageError, match="local_edits_positive_clicks"):
+        load_model_package(package)
+    card["local_edits_positive_clicks"] = True
+    (package / "model.json").write_text(json.dumps(card))
+    assert RefinementSession(str(package), device="cpu").local_edits_positive is True
+    overridden = RefinementSession(str(package), device="cpu", local_edits_positive=False)
+    assert overridden.local_edits_positive is False
+    assert RefinementSession(str(tiny_package_dir), device="cpu").local_edits_positive is False
+
+
+def test_positive_clicks_change_only_what_connects_to_them_and_negative_clicks_are_the_networks():
+    """``local_edits_positive``: without any threshold region, a positive click keeps only the
+    changes connected to it; a negative click is the network's answer, as without the option."""
+    free = _sphere_session(load_model_package(), local_edits=False)
+    local = _sphere_session(load_model_package(), local_edits=False)
+    local.local_edits_positive = True
+    before = local.mask_on_working_grid().copy()
+    assert np.array_equal(before, free.mask_on_working_grid())
+    click = SPHERE_RAS + np.array([0.0, 0.0, -9.0])
+    index = local.click_index(click)
+    free.add_click(click, positive=True)
+    local.add_click(click, positive=True)
+    assert _unconnected_changes(before, free.mask_on_working_grid(), index).any()
+    assert not _unconnected_changes(before, local.mask_on_working_grid(), index).any()
+    assert (local.mask_on_working_grid() != before).any()
+    assert_ct_mask_is_the_back_mapping(local)
+    # a negative click: the network's answer, as without the option
+    free, local = (_sphere_session(load_model_package(), local_edits=False) for _ in range(2))
+    local.local_edits_positive = True
+    for session in (free, local):
+        session.add_click(EDGE_RAS, positive=False)
+    assert np.array_equal(free.mask_on_ct(), local.mask_on_ct())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from InteractiveRefineLib.cli import positive_int
 from InteractiveRefineLib.click_regions import NO_REGION_REMOVAL_HELP
-from InteractiveRefineLib.constraints import LOCAL_EDITS_HELP
+from InteractiveRefineLib.constraints import LOCAL_EDITS_HELP, LOCAL_EDITS_POSITIVE_HELP
 from InteractiveRefineLib.runtime import apply_process_settings, threads_from_environment
 from InteractiveRefineLib.simulated_user import SESSION_USER_PRESETS, SIMULATED_USER_PRESETS
 
@@ -175,6 +175,8 @@ def _add_commands(sub) -> None:
                         "default: as the model card says)")
     p.add_argument("--local-edits", action=argparse.BooleanOptionalAction, default=None,
                    help=LOCAL_EDITS_HELP)
+    p.add_argument("--local-edits-positive", action=argparse.BooleanOptionalAction, default=None,
+                   help=LOCAL_EDITS_POSITIVE_HELP)
     p.add_argument("--roi-center", default="label", choices=["label", "auto", "ct"],
                    help="ROI centre per case: label (the GTVp centroid, the paper's protocol; "
                         "default), auto (what a user without an ROI gets) or ct (the CT's centre)")
@@ -280,7 +282,7 @@ def cmd_evaluate(args) -> dict:
                        surface=not args.no_surface, refine_mode=args.refine_mode,
                        region_removal=not args.no_region_removal, uncertainty=args.uncertainty,
                        roi_center=args.roi_center, threshold_start=args.threshold_start,
-                       local_edits=args.local_edits,
+                       local_edits=args.local_edits, local_edits_positive=args.local_edits_positive,
                        uncertainty_passes=args.uncertainty_passes)
     out = {"out": str(args.out), "n_cases": summary["n_cases"], "dice_mean": summary["dice_mean"]}
     if "suggest" in summary:

@@ -227,7 +227,8 @@ def run_evaluation(models: dict, cases, n_clicks: int, seeds, device: str = "aut
                    label_value: int = 1, surface: bool = True, refine_mode: str = "full",
                    region_removal: bool = True, uncertainty: int = 0,
                    roi_center: str = "label", threshold_start: bool | None = None,
-                   uncertainty_passes: int | None = None, local_edits: bool | None = None) -> list[dict]:
+                   uncertainty_passes: int | None = None, local_edits: bool | None = None,
+                   local_edits_positive: bool | None = None) -> list[dict]:
     """Rows for every model, case, seed and click count 0..``n_clicks``.
 
     ``refine_mode`` "full" evaluates the paper's method (the refine network on the whole ROI);
@@ -240,13 +241,14 @@ def run_evaluation(models: dict, cases, n_clicks: int, seeds, device: str = "aut
     ``ct`` (the CT's centre). ``threshold_start``: the first positive click of each sequence is
     a 40 % SUVmax threshold click (the session's option; the model refines from that region; None:
     as the model card says). ``uncertainty_passes``: the "suggest" user's passes per click.
-    ``local_edits``: the session's option of the same name (None: as the card says).
+    ``local_edits``, ``local_edits_positive``: the session's options of the same names (None: as the
+    card says).
     """
     if roi_center not in ROI_CENTERS:
         raise ValueError(f"roi_center must be one of {ROI_CENTERS}, got {roi_center!r}")
     sessions = {name: RefinementSession(package, device=device, refine_mode=refine_mode,
                                         region_removal=region_removal, threshold_start=threshold_start,
-                                        local_edits=local_edits)
+                                        local_edits=local_edits, local_edits_positive=local_edits_positive)
                 for name, package in models.items()}
     needs_pet = any(p.needs_pet for p in models.values())
     classes = {name: model_classes(package) for name, package in models.items()}
@@ -338,7 +340,8 @@ def evaluate(model_specs, data, out_dir, case_ids=None, n_clicks: int = 10, n_se
              device: str = "auto", user: str | None = None, label_value: int = 1, surface: bool = True,
              refine_mode: str = "full", region_removal: bool = True, uncertainty: int = 0,
              roi_center: str = "label", threshold_start: bool | None = None,
-             uncertainty_passes: int | None = None, local_edits: bool | None = None) -> dict:
+             uncertainty_passes: int | None = None, local_edits: bool | None = None,
+             local_edits_positive: bool | None = None) -> dict:
     """The ``evaluate`` subcommand: load models and cases, run, write the reports. ``user`` None:
     ``"2sicr"``, or :data:`MULTI_CLASS_USER` when a model has several classes; "suggest": the
     engine's suggested next click as the user (``uncertainty_passes`` passes per click), with
@@ -358,14 +361,14 @@ def evaluate(model_specs, data, out_dir, case_ids=None, n_clicks: int = 10, n_se
         user = MULTI_CLASS_USER if any(len(found) > 1 for found in classes.values()) else "2sicr"
     rows = run_evaluation(models, cases, n_clicks, seeds, device, user, label_value, surface, refine_mode,
                           region_removal, uncertainty, roi_center, threshold_start, uncertainty_passes,
-                          local_edits)
+                          local_edits, local_edits_positive)
     if not rows:
         raise ValueError("no case could be evaluated (see the warnings)")
     meta = {"models": {n: p.spec.name for n, p in models.items()}, "data": str(data),
             "n_cases": len({r["case_id"] for r in rows}), "seeds": seeds, "clicks": n_clicks, "user": user,
             "label_value": label_value, "device": device, "refine_mode": refine_mode,
             "region_removal": region_removal, "roi_center": roi_center, "threshold_start": threshold_start,
-            "local_edits": local_edits}
+            "local_edits": local_edits, "local_edits_positive": local_edits_positive}
     if uncertainty:
         meta["uncertainty_passes"] = uncertainty
     if user == "suggest":

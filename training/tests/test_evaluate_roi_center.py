@@ -34,3 +34,17 @@ def test_evaluate_records_where_the_roi_went(tiny_model, tmp_path, capsys):
     with pytest.raises(ValueError, match=r"roi_center must be one of \('label', 'auto', 'ct'\)"):
         run_evaluation({"tiny": load_model_package(tiny_model)}, [], 0, [0], device="cpu",
                        roi_center="middle")
+
+
+def test_evaluate_records_the_local_edit_options(tiny_model, tmp_path):
+    """``--[no-]local-edits-positive`` and ``--[no-]local-edits`` reach the sessions and the summary
+    (None: as the card says)."""
+    case_id = find_cases(phantom_data())[0].case_id
+    base = ["-q", "evaluate", "--model", f"tiny={tiny_model}", "--data", str(phantom_data()), "--cases",
+            case_id, "--clicks", "1", "--seeds", "1", "--device", "cpu", "--no-surface"]
+    for extra, expected in (([], (None, None)), (["--local-edits-positive"], (None, True)),
+                            (["--no-local-edits", "--no-local-edits-positive"], (False, False))):
+        out = tmp_path / "_".join(extra or ["card"])
+        assert main(base + extra + ["--out", str(out)]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert (summary["local_edits"], summary["local_edits_positive"]) == expected
