@@ -95,22 +95,26 @@ SPHERE_RAS = np.array([50.0, 45.0, 48.0])  # the hot sphere's centre (radius 12 
 EDGE_RAS = np.array([50.0, 45.0, 58.0])  # inside the sphere, near its top
 
 
+def _assert_the_click_edits_locally(free, local, ras, positive):
+    """From the same mask, the network alone (``free``) changes it away from the click too; the
+    ``local`` session keeps only what connects to the click, and its CT mask follows."""
+    before = local.mask_on_working_grid().copy()
+    assert np.array_equal(before, free.mask_on_working_grid())
+    index = local.click_index(ras)
+    free.add_click(ras, positive=positive)
+    local.add_click(ras, positive=positive)
+    assert _unconnected_changes(before, free.mask_on_working_grid(), index).any()
+    assert not _unconnected_changes(before, local.mask_on_working_grid(), index).any()
+    assert (local.mask_on_working_grid() != before).any()
+    assert_ct_mask_is_the_back_mapping(local)
+
+
 def test_after_a_threshold_region_a_click_changes_only_what_connects_to_it():
     free = _sphere_session(load_model_package(), local_edits=False)
     local = _sphere_session(load_model_package(), local_edits=True)
     for session in (free, local):
         session.add_threshold(SPHERE_RAS)
-    region = local.mask_on_working_grid().copy()
-    assert np.array_equal(region, free.mask_on_working_grid())
-    index = local.click_index(EDGE_RAS)
-    free.add_click(EDGE_RAS, positive=False)
-    local.add_click(EDGE_RAS, positive=False)
-    # The network alone also changes the mask away from the click ...
-    assert _unconnected_changes(region, free.mask_on_working_grid(), index).any()
-    # ... the local edit keeps only what connects to it, and the CT mask follows.
-    assert not _unconnected_changes(region, local.mask_on_working_grid(), index).any()
-    assert (local.mask_on_working_grid() != region).any()
-    assert_ct_mask_is_the_back_mapping(local)
+    _assert_the_click_edits_locally(free, local, EDGE_RAS, positive=False)
     # Undo is exact, and the float32 replay of the history gives the same mask.
     after = local.mask_on_ct().copy()
     local.add_click(SPHERE_RAS + 3.0, positive=True)
@@ -210,16 +214,7 @@ def test_positive_clicks_change_only_what_connects_to_them_and_negative_clicks_a
     free = _sphere_session(load_model_package(), local_edits=False)
     local = _sphere_session(load_model_package(), local_edits=False)
     local.local_edits_positive = True
-    before = local.mask_on_working_grid().copy()
-    assert np.array_equal(before, free.mask_on_working_grid())
-    click = SPHERE_RAS + np.array([0.0, 0.0, -9.0])
-    index = local.click_index(click)
-    free.add_click(click, positive=True)
-    local.add_click(click, positive=True)
-    assert _unconnected_changes(before, free.mask_on_working_grid(), index).any()
-    assert not _unconnected_changes(before, local.mask_on_working_grid(), index).any()
-    assert (local.mask_on_working_grid() != before).any()
-    assert_ct_mask_is_the_back_mapping(local)
+    _assert_the_click_edits_locally(free, local, SPHERE_RAS + np.array([0.0, 0.0, -9.0]), positive=True)
     # a negative click: the network's answer, as without the option
     free, local = (_sphere_session(load_model_package(), local_edits=False) for _ in range(2))
     local.local_edits_positive = True
