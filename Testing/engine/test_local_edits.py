@@ -61,18 +61,21 @@ def test_nothing_is_reset_when_every_change_is_the_clicks():
     assert np.array_equal(proposal, before)
 
 
-def test_a_bad_card_value_is_refused(tiny_package_dir, tmp_path):
+@pytest.mark.parametrize("key, attribute, bad", [("local_edits_after_threshold", "local_edits", "yes"),
+                                                  ("local_edits_positive_clicks", "local_edits_positive", 1)])
+def test_a_bad_card_value_is_refused(tiny_package_dir, tmp_path, key, attribute, bad):
     package = shutil.copytree(tiny_package_dir, tmp_path / "package")
     card = json.loads((package / "model.json").read_text())
-    card["local_edits_after_threshold"] = "yes"
+    card[key] = bad
     (package / "model.json").write_text(json.dumps(card))
-    with pytest.raises(ModelPackageError, match="local_edits_after_threshold"):
+    with pytest.raises(ModelPackageError, match=key):
         load_model_package(package)
-    card["local_edits_after_threshold"] = True
+    card[key] = True
     (package / "model.json").write_text(json.dumps(card))
-    assert RefinementSession(str(package), device="cpu").local_edits is True
-    assert RefinementSession(str(package), device="cpu", local_edits=False).local_edits is False
-    assert RefinementSession(str(tiny_package_dir), device="cpu").local_edits is False
+    assert getattr(RefinementSession(str(package), device="cpu"), attribute) is True
+    overridden = RefinementSession(str(package), device="cpu", **{attribute: False})
+    assert getattr(overridden, attribute) is False
+    assert getattr(RefinementSession(str(tiny_package_dir), device="cpu"), attribute) is False
 
 
 def _sphere_session(package, local_edits):
@@ -191,21 +194,6 @@ def test_a_second_click_edits_the_threshold_region_only_where_it_is_on_chgj015(c
                      f"--roi-center={roi}", "--threshold-start", flag, *[f"--click={c}" for c in clicks],
                      "--out", str(out)]) == 0
         assert np.array_equal(read_volume(out).array, masks[local])
-
-
-def test_the_card_can_make_every_positive_click_local(tiny_package_dir, tmp_path):
-    package = shutil.copytree(tiny_package_dir, tmp_path / "package")
-    card = json.loads((package / "model.json").read_text())
-    card["local_edits_positive_clicks"] = 1
-    (package / "model.json").write_text(json.dumps(card))
-    with pytest.raises(ModelPackageError, match="local_edits_positive_clicks"):
-        load_model_package(package)
-    card["local_edits_positive_clicks"] = True
-    (package / "model.json").write_text(json.dumps(card))
-    assert RefinementSession(str(package), device="cpu").local_edits_positive is True
-    overridden = RefinementSession(str(package), device="cpu", local_edits_positive=False)
-    assert overridden.local_edits_positive is False
-    assert RefinementSession(str(tiny_package_dir), device="cpu").local_edits_positive is False
 
 
 def test_positive_clicks_change_only_what_connects_to_them_and_negative_clicks_are_the_networks():
