@@ -152,8 +152,7 @@ def test_region_labelling_in_the_foreground_box_equals_the_whole_roi(module):
     assert click_regions.suppressed(rejections, on, [(0, 0, 0)]) is not None
     assert click_regions.suppressed(rejections, on, [(22, 22, 5)]) is None
     assert click_regions.suppressed(rejections, xp.zeros_like(on), [(2, 2, 2)]) is not None
-    # a positive click in the first blob: the second blob, rejected, is removed; the blob touching
-    # the first one at a corner is not
+    # a positive click in the first blob: a rejection holding it is kept, the far rejected blob is removed
     touching = (labels == labels[6, 7, 9],)
     assert click_regions.suppressed(touching, on, [(6, 7, 9)]) is None
     assert np.array_equal(_host(click_regions.suppressed(rejections, on, [(6, 7, 9)])), rejections[0])
