@@ -49,8 +49,8 @@ def label_map(probability, threshold: float, labels=(1,)) -> np.ndarray:
     A ``[k, j, i]`` probability (one class) gives today's 0/1 mask."""
     probability = np.asarray(probability)
     if probability.ndim == 3:  # one class: today's 0/1 mask, whatever its label
-        return (probability > threshold).astype(np.uint8)
-    above = probability > threshold
+        return above_threshold(probability, threshold).astype(np.uint8)
+    above = above_threshold(probability, threshold)
     scores = np.where(above, probability.astype(np.float32), -1.0)
     best = np.argmax(scores, axis=0)
     values = np.asarray(labels, dtype=np.uint8)[best]

@@ -154,14 +154,25 @@ class CupyArrays:
         return cupy.from_dlpack(mask).astype(bool)
 
 
-def arrays_for(backend):
-    """Where a session's region removal runs: :class:`CupyArrays` on the device-resident click
-    path on CUDA when CuPy imports, else :class:`HostArrays`."""
-    if backend.device_path and backend.device.type == "cuda":
+_HOST = HostArrays()
+_CUPY_IMPORTS: list = []  # [True or False] once tried: one import attempt per process, not per click
+
+
+def _cupy_imports() -> bool:
+    if not _CUPY_IMPORTS:
         try:
             import cupy  # noqa: F401
             from cupyx.scipy import ndimage as _  # noqa: F401
         except ImportError:
-            return HostArrays()
+            _CUPY_IMPORTS.append(False)
+        else:
+            _CUPY_IMPORTS.append(True)
+    return _CUPY_IMPORTS[0]
+
+
+def arrays_for(backend):
+    """Where a session's region removal runs: :class:`CupyArrays` on the device-resident click
+    path on CUDA when CuPy imports, else :class:`HostArrays`."""
+    if backend.device_path and backend.device.type == "cuda" and _cupy_imports():
         return CupyArrays(backend.resident, backend.device)
-    return HostArrays()
+    return _HOST
