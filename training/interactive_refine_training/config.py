@@ -98,6 +98,14 @@ DEFAULTS: dict = {
         # large around the tumour, which the refine network must trim without losing the tumour
         "grown_start": 0.0,
         "grown_start_vox": [2, 6],
+        # the share of the remaining sequences that start from the GTVp plus the separate hot PET
+        # regions (>= 40 % of the tumour's SUVmax): hot glands or brain marked with the tumour
+        "hot_start": 0.0,
+        # the share of the remaining sequences that start from the initial model's probability with
+        # the GTVp (grown by missed_start_margin_vox) erased: a tumour the model missed, its false
+        # positives elsewhere kept, as at an automatically placed ROI
+        "missed_start": 0.0,
+        "missed_start_margin_vox": 2,
         # --stage prompt (HN-UISeg stage 1): the probability that an iteration's click channels
         # hold the prompts drawn from the truth (else all zero), and where a component's positive
         # click goes: "random" (a voxel of the component, uniform) or "innermost" (its largest
@@ -205,6 +213,14 @@ def validate(config: dict) -> None:
         raise ValueError("interaction.threshold_start must lie in [0, 1]")
     if float(inter.get("threshold_start", 0.0)) > 0 and inter.get("pet_region") is None:
         raise ValueError("interaction.threshold_start needs interaction.pet_region (its starting region)")
+    if not 0.0 <= float(inter.get("hot_start", 0.0)) <= 1.0:
+        raise ValueError("interaction.hot_start must lie in [0, 1]")
+    if not 0.0 <= float(inter.get("missed_start", 0.0)) <= 1.0:
+        raise ValueError("interaction.missed_start must lie in [0, 1]")
+    margin = inter.get("missed_start_margin_vox", 2)
+    if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
+        raise ValueError(f"interaction.missed_start_margin_vox must be a whole number of voxels >= 0, "
+                         f"got {margin!r}")
     if not 0.0 <= float(inter.get("grown_start", 0.0)) <= 1.0:
         raise ValueError("interaction.grown_start must lie in [0, 1]")
     grown = inter.get("grown_start_vox", [2, 6])

@@ -45,6 +45,11 @@ from .trainer import VALIDATION_STREAM, Trainer
 COMPONENT_STRUCTURE = np.ones((3, 3, 3), dtype=bool)
 
 
+#: ``interaction.hot_start``: a PET region is hot at this fraction of the tumour's SUVmax (the
+#: one-click floor's 40 %), and counts when it has at least this many working-grid voxels
+HOT_START_FRACTION = 0.4
+HOT_START_MIN_VOXELS = 27
+
 class Clicks:
     """Clicks of one interaction sequence as working-grid indices ``(k, j, i)``."""
 
@@ -181,6 +186,10 @@ class RefineTrainer(Trainer):
         start = self.threshold_start(image, truth, clicks)
         if start is None:
             start = self.grown_start(truth, image)
+        if start is None:
+            start = self.hot_start(truth, image)
+        if start is None:
+            start = self.missed_start(truth, image)
         probability = self.starting_probability(image) if start is None else start
         prediction = PendingMask(probability)
         for _ in range(n_clicks):
@@ -257,6 +266,54 @@ class RefineTrainer(Trainer):
         others = self.refine_stage.spec("previous_probability").channels - 1  # GTVn etc.: none yet
         region = torch.from_numpy(grown[None, None].astype(np.float32)).to(image.device)
         return torch.cat([region] + [torch.zeros_like(region)] * others, 1)
+
+    def hot_start(self, truth: np.ndarray, image):
+        """With probability ``interaction.hot_start``, the sequence starts from the GTVp plus every
+        separate hot region of the PET (SUV at least 40 % of the tumour's SUVmax, at least 27
+        voxels, not touching the tumour grown by 2 voxels): the tumour found, hot glands or brain
+        marked with it, as at an automatically placed ROI. The first simulated click is then a
+        negative one on a hot region that the refinement should remove whole. Returns
+        ``[1, C, k, j, i]`` (other classes empty), or None when not drawn or nothing is hot."""
+        inter = self.config["interaction"]
+        share = float(inter.get("hot_start", 0.0))
+        tumour = truth if truth.dtype == bool else truth == 1
+        if share <= 0.0 or not tumour.any() or self.rng.random() >= share:
+            return None
+        channels = self.config["data"]["image_channels"]
+        if "pet" not in channels:
+            return None
+        offset, scale = self.pet_to_suv
+        suv = image[0, channels.index("pet")].float().cpu().numpy() * np.float32(scale) + np.float32(offset)
+        labels, _ = ndimage.label(suv >= HOT_START_FRACTION * float(suv[tumour].max()), COMPONENT_STRUCTURE)
+        touching = np.unique(labels[ndimage.binary_dilation(tumour, COMPONENT_STRUCTURE, 2)])
+        sizes = np.bincount(labels.ravel())
+        keep = sizes >= HOT_START_MIN_VOXELS
+        keep[0] = False
+        keep[touching] = False
+        if not keep.any():
+            return None
+        start = tumour | keep[labels]
+        others = self.refine_stage.spec("previous_probability").channels - 1  # GTVn etc.: none yet
+        region = torch.from_numpy(start[None, None].astype(np.float32)).to(image.device)
+        return torch.cat([region] + [torch.zeros_like(region)] * others, 1)
+
+    def missed_start(self, truth: np.ndarray, image):
+        """With probability ``interaction.missed_start``, the sequence starts from the initial
+        model's probability with the GTVp (grown by ``interaction.missed_start_margin_vox``)
+        erased: what a user sees when the ROI is placed automatically and the model marks other
+        hot tissue but misses the tumour, whose first simulated click is then usually a positive
+        one on a tumour the previous mask does not hold. Returns ``[1, C, k, j, i]``, or None."""
+        inter = self.config["interaction"]
+        share = float(inter.get("missed_start", 0.0))
+        tumour = truth if truth.dtype == bool else truth == 1
+        if share <= 0.0 or not tumour.any() or self.rng.random() >= share:
+            return None
+        margin = int(inter.get("missed_start_margin_vox", 2))
+        erased = ndimage.binary_dilation(tumour, COMPONENT_STRUCTURE, margin) if margin else tumour
+        probability = self.starting_probability(image).clone()
+        keep = torch.from_numpy(~erased).to(probability.device)
+        probability[:, 0] *= keep  # the GTVp channel; other classes keep the model's masks
+        return probability
 
     def add_click(self, user, clicks: Clicks, prediction: np.ndarray, truth: np.ndarray):
         """The simulated user's next click on a boolean prediction (None when no error is left)."""

@@ -167,7 +167,78 @@ def test_a_grown_start_sequence_begins_too_large_and_its_first_click_is_negative
     assert trainer.rng.bit_generator.state == before
 
 
+def test_a_missed_start_erases_the_tumour_and_keeps_the_false_positives():
+    """``interaction.missed_start``: the initial model's probability with the GTVp (grown by the
+    margin) erased and everything else kept, so the first simulated click is a positive one in
+    the tumour; with the share 0 nothing is drawn."""
+    from types import SimpleNamespace
+
+    import torch
+    from interactive_refine_training.variants import RefineTrainer
+    from InteractiveRefineLib.simulated_user import SimulatedUser
+
+    truth = np.zeros((32, 32, 32), dtype=bool)
+    truth[10:18, 10:18, 10:18] = True
+    initial = torch.zeros(1, 1, 32, 32, 32)
+    initial[0, 0, 9:19, 9:19, 9:19] = 0.9  # the tumour found, one voxel too large
+    initial[0, 0, 24:30, 24:30, 24:30] = 0.8  # and a hot gland elsewhere
+    config = tiny_config(interaction={"missed_start": 1.0, "missed_start_margin_vox": 2})
+    trainer = SimpleNamespace(config=config, rng=np.random.default_rng(0),
+                              starting_probability=lambda image: initial)
+    start = RefineTrainer.missed_start(trainer, truth, torch.zeros(1, 2, 32, 32, 32))
+    assert start.shape == (1, 1, 32, 32, 32)
+    assert not start[0, 0, 8:20, 8:20, 8:20].any()  # the tumour and its margin erased
+    assert torch.equal(start[0, 0, 24:30, 24:30, 24:30], initial[0, 0, 24:30, 24:30, 24:30])
+    assert float(initial[0, 0, 12, 12, 12]) == pytest.approx(0.9)  # the model's output is not modified
+    click = SimulatedUser("2sicr", np.random.default_rng(0)).next_click(start[0, 0].numpy() > 0.5, truth)
+    assert click is not None and click.positive and truth[click.index]
+
+    trainer.config = tiny_config()  # share 0
+    before = trainer.rng.bit_generator.state
+    assert RefineTrainer.missed_start(trainer, truth, torch.zeros(1, 2, 32, 32, 32)) is None
+    assert trainer.rng.bit_generator.state == before
+
+
+def test_a_hot_start_marks_the_tumour_and_the_separate_hot_regions():
+    """``interaction.hot_start``: the GTVp plus every separate region of at least 40 % of the
+    tumour's SUVmax (hot glands, brain), not the hot rim touching the tumour nor a speck; the first
+    simulated click is a negative one on the largest hot region. No PET uptake: not drawn."""
+    from types import SimpleNamespace
+
+    import torch
+    from interactive_refine_training.variants import RefineTrainer
+    from InteractiveRefineLib.simulated_user import SimulatedUser
+
+    truth = np.zeros((32, 32, 32), dtype=bool)
+    truth[10:16, 10:16, 10:16] = True
+    suv = np.ones((32, 32, 32), np.float32)
+    suv[9:17, 9:17, 9:17] = 4.0  # the tumour's rim: hot, touching it
+    suv[10:16, 10:16, 10:16] = 10.0
+    suv[22:30, 20:30, 20:30] = 5.0  # a gland: 800 voxels at half the tumour's SUVmax
+    suv[2:4, 28:30, 2:4] = 8.0  # a speck of 8 voxels
+    suv[2:6, 2:6, 26:30] = 3.0  # 30 % of SUVmax: not hot
+    offset, scale = 1.0, 2.0  # the channel maps back to SUV
+    image = torch.stack([torch.zeros(32, 32, 32), torch.from_numpy((suv - offset) / scale)])[None]
+    config = tiny_config(interaction={"hot_start": 1.0})
+    trainer = SimpleNamespace(config=config, rng=np.random.default_rng(0), pet_to_suv=(offset, scale),
+                              refine_stage=training_stages(config)["refine"])
+    start = RefineTrainer.hot_start(trainer, truth, image)[0, 0].numpy() > 0.5
+    expected = truth.copy()
+    expected[22:30, 20:30, 20:30] = True
+    assert np.array_equal(start, expected)
+    click = SimulatedUser("2sicr", np.random.default_rng(0)).next_click(start, truth)
+    assert not click.positive and 22 <= click.index[0] < 30
+
+    suv[22:30, 20:30, 20:30] = 1.0  # nothing hot apart from the tumour: not drawn
+    image = torch.stack([torch.zeros(32, 32, 32), torch.from_numpy((suv - offset) / scale)])[None]
+    assert RefineTrainer.hot_start(trainer, truth, image) is None
+
+
 @pytest.mark.parametrize("interaction, message", [
+    ({"hot_start": 2}, "hot_start must lie"),
+    ({"missed_start": -0.1}, "missed_start must lie"),
+    ({"missed_start_margin_vox": 1.5}, "missed_start_margin_vox must be"),
+    ({"missed_start_margin_vox": -1}, "missed_start_margin_vox must be"),
     ({"grown_start": 1.5}, "grown_start must lie"),
     ({"grown_start_vox": [3, 2]}, "grown_start_vox must be"),
     ({"grown_start_vox": [0, 2]}, "grown_start_vox must be"),
