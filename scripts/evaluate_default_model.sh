@@ -2,11 +2,12 @@
 # Evaluate a model package (default: the shipped one) the way its card reports it:
 # 0-10 simulated clicks x 3 seeds with the paper's simulated user, full-ROI refinement,
 # on held-out phantoms (seeds never used in training), held-out bulky-tumour phantoms
-# (N_HELDOUT_BULKY, --p-bulky 1), CHGJ015 and STS_001 (the 0.2.0 card's "real cases"), the five real head-and-neck cases (CHGJ015 and the four
-# hecktor2020_lowres cases) with the ROI at the GTVp centroid (the paper's protocol) and with the
-# automatic ROI (what a user without an ROI gets), the same with the first positive click a 40 %
-# SUVmax threshold click (THRESHOLD_START=1), and the sarcoma cases the default model never
-# trained on (STS_041, STS_043, STS_048, STS_051). Each run's table.md has the one-click PET
+# (N_HELDOUT_BULKY, --p-bulky 1), CHGJ015 and STS_001 (the 0.2.0 card's "real cases"), CHGJ015 at
+# the automatic ROI (real_auto; these three are select_model.py's selection sets), the five real
+# head-and-neck cases (CHGJ015 and the four hecktor2020_lowres cases) with the ROI at the GTVp
+# centroid (the paper's protocol) and with the automatic ROI (what a user without an ROI gets),
+# the same with the first positive click a 40 % SUVmax threshold click (THRESHOLD_START=1), and the
+# sarcoma cases the default model never trained on (STS_041, STS_043, STS_048, STS_051). Each run's table.md has the one-click PET
 # threshold floor per case. REGION_REMOVAL=0 evaluates the networks alone.
 #   MODEL=runs/default_model/package OUT_DIR=runs/eval bash scripts/evaluate_default_model.sh
 set -euo pipefail
@@ -54,6 +55,9 @@ CHGJ015,$DATA/hecktor2020_chgj015/CHGJ015_ct.nii.gz,$DATA/hecktor2020_chgj015/CH
 STS_001,$DATA/sts_petct/hecktor_layout/STS_001/STS_001__CT.nii.gz,$DATA/sts_petct/hecktor_layout/STS_001/STS_001__PT.nii.gz,$DATA/sts_petct/hecktor_layout/STS_001/STS_001.nii.gz
 CSV
   evaluate "$OUT_DIR/real_cases.csv" "$OUT_DIR/real"
+  # CHGJ015 at the automatic ROI: the selection set of what a user without an ROI gets
+  grep -v '^STS_001,' "$OUT_DIR/real_cases.csv" > "$OUT_DIR/real_auto.csv"
+  evaluate "$OUT_DIR/real_auto.csv" "$OUT_DIR/real_auto" --roi-center auto
 fi
 if [ -d "$DATA/hecktor2020_chgj015" ] && [ -d "$DATA/hecktor2020_lowres" ]; then
   $TRAIN manifest --out "$OUT_DIR/real_hn.csv" --data "$DATA/hecktor2020_chgj015" --data "$DATA/hecktor2020_lowres"

@@ -1,13 +1,14 @@
 """Decide whether a candidate model may replace the shipped one, on the selection sets only.
 
     python training/scripts/select_model.py --baseline EVAL_DIR --candidate NAME=EVAL_DIR [...]
-        [--select phantoms,real] [--at 5,10] [--metric SET=COLUMN ...] [--max-drop 0.01]
+        [--select phantoms,real,real_auto] [--at 5,10] [--metric SET=COLUMN ...] [--max-drop 0.01]
 
-EVAL_DIR: an ``OUT_DIR`` of ``scripts/evaluate_default_model.sh`` (one ``evaluate`` folder per set:
-``phantoms``, ``real``, ``real_hn``, ``real_hn_auto``, ``heldout_sarcoma``), or any folder whose
-sub-folders hold ``evaluate``'s ``per_case.csv``. The rule (write it down before evaluating
+EVAL_DIR: an ``OUT_DIR`` of ``scripts/evaluate_default_model.sh`` (one ``evaluate`` folder per
+set: ``phantoms``, ``real``, ``real_auto``, ``real_hn``, ``real_hn_auto``, ``heldout_sarcoma``), or
+any folder whose sub-folders hold ``evaluate``'s ``per_case.csv``. The rule (write it down before evaluating
 candidates; ``training/README.md`` has the runs it decided): on **every selection set** (``--select``;
-default the held-out phantoms and CHGJ015 + STS_001) the candidate's mean Dice (seeds averaged per
+default the held-out phantoms, CHGJ015 + STS_001 with the ROI at the tumour, and CHGJ015 at the
+automatic ROI, which a user without an ROI gets) the candidate's mean Dice (seeds averaged per
 case, then cases averaged; ``card_results.summarise``) at 0 clicks is higher than the baseline's,
 and after each of ``--at`` clicks at least the baseline's. Every other set present in both folders
 is printed as "reported only": it never enters the decision, so the cases reported as held out
@@ -29,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from card_results import summarise, worst_step  # noqa: E402
 
 #: The default selection sets: the sub-folders of ``evaluate_default_model.sh`` that hold the
-#: held-out phantoms and CHGJ015 + STS_001 (the cases models are chosen on).
-SELECTION_SETS = ("phantoms", "real")
+#: held-out phantoms, CHGJ015 + STS_001, and CHGJ015 at the automatic ROI (the cases models are chosen on).
+SELECTION_SETS = ("phantoms", "real", "real_auto")
 
 
 def curves(folder: Path, columns: dict | None = None) -> dict:

@@ -281,6 +281,10 @@ def test_select_model_applies_the_selection_rule_to_evaluations(package, tmp_pat
     missing = select("--baseline", str(tmp_path / "cand" / "phantoms"),
                      "--candidate", f"new={tmp_path / 'cand'}")
     assert missing.returncode == 2 and "has no evaluation of phantoms" in missing.stderr
+    # By default the rule also needs CHGJ015 + STS_001 and CHGJ015 at the automatic ROI.
+    default = subprocess.run([sys.executable, str(script), "--baseline", str(tmp_path / "base"),
+                              "--candidate", f"new={tmp_path / 'cand'}"], capture_output=True, text=True)
+    assert default.returncode == 2 and "has no evaluation of real, real_auto" in default.stderr
 
     evaluate(tmp_path / "both" / "phantoms", "--model", f"B={package}")  # two models in one folder
     mixed = select("--baseline", str(tmp_path / "base"), "--candidate", f"both={tmp_path / 'both'}")
