@@ -7,8 +7,9 @@
 # head-and-neck cases (CHGJ015 and the four hecktor2020_lowres cases) with the ROI at the GTVp
 # centroid (the paper's protocol) and with the automatic ROI (what a user without an ROI gets),
 # the same with the first positive click a 40 % SUVmax threshold click (THRESHOLD_START=1), and the
-# sarcoma cases the default model never trained on (STS_041, STS_043, STS_048, STS_051). Each run's table.md has the one-click PET
-# threshold floor per case. REGION_REMOVAL=0 evaluates the networks alone.
+# sarcoma cases the default model never trained on (STS_041, STS_043, STS_048, STS_051). Each run's
+# table.md has the one-click PET threshold floor per case. REGION_REMOVAL=0 evaluates the networks
+# alone.
 #   MODEL=runs/default_model/package OUT_DIR=runs/eval bash scripts/evaluate_default_model.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
