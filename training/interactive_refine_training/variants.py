@@ -50,6 +50,7 @@ COMPONENT_STRUCTURE = np.ones((3, 3, 3), dtype=bool)
 HOT_START_FRACTION = 0.4
 HOT_START_MIN_VOXELS = 27
 
+
 class Clicks:
     """Clicks of one interaction sequence as working-grid indices ``(k, j, i)``."""
 
@@ -262,9 +263,13 @@ class RefineTrainer(Trainer):
         radius = int(self.rng.integers(low, high + 1))
         steps = np.arange(-radius, radius + 1) ** 2
         ball = steps[:, None, None] + steps[None, :, None] + steps[None, None, :] <= radius ** 2
-        grown = ndimage.binary_dilation(tumour, structure=ball)
-        others = self.refine_stage.spec("previous_probability").channels - 1  # GTVn etc.: none yet
-        region = torch.from_numpy(grown[None, None].astype(np.float32)).to(image.device)
+        return self.mask_start(ndimage.binary_dilation(tumour, structure=ball), image)
+
+    def mask_start(self, mask: np.ndarray, image):
+        """The previous probability ``[1, C, k, j, i]`` of a start that marks ``mask`` as the
+        first class (GTVp) and nothing as the others (GTVn etc.)."""
+        others = self.refine_stage.spec("previous_probability").channels - 1
+        region = torch.from_numpy(mask[None, None].astype(np.float32)).to(image.device)
         return torch.cat([region] + [torch.zeros_like(region)] * others, 1)
 
     def hot_start(self, truth: np.ndarray, image):
@@ -292,10 +297,7 @@ class RefineTrainer(Trainer):
         keep[touching] = False
         if not keep.any():
             return None
-        start = tumour | keep[labels]
-        others = self.refine_stage.spec("previous_probability").channels - 1  # GTVn etc.: none yet
-        region = torch.from_numpy(start[None, None].astype(np.float32)).to(image.device)
-        return torch.cat([region] + [torch.zeros_like(region)] * others, 1)
+        return self.mask_start(tumour | keep[labels], image)
 
     def missed_start(self, truth: np.ndarray, image):
         """With probability ``interaction.missed_start``, the sequence starts from the initial

@@ -151,6 +151,7 @@ def test_a_grown_start_sequence_begins_too_large_and_its_first_click_is_negative
     config = tiny_config(interaction={"grown_start": 1.0, "grown_start_vox": [2, 3]})
     trainer = SimpleNamespace(config=config, rng=np.random.default_rng(0),
                               refine_stage=training_stages(config)["refine"])
+    trainer.mask_start = lambda mask, image: RefineTrainer.mask_start(trainer, mask, image)
     truth = np.zeros((32, 32, 32), dtype=bool)
     truth[10:18, 10:18, 10:18] = True
     start = RefineTrainer.grown_start(trainer, truth, torch.zeros(1, 2, 32, 32, 32))
@@ -222,6 +223,7 @@ def test_a_hot_start_marks_the_tumour_and_the_separate_hot_regions():
     config = tiny_config(interaction={"hot_start": 1.0})
     trainer = SimpleNamespace(config=config, rng=np.random.default_rng(0), pet_to_suv=(offset, scale),
                               refine_stage=training_stages(config)["refine"])
+    trainer.mask_start = lambda mask, image: RefineTrainer.mask_start(trainer, mask, image)
     start = RefineTrainer.hot_start(trainer, truth, image)[0, 0].numpy() > 0.5
     expected = truth.copy()
     expected[22:30, 20:30, 20:30] = True
@@ -232,6 +234,22 @@ def test_a_hot_start_marks_the_tumour_and_the_separate_hot_regions():
     suv[22:30, 20:30, 20:30] = 1.0  # nothing hot apart from the tumour: not drawn
     image = torch.stack([torch.zeros(32, 32, 32), torch.from_numpy((suv - offset) / scale)])[None]
     assert RefineTrainer.hot_start(trainer, truth, image) is None
+
+
+def test_a_refine_run_trains_from_hot_and_missed_starts_and_its_card_says_so(tmp_path):
+    """The real trainer (cached phantoms, the frozen initial network, the PET mapped back to SUV)
+    runs sequences from both starts, and the exported card records their shares."""
+    run = tmp_path / "refine_hot_missed"
+    train_cli("--stage", "refine", "--data", str(phantom_data()), "--out", str(run), "--initial",
+              str(initial_run()), "--set", "interaction.hot_start=0.5",
+              "--set", "interaction.missed_start=1.0", "--set", "optimization.max_epochs=1")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs_run"] == 1 and np.isfinite(summary["best_metric"])
+    assert main(["-q", "export", "--initial", str(initial_run()), "--refine", str(run),
+                 "--out", str(tmp_path / "package")]) == 0
+    refine = load_model_package(tmp_path / "package").card["training"]["refine"][0]
+    interaction = refine["protocol"]["interaction"]
+    assert (interaction["hot_start"], interaction["missed_start"]) == (0.5, 1.0)
 
 
 @pytest.mark.parametrize("interaction, message", [
