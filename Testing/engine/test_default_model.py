@@ -120,6 +120,38 @@ def test_the_pet_region_model_is_complete_and_reproduces_its_card_on_the_real_ca
     assert dice == pytest.approx(recorded[:4], abs=0.01)
 
 
+TUMOUR_ROI_MODEL = DEFAULT_MODEL_DIR.parent / "tumour_roi"
+
+
+def test_the_tumour_roi_model_is_complete_and_beats_the_default_at_the_tumour_on_the_real_case(tmp_path):
+    """The opt-in model for an ROI placed on the tumour: a complete card that says where it loses
+    (the automatic ROI), real training cases disjoint from every case it reports, and on CHGJ015
+    (ROI on the GTVp) `simulate` gives the seed-0 curve of its card, a first mask better than the
+    default's, and no threshold start."""
+    package = load_model_package(TUMOUR_ROI_MODEL)  # checksums verified
+    card = package.card
+    assert sum(f.stat().st_size for f in TUMOUR_ROI_MODEL.iterdir()) < 25 * 1024**2
+    assert "not for clinical decisions" in card["intended_use"] and "automatic ROI" in card["intended_use"]
+    assert card["license"] == "Apache-2.0" and not package.spec.threshold_start
+    assert "CC BY 3.0" in {source["licence"] for source in card["data_sources"]}
+    trained = set(card["trained_on"]["real_cases"])
+    assert len(trained) == 18 and all(c.startswith("STS_") for c in trained)
+    for name in ("heldout_phantoms", "real_hn", "real_hn_auto", "heldout_sarcoma"):
+        assert not trained & set(card["metrics"][name]["cases"]), name
+        assert card["metrics"][name]["seeds"] == 3 and len(card["metrics"][name]["dice_per_click"]) == 11
+    # Where it is chosen for, and where not: its card's means on the five real H&N cases.
+    tumour = card["metrics"]["real_hn"]["dice_per_click"]
+    auto = card["metrics"]["real_hn_auto"]["dice_per_click"]
+    default = load_model_package().card["metrics"]
+    assert tumour[0] > default["real_hn"]["dice_per_click"][0] + 0.1
+    assert auto[5] < default["real_hn_auto"]["dice_per_click"][5]
+    result = _simulate_chgj015(TUMOUR_ROI_MODEL, tmp_path)
+    recorded = card["metrics"]["real_hn"]["per_case"]["CHGJ015"]["dice_per_click_by_seed"]["0"]
+    assert result["dice"] == pytest.approx(recorded[:4], abs=0.01)
+    default_first = default["real_hn"]["per_case"]["CHGJ015"]["dice_per_click_by_seed"]["0"][0]
+    assert result["dice"][0] > default_first + 0.2
+
+
 GTVP_GTVN_MODEL = DEFAULT_MODEL_DIR.parent / "gtvp_gtvn"
 
 

@@ -150,6 +150,8 @@ def test_cmake_lists_every_engine_file():
         "if(BUILD_TESTING)",
     ):
         assert text in cmake
+    for model in (MODULE_DIR / "Resources" / "Models").iterdir():  # every shipped package installs
+        assert f"Resources/Models/{model.name}/*" in cmake, model.name
 
 
 def test_root_cmake_is_an_extension():
