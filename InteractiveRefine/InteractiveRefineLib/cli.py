@@ -36,6 +36,10 @@ from .threshold import DEFAULT_METHOD, METHODS
 
 logger = logging.getLogger("interactive-refine")
 
+#: ``--model`` of every command: a folder, or a shipped package by name (model_package.resolve_model_dir).
+MODEL_HELP = ("model package folder, or a shipped model's name: tumour_roi, pet_region, gtvp_gtvn "
+              "(default: the shipped default model)")
+
 
 def parse_triplet(text: str, what: str) -> tuple[float, float, float]:
     try:
@@ -352,7 +356,7 @@ def _add_session_options(p, pet_required: bool = False) -> None:
 
     p.add_argument("--ct", required=True, help="CT file (NIfTI/NRRD/MHA) or DICOM folder")
     p.add_argument("--pet", required=pet_required, help="PET (SUV) file or DICOM folder")
-    p.add_argument("--model", help="model package folder (default: the shipped default model)")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--roi-center", default="auto", metavar="auto|ct|R,A,S",
                    help="ROI centre: auto (default: the head-and-neck field below the brain on "
                         "PET, else centred on the body), ct (the CT's centre) or R,A,S in mm")
@@ -444,7 +448,7 @@ def _add_simulate(sub) -> None:
 
 def _add_demo(sub) -> None:
     demo = sub.add_parser("demo", help="full loop on the sample data or a phantom; writes a PNG")
-    demo.add_argument("--model", help="model package folder (default: the shipped default model)")
+    demo.add_argument("--model", help=MODEL_HELP)
     demo.add_argument("--data", help="shared data folder (default: $INTERACTIVE_REFINE_DATA, ../shared/data)")
     demo.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -53,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 #: Where the shipped default model lives (inside the module, so Slicer installs it).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models" / "default"
+#: The folder of every package shipped with the module (the default and the opt-in ones); a
+#: package there is also found by its folder name alone (:func:`resolve_model_dir`).
+SHIPPED_MODELS_DIR = DEFAULT_MODEL_DIR.parent
 
 #: The two HN-UISeg / HECKTOR 2022 classes: primary tumour (label 1) and lymph nodes (label 2).
 GTVP_GTVN = ({"name": "gtvp", "label": 1}, {"name": "gtvn", "label": 2})
@@ -224,12 +227,35 @@ def _check_out_channels(state: dict, names: list, weight_path) -> None:
             f"{len(names)} output(s) {list(names)}: the network's out_channels must equal them")
 
 
+def shipped_models() -> list[str]:
+    """The names of the packages shipped with the module (folders of :data:`SHIPPED_MODELS_DIR`
+    holding a card), e.g. ``["default", "gtvp_gtvn", "pet_region", "tumour_roi"]``."""
+    if not SHIPPED_MODELS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SHIPPED_MODELS_DIR.iterdir() if (p / CARD_NAME).is_file())
+
+
+def resolve_model_dir(path: str | os.PathLike | None) -> Path:
+    """The package folder that ``path`` names: None or ``""`` the shipped default model; a bare
+    name that is no file or folder here but a shipped package's (``"tumour_roi"``) that package;
+    anything else the folder as given."""
+    if path is None or str(path) == "":
+        return DEFAULT_MODEL_DIR
+    given = Path(path)
+    shipped = SHIPPED_MODELS_DIR / given.name
+    if str(path) == given.name and not given.exists() and (shipped / CARD_NAME).is_file():
+        return shipped
+    return given
+
+
 def load_model_package(path: str | os.PathLike | None = None) -> ModelPackage:
-    """Load and verify a model package folder (default: the shipped default model)."""
-    path = Path(path) if path is not None else DEFAULT_MODEL_DIR
+    """Load and verify a model package folder, or a shipped package by its name (default: the
+    shipped default model; :func:`resolve_model_dir`)."""
+    path = resolve_model_dir(path)
     card_path = path / CARD_NAME
     if not card_path.is_file():
-        hint = ""
+        names = shipped_models()
+        hint = f"; shipped models, by name: {', '.join(names)}" if names else ""
         if path == DEFAULT_MODEL_DIR:
             hint = "; the default model is not installed, pass --model DIR"
         raise ModelPackageError(f"model card not found: {card_path}{hint}")

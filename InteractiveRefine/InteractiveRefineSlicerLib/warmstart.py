@@ -64,9 +64,9 @@ class WarmStartMixin:
         return self._loadPackage(modelPath, announce=True)
 
     def _loadPackage(self, modelPath, announce: bool):
-        from InteractiveRefineLib.model_package import DEFAULT_MODEL_DIR, load_model_package
+        from InteractiveRefineLib.model_package import load_model_package, resolve_model_dir
 
-        path = os.path.abspath(modelPath) if modelPath else str(DEFAULT_MODEL_DIR)
+        path = os.path.abspath(str(resolve_model_dir(modelPath)))  # a shipped package's name, too
         card = os.path.join(path, "model.json")
         key = (path, os.path.getmtime(card) if os.path.isfile(card) else None)
         with _loadLock(key):  # a warm-up loading this package: wait for it rather than load it twice
