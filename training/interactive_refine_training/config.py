@@ -209,20 +209,15 @@ def validate(config: dict) -> None:
         raise ValueError("interaction.refine_init must be 'random' or 'initial'")
     if inter["val_metric"] not in ("dice_last", "dice_mean"):
         raise ValueError("interaction.val_metric must be 'dice_last' or 'dice_mean'")
-    if not 0.0 <= float(inter.get("threshold_start", 0.0)) <= 1.0:
-        raise ValueError("interaction.threshold_start must lie in [0, 1]")
+    for start in ("threshold_start", "grown_start", "hot_start", "missed_start"):  # shares of the sequences
+        if not 0.0 <= float(inter.get(start, 0.0)) <= 1.0:
+            raise ValueError(f"interaction.{start} must lie in [0, 1]")
     if float(inter.get("threshold_start", 0.0)) > 0 and inter.get("pet_region") is None:
         raise ValueError("interaction.threshold_start needs interaction.pet_region (its starting region)")
-    if not 0.0 <= float(inter.get("hot_start", 0.0)) <= 1.0:
-        raise ValueError("interaction.hot_start must lie in [0, 1]")
-    if not 0.0 <= float(inter.get("missed_start", 0.0)) <= 1.0:
-        raise ValueError("interaction.missed_start must lie in [0, 1]")
     margin = inter.get("missed_start_margin_vox", 2)
     if isinstance(margin, bool) or not isinstance(margin, int) or margin < 0:
         raise ValueError(f"interaction.missed_start_margin_vox must be a whole number of voxels >= 0, "
                          f"got {margin!r}")
-    if not 0.0 <= float(inter.get("grown_start", 0.0)) <= 1.0:
-        raise ValueError("interaction.grown_start must lie in [0, 1]")
     grown = inter.get("grown_start_vox", [2, 6])
     whole = isinstance(grown, (list, tuple)) and len(grown) == 2 and all(
         isinstance(v, int) and not isinstance(v, bool) for v in grown)

@@ -51,6 +51,17 @@ HOT_START_FRACTION = 0.4
 HOT_START_MIN_VOXELS = 27
 
 
+def drawn_tumour(trainer, start: str, truth: np.ndarray):
+    """The GTVp mask when ``trainer``'s sequence draws the start ``interaction.<start>`` (its share
+    of the sequences), else None. A share of 0 draws no random number, so configs without the
+    start train on the same sequences as before it existed."""
+    share = float(trainer.config["interaction"].get(start, 0.0))
+    tumour = truth if truth.dtype == bool else truth == 1  # a class map: GTVp
+    if share <= 0.0 or not tumour.any() or trainer.rng.random() >= share:
+        return None
+    return tumour
+
+
 class Clicks:
     """Clicks of one interaction sequence as working-grid indices ``(k, j, i)``."""
 
@@ -232,9 +243,8 @@ class RefineTrainer(Trainer):
         distance to the label's border) whose PET region (the ``pet_region`` channel) is the
         previous probability ``[1, 1, k, j, i]``; the click joins ``clicks``. None when not drawn, or
         when the click has no region (a dropped PET, too little uptake): the initial model's start."""
-        share = float(self.config["interaction"].get("threshold_start", 0.0))
-        tumour = truth if truth.dtype == bool else truth == 1  # a class map: GTVp
-        if share <= 0.0 or not tumour.any() or self.rng.random() >= share:
+        tumour = drawn_tumour(self, "threshold_start", truth)
+        if tumour is None:
             return None
         distance = ndimage.distance_transform_edt(tumour)
         index = tuple(int(v) for v in np.unravel_index(int(np.argmax(distance)), truth.shape))
@@ -254,12 +264,10 @@ class RefineTrainer(Trainer):
         a ball of a random radius in ``interaction.grown_start_vox`` (voxels): an initial mask too
         large around the tumour, whose first simulated click is a negative one on the excess.
         Returns the previous probability ``[1, C, k, j, i]`` (other classes empty), or None."""
-        inter = self.config["interaction"]
-        share = float(inter.get("grown_start", 0.0))
-        tumour = truth if truth.dtype == bool else truth == 1
-        if share <= 0.0 or not tumour.any() or self.rng.random() >= share:
+        tumour = drawn_tumour(self, "grown_start", truth)
+        if tumour is None:
             return None
-        low, high = (int(v) for v in inter.get("grown_start_vox", [2, 6]))
+        low, high = (int(v) for v in self.config["interaction"].get("grown_start_vox", [2, 6]))
         radius = int(self.rng.integers(low, high + 1))
         steps = np.arange(-radius, radius + 1) ** 2
         ball = steps[:, None, None] + steps[None, :, None] + steps[None, None, :] <= radius ** 2
@@ -279,10 +287,8 @@ class RefineTrainer(Trainer):
         marked with it, as at an automatically placed ROI. The first simulated click is then a
         negative one on a hot region that the refinement should remove whole. Returns
         ``[1, C, k, j, i]`` (other classes empty), or None when not drawn or nothing is hot."""
-        inter = self.config["interaction"]
-        share = float(inter.get("hot_start", 0.0))
-        tumour = truth if truth.dtype == bool else truth == 1
-        if share <= 0.0 or not tumour.any() or self.rng.random() >= share:
+        tumour = drawn_tumour(self, "hot_start", truth)
+        if tumour is None:
             return None
         channels = self.config["data"]["image_channels"]
         if "pet" not in channels:
@@ -305,12 +311,10 @@ class RefineTrainer(Trainer):
         erased: what a user sees when the ROI is placed automatically and the model marks other
         hot tissue but misses the tumour, whose first simulated click is then usually a positive
         one on a tumour the previous mask does not hold. Returns ``[1, C, k, j, i]``, or None."""
-        inter = self.config["interaction"]
-        share = float(inter.get("missed_start", 0.0))
-        tumour = truth if truth.dtype == bool else truth == 1
-        if share <= 0.0 or not tumour.any() or self.rng.random() >= share:
+        tumour = drawn_tumour(self, "missed_start", truth)
+        if tumour is None:
             return None
-        margin = int(inter.get("missed_start_margin_vox", 2))
+        margin = int(self.config["interaction"].get("missed_start_margin_vox", 2))
         erased = ndimage.binary_dilation(tumour, COMPONENT_STRUCTURE, margin) if margin else tumour
         probability = self.starting_probability(image).clone()
         keep = torch.from_numpy(~erased).to(probability.device)
