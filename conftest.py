@@ -75,3 +75,26 @@ def tiny_package(tiny_package_dir):
     from InteractiveRefineLib.model_package import load_model_package
 
     return load_model_package(tiny_package_dir)
+
+
+def unanchored_package(path: Path) -> Path:
+    """A tiny package with an ``unanchored`` stage whose answers are plain to see: its refine
+    member's output bias is +50 (everything is tumour), its unanchored member's -50 (nothing is)."""
+    from InteractiveRefineLib.model_package import (
+        create_random_model_package,
+        load_model_package,
+        save_model_package,
+    )
+
+    package = load_model_package(create_random_model_package(
+        Path(path) / "random", network=TINY_NETWORK, roi_size_vox=TINY_ROI, seed=0))
+
+    def biased(network, bias: float) -> dict:
+        state = {k: v.clone() for k, v in network.state_dict().items()}
+        state[[k for k in state if k.endswith("bias")][-1]].fill_(bias)  # the output convolution's
+        return state
+
+    refine = package.networks["refine"][0]
+    states = {"initial": [package.networks["initial"][0].state_dict()],
+              "refine": [biased(refine, 50.0)], "unanchored": [biased(refine, -50.0)]}
+    return save_model_package(Path(path) / "unanchored", package.card, states)

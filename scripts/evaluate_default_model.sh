@@ -9,7 +9,7 @@
 # the same with the first positive click a 40 % SUVmax threshold click (THRESHOLD_START=1), and the
 # sarcoma cases the default model never trained on (STS_041, STS_043, STS_048, STS_051). Each run's
 # table.md has the one-click PET threshold floor per case. REGION_REMOVAL=0 evaluates the networks
-# alone.
+# alone; SELECTION_ONLY=1 stops after the three selection sets (what select_model.py decides on).
 #   MODEL=runs/default_model/package OUT_DIR=runs/eval bash scripts/evaluate_default_model.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,7 @@ N_HELDOUT_BULKY=${N_HELDOUT_BULKY:-4}
 SARCOMA_HELDOUT=${SARCOMA_HELDOUT:-STS_041,STS_043,STS_048,STS_051}
 THRESHOLD_START=${THRESHOLD_START:-1}
 REGION_REMOVAL=${REGION_REMOVAL:-1}
+SELECTION_ONLY=${SELECTION_ONLY:-0}
 EXTRA=()
 if [ "$REGION_REMOVAL" = 0 ]; then EXTRA=(--no-region-removal); fi
 PY=${PYTHON:-python3}
@@ -60,6 +61,7 @@ CSV
   grep -v '^STS_001,' "$OUT_DIR/real_cases.csv" > "$OUT_DIR/real_auto.csv"
   evaluate "$OUT_DIR/real_auto.csv" "$OUT_DIR/real_auto" --roi-center auto
 fi
+if [ "$SELECTION_ONLY" = 1 ]; then exit 0; fi
 if [ -d "$DATA/hecktor2020_chgj015" ] && [ -d "$DATA/hecktor2020_lowres" ]; then
   $TRAIN manifest --out "$OUT_DIR/real_hn.csv" --data "$DATA/hecktor2020_chgj015" --data "$DATA/hecktor2020_lowres"
   evaluate "$OUT_DIR/real_hn.csv" "$OUT_DIR/real_hn" --roi-center label

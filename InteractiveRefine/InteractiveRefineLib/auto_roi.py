@@ -85,6 +85,11 @@ class AutoRoi:
     details: dict = field(default_factory=dict)
 
     @property
+    def given(self) -> bool:
+        """True when the user gave the centre (``explicit``), False when it was placed here."""
+        return self.method == "explicit"
+
+    @property
     def description(self) -> str:
         return DESCRIPTIONS.get(self.method, self.method)
 

@@ -34,6 +34,15 @@ negative guidance), so older cards load unchanged. The click inputs' options def
 card's ``clicks`` section (``sigma_vox`` 2.0, ``truncate`` 4.0, ``scaling`` "minmax"), which
 stays the one home of the click encoding: an input option that contradicts it is an error.
 The ROI-size rule of the engine, the Slicer module and training lives here too.
+
+Optional stages (:data:`OPTIONAL_STAGES`) are further refinement members for one situation; they
+read the refine stage's inputs and are listed under ``members`` only::
+
+    "members": {"initial": [...], "refine": [...], "unanchored": [{"file": ..., "sha256": ...}]}
+
+``unanchored``: the networks for a negative click made before any positive click while the ROI
+was placed automatically (nobody has yet said which hot region is the tumour); every other click
+uses ``refine`` (:func:`.refiners.refine_stage`).
 """
 from __future__ import annotations
 
@@ -48,6 +57,8 @@ from .intensity import PRESETS
 
 CARD_NAME = "model.json"
 STAGES = ("initial", "refine")
+#: Optional refinement stages, listed in ``members`` only; they read the ``refine`` inputs.
+OPTIONAL_STAGES = ("unanchored",)
 FORMAT_VERSION = 1
 
 #: Image inputs a card may name; ``preprocessing.image_channels`` lists those the model reads.
@@ -66,6 +77,8 @@ UNET = "monai.networks.nets.UNet"
 MONAI_NORMS = ("INSTANCE", "BATCH", "INSTANCE_NVFUSER", "GROUP", "LAYER", "LOCALRESPONSE", "SYNCBATCH")
 
 _INPUT_KEYS = ("name", "channels", "optional", "options")
+#: The card's click settings (true or false, default false; :class:`ModelCard`).
+CARD_FLAGS = ("threshold_start", "local_edits_after_threshold", "local_edits_positive_clicks")
 
 
 @dataclass(frozen=True)
@@ -163,6 +176,12 @@ class ModelCard:
     threshold_start: bool = False
     local_edits_after_threshold: bool = False
     local_edits_positive_clicks: bool = False
+
+    @property
+    def member_stages(self) -> tuple[str, ...]:
+        """The stages this package has members for: :data:`STAGES`, then the optional stages
+        its ``members`` lists (e.g. ``("initial", "refine", "unanchored")``)."""
+        return tuple(self.stages)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -333,8 +352,12 @@ def _preprocessing(raw: Mapping, source) -> tuple[Mapping, tuple[str, ...]]:
 def _members(raw: Mapping, source) -> list:
     """The members' own ``network`` sections (checked; most members have none)."""
     members = _section(raw, "members", source)
+    unknown = sorted(set(members) - set(STAGES + OPTIONAL_STAGES))
+    if unknown:
+        raise _fail(source, "members", f"keyed by the stages {list(STAGES)} and optionally "
+                    f"{list(OPTIONAL_STAGES)}", f"stage(s) {unknown}")
     networks = []
-    for stage in STAGES:
+    for stage in stages_of(members):
         listed = members.get(stage)
         if not isinstance(listed, list) or not listed:
             raise _fail(source, f"members.{stage}", "a non-empty list of {file, sha256} entries", listed)
@@ -427,11 +450,16 @@ def member_output_indices(member: Mapping, outputs, where: str = "members", sour
     return list(names), tuple(names.index(n) for n in card_names)
 
 
+def stages_of(members: Mapping) -> tuple[str, ...]:
+    """:data:`STAGES` and the optional stages that a card's ``members`` section lists."""
+    return STAGES + tuple(stage for stage in OPTIONAL_STAGES if stage in members)
+
+
 def _check_out_channels(raw: Mapping, outputs, source) -> None:
     """A network section's ``out_channels``, when given, must equal the number of outputs (of the
     member's own ``outputs``, when it lists them)."""
     sections = [("network", raw["network"], len(outputs))]
-    for stage in STAGES:
+    for stage in stages_of(raw["members"]):
         for i, member in enumerate(raw["members"][stage]):
             where = f"members.{stage}[{i}]"
             names, _ = member_output_indices(member, outputs, where, source)
@@ -554,16 +582,12 @@ def _scalars(raw: Mapping, source) -> dict:
     window = fast_path.get("window_vox") if isinstance(fast_path, Mapping) else fast_path
     if window is not None and (not _is_int(window) or window < 1):
         raise _fail(source, "fast_path.window_vox", "a positive integer", window)
-    start = raw.get("threshold_start", False)
-    if not isinstance(start, bool):
-        raise _fail(source, "threshold_start", "true or false", start)
     flags = {}
-    for key in ("local_edits_after_threshold", "local_edits_positive_clicks"):
+    for key in CARD_FLAGS:
         flags[key] = raw.get(key, False)
         if not isinstance(flags[key], bool):
             raise _fail(source, key, "true or false", flags[key])
-    return {"threshold": float(threshold), "activation": activation, "fast_window_vox": window,
-            "threshold_start": start, **flags}
+    return {"threshold": float(threshold), "activation": activation, "fast_window_vox": window, **flags}
 
 
 def parse_card(raw: dict, source: str = CARD_NAME) -> ModelCard:
@@ -583,6 +607,8 @@ def parse_card(raw: dict, source: str = CARD_NAME) -> ModelCard:
                                                                            n_classes=len(outputs))
     stages = _stages(section, image_channels, click_options, source)
     _check_class_channels(stages, outputs, source)
+    for stage in stages_of(raw["members"])[len(STAGES):]:  # optional stages read the refine inputs
+        stages[stage] = StageSpec(stage, stages["refine"].inputs)
     return ModelCard(
         raw=raw,
         name=raw["name"],

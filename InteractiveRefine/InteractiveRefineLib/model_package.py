@@ -45,6 +45,7 @@ from .card import (
     default_stages,
     member_output_indices,
     parse_card,
+    stages_of,
 )
 from .errors import ModelPackageError
 from .networks import PAPER_NETWORK, build_network, select_outputs
@@ -265,19 +266,18 @@ def load_model_package(path: str | os.PathLike | None = None) -> ModelPackage:
         raise ModelPackageError(f"{card_path} is not valid JSON: {exc}") from exc
     spec = parse_card(card, str(card_path))
     package = ModelPackage(path=path, card=card, spec=spec)
-    for stage in STAGES:
+    for stage in spec.member_stages:
         package.networks[stage] = [
             _load_member(path, spec, stage, member) for member in card["members"][stage]
         ]
-    logger.info(
-        "loaded model %r from %s (%d initial, %d refine members)", spec.name, path,
-        len(package.networks["initial"]), len(package.networks["refine"]),
-    )
+    logger.info("loaded model %r from %s (%s members)", spec.name, path,
+                ", ".join(f"{len(package.networks[stage])} {stage}" for stage in spec.member_stages))
     return package
 
 
 def save_model_package(path: str | os.PathLike, card: dict, state_dicts: dict) -> Path:
-    """Write ``state_dicts`` (``{"initial": [sd, ...], "refine": [sd, ...]}``) and the card.
+    """Write ``state_dicts`` (``{"initial": [sd, ...], "refine": [sd, ...]}``, optionally an
+    optional stage's too, e.g. ``"unanchored"``) and the card.
 
     Member files are named ``<stage>_<index>.safetensors``; their sha256 is filled into the card.
     Returns the package folder.
@@ -287,7 +287,7 @@ def save_model_package(path: str | os.PathLike, card: dict, state_dicts: dict) -
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     card = copy.deepcopy(card)
-    for stage in STAGES:
+    for stage in stages_of(state_dicts):
         members = []
         for index, state in enumerate(state_dicts[stage]):
             file_name = f"{stage}_{index}.safetensors"
@@ -298,6 +298,8 @@ def save_model_package(path: str | os.PathLike, card: dict, state_dicts: dict) -
             member.update({"file": file_name, "sha256": sha256_of(path / file_name)})
             members.append(member)
         card["members"][stage] = members
+    for stage in set(card["members"]) - set(stages_of(state_dicts)):  # no weights: not listed
+        del card["members"][stage]
     parse_card(card)
     (path / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
     return path

@@ -37,7 +37,7 @@ from .geometry import Volume, union
 from .inputs import InputContext, assemble
 from .inputs import image as image_inputs
 from .model_package import ModelPackage, load_model_package
-from .refiners import Clicks
+from .refiners import Clicks, refine_stage
 from .refiners.full import FullRefiner
 from .refiners.threshold import ThresholdRefiner
 from .refiners.window import DEFAULT_WINDOW, WindowRefiner
@@ -260,10 +260,12 @@ class RefinementSession(SessionResults):
             self.history.push(self._advance(state, click, index, False, t0))
             return self._result()
 
-    def _refiner_for(self, click: Click, index, exact: bool):
+    def _refiner_for(self, click: Click, index, whole: bool):
+        """The refiner for ``click``; ``whole``: the whole ROI (an exact pass, or a stage other
+        than ``refine``, whose networks have no window copies)."""
         if click.kind == "threshold":
             return self._threshold, 0.0
-        if exact or self.plan.refine_path != "window" or self._window.box_for(index) is None:
+        if whole or self.plan.refine_path != "window" or self._window.box_for(index) is None:
             return self._full, 0.0
         calibrate_s = 0.0 if self._window.ready else self._window.prepare(self.history.initial)
         return self._window, calibrate_s
@@ -272,14 +274,15 @@ class RefinementSession(SessionResults):
         """The state after ``click`` (at ``index``) from ``state``; ``exact``: float32, whole ROI."""
         positives = tuple(c.positive for c in state.clicks) + (click.positive,)
         labels = classes.click_classes(state.clicks + (click,), self.classes)
-        clicks = Clicks(state.click_indices + (index,), positives, click, labels)
+        stage = refine_stage(self.card, positives, self.image.roi_placement)
+        clicks = Clicks(state.click_indices + (index,), positives, click, labels, stage)
         threshold = self.card.threshold
         t_rejections = time.perf_counter()
         arrays = click_regions.arrays_for(self.backend)  # scipy on the host, or CuPy on the GPU
         rejections = constraints.rejections_after(state.rejections, state.probability, threshold, index,
                                                   click.positive, self.region_removal, arrays)
         removal_s = time.perf_counter() - t_rejections
-        refiner, calibrate_s = self._refiner_for(click, index, exact)
+        refiner, calibrate_s = self._refiner_for(click, index, exact or stage != "refine")
         proposal = refiner.refine(state, clicks, exact=exact, first=state is self.history.initial)
         t1 = time.perf_counter()
         probability, reset_box = proposal.probability, None
@@ -311,10 +314,13 @@ class RefinementSession(SessionResults):
             timings["calibrate_s"] = calibrate_s
         timings["total_s"] = time.perf_counter() - t0
         window = None if proposal.window is None else tuple((s.start, s.stop) for s in proposal.window)
+        details = dict(proposal.details)
+        if stage != "refine" and click.kind != "threshold":
+            details["stage"] = stage
         return State(
             state.clicks + (click,), clicks.indices, probability, ct_mask, timings, proposal.mode,
             window, rejections, removed * float(np.prod(self.grid.spacing)) / 1000.0,
-            state.exact and proposal.exact, memo, dict(proposal.details),
+            state.exact and proposal.exact, memo, details,
         )
 
     def undo(self) -> StepResult:

@@ -29,6 +29,8 @@ def describe(result, action: str, seconds: float, pending: int = 0, precision: s
         region = f"{regionClass} region" if regionClass else "region"
         status += (f", {100 * threshold['fraction']:.0f} % SUVmax {region}, SUVmax {threshold['suvmax']:.1f}"
                    f" ({threshold['volume_ml']:.1f} mL)")
+    if (result.details or {}).get("stage") == "unanchored":
+        status += ", hot regions rejected (no tumour point yet)"
     if result.window is not None:  # a fast click: refined in a window around it
         status += " in a " + "x".join(str(b - a) for a, b in result.window) + " window"
     if not result.exact:

@@ -23,7 +23,8 @@ _spec = importlib.util.spec_from_file_location(
 _root = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_root)
 REPO, DATA_DIR, TINY_NETWORK, TINY_ROI = _root.REPO, _root.DATA_DIR, _root.TINY_NETWORK, _root.TINY_ROI
-data_path = _root.data_path
+data_path, hot_sphere_pair, unanchored_package = (_root.data_path, _root.hot_sphere_pair,
+                                                  _root.unanchored_package)
 
 pytest.importorskip("slicer", reason="slicer-core is not installed (pip install slicer-core)")
 

@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from InteractiveRefineLib.card import CARD_FLAGS
 from InteractiveRefineLib.cli import positive_int
 from InteractiveRefineLib.click_regions import NO_REGION_REMOVAL_HELP
 from InteractiveRefineLib.constraints import LOCAL_EDITS_HELP, LOCAL_EDITS_POSITIVE_HELP
@@ -192,6 +193,12 @@ def _add_commands(sub) -> None:
                         "initial members (and their card records) are kept")
     p.add_argument("--refine", required=True,
                    help="refine (or deepgrow/deepedit) run folder(s), comma-separated")
+    p.add_argument("--unanchored", default="",
+                   help="refine run folder(s), or a model package whose refine members serve, for the "
+                        "card's unanchored stage: negative clicks before any positive one at an "
+                        "automatically placed ROI (default: none, the refine members answer every click)")
+    p.add_argument("--card-flag", action="append", default=[], choices=CARD_FLAGS, metavar="SETTING",
+                   help="switch on one of the card's click settings (repeatable): " + ", ".join(CARD_FLAGS))
     p.add_argument("--out", required=True)
     p.add_argument("--name")
     p.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
@@ -297,7 +304,8 @@ def cmd_export(args) -> dict:
 
     split = lambda text: [p for p in text.split(",") if p]  # noqa: E731
     path = export_package(split(args.initial), split(args.refine), args.out, name=args.name, half=args.half,
-                          fast_window=args.fast_window)
+                          fast_window=args.fast_window, unanchored_runs=split(args.unanchored),
+                          flags=args.card_flag)
     return {"model": str(path)}
 
 

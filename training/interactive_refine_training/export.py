@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from InteractiveRefineLib import __version__ as engine_version
-from InteractiveRefineLib.card import PET_VALUE_INPUTS, default_inputs_section, default_stages
+from InteractiveRefineLib.card import CARD_FLAGS, PET_VALUE_INPUTS, default_inputs_section, default_stages
 from InteractiveRefineLib.model_package import default_card, load_model_package, save_model_package
 from InteractiveRefineLib.networks import build_network, size_divisor, unwrapped
 
@@ -152,14 +152,17 @@ def pet_dropout(config: dict) -> float:
     return float(config["data"].get("pet_dropout", 0.0))
 
 
-def _card(initial: list[TrainedRun], refine: list[TrainedRun], name: str) -> dict:
-    runs = initial + refine
+def _card(initial: list[TrainedRun], refine: list[TrainedRun], name: str,
+          unanchored: list[TrainedRun] = ()) -> dict:
+    unanchored = list(unanchored)
+    runs = initial + refine + unanchored
     data = _common(runs, "data", ("image_channels", "roi_size_vox", "spacing_mm", "intensity_preset",
                                   "label_value"))
-    network = _common(refine + initial, "network", ("channels", "strides", "num_res_units", "norm"))
-    inter = _common(refine, "interaction", ("sigma_vox", "truncate"))
+    network = _common(refine + unanchored + initial, "network",
+                      ("channels", "strides", "num_res_units", "norm"))
+    inter = _common(refine + unanchored, "interaction", ("sigma_vox", "truncate"))
     classes = classes_of(refine[0].config)
-    for run in refine[1:]:
+    for run in refine[1:] + unanchored:
         if classes_of(run.config) != classes:
             raise ValueError(f"{run.path}: data.classes {classes_of(run.config)} differ from "
                              f"{refine[0].path}'s {classes}")
@@ -173,7 +176,7 @@ def _card(initial: list[TrainedRun], refine: list[TrainedRun], name: str) -> dic
                         intensity_preset=data["intensity_preset"], simulated_user=user)
     card["clicks"].update(sigma_vox=float(inter["sigma_vox"]), truncate=float(inter["truncate"]))
     extra = refine_extra_inputs(refine[0].config)
-    if any(refine_extra_inputs(r.config) != extra for r in refine[1:]):
+    if any(refine_extra_inputs(r.config) != extra for r in refine[1:] + unanchored):
         raise ValueError("the refine runs differ in their extra inputs (interaction.pet_region)")
     if extra or len(classes) > 1:  # the classic layout plus these / per class: named explicitly
         card["inputs"] = default_inputs_section(data["image_channels"], extra, n_classes=len(classes))
@@ -187,6 +190,7 @@ def _card(initial: list[TrainedRun], refine: list[TrainedRun], name: str) -> dic
         "method": method, "engine_version": engine_version, "label_value": int(data["label_value"]),
         **({"classes": outputs_section(refine[0].config)} if len(classes) > 1 else {}),
         "initial": [_run_record(r) for r in initial], "refine": [_run_record(r) for r in refine],
+        **({"unanchored": [_run_record(r) for r in unanchored]} if unanchored else {}),
         "phantoms": _phantom_record(runs),
     }
     # an initial network of more classes (e.g. GTVp + GTVn for a GTVp card): the card takes its classes
@@ -199,7 +203,8 @@ def _card(initial: list[TrainedRun], refine: list[TrainedRun], name: str) -> dic
         "validation": {
             stage: [{"fold": r.summary.get("fold"), "metric": r.summary.get("metric"),
                      "value": r.summary.get("best_metric")} for r in members]
-            for stage, members in (("initial", initial), ("refine", refine))
+            for stage, members in (("initial", initial), ("refine", refine), ("unanchored", unanchored))
+            if members
         }
     }
     return card
@@ -231,16 +236,23 @@ def _phantom_record(runs: list[TrainedRun]):
 
 
 def export_package(initial_runs, refine_runs, out: str | os.PathLike, name: str | None = None,
-                   half: bool = False, fast_window: int | None = None) -> Path:
+                   half: bool = False, fast_window: int | None = None, unanchored_runs=(),
+                   flags=()) -> Path:
     """Write a model package from run folders (or checkpoints, or packages' members); returns
     its folder. ``fast_window``: the card's ``fast_path.window_vox`` (the CPU fast path's window
-    edge for this network), or None for the engine's default.
+    edge for this network), or None for the engine's default. ``unanchored_runs``: refine runs
+    (or packages, their refine members) for the card's optional ``unanchored`` stage: negative
+    clicks before any positive one at an automatically placed ROI (:mod:`InteractiveRefineLib.card`).
+    ``flags``: card click settings to switch on (:data:`CARD_FLAGS`, e.g. ``threshold_start``).
 
     ``initial_runs`` may be empty when every refine run is a DeepGrow/DeepEdit baseline: the
     baseline then serves as its own initial model.
     """
     if fast_window is not None and int(fast_window) < 1:
         raise ValueError(f"the fast window must be a positive number of voxels, got {fast_window}")
+    unknown = sorted(set(flags) - set(CARD_FLAGS))
+    if unknown:
+        raise ValueError(f"unknown card setting(s) {unknown}; these can be switched on: {list(CARD_FLAGS)}")
     refine = _load_runs(refine_runs, "refine")
     if not refine:
         raise ValueError("export needs at least one --refine run")
@@ -249,12 +261,15 @@ def export_package(initial_runs, refine_runs, out: str | os.PathLike, name: str 
         if not all(r.trainer in BASELINES for r in refine):
             raise ValueError("--initial is required unless every --refine run is a deepgrow/deepedit run")
         initial = list(refine)
-    card = _card(initial, refine, name or Path(out).name)
+    unanchored = _load_runs(unanchored_runs, "refine")
+    card = _card(initial, refine, name or Path(out).name, unanchored)
     if fast_window is not None:
         card["fast_path"] = {"window_vox": int(fast_window)}
+    card.update({flag: True for flag in flags})
     states = {
         "initial": [member_state(r, "initial") for r in initial],
         "refine": [member_state(r, "refine") for r in refine],
+        **({"unanchored": [member_state(r, "refine") for r in unanchored]} if unanchored else {}),
     }
     if half:
         states = {s: [{k: v.half() if v.is_floating_point() else v for k, v in sd.items()} for sd in sds]
@@ -262,5 +277,6 @@ def export_package(initial_runs, refine_runs, out: str | os.PathLike, name: str 
         card["weights_dtype"] = "float16"
     path = save_model_package(out, card, states)
     load_model_package(path)  # verify: checksums, shapes, float16 -> float32 loading
-    logger.info("exported %s (%d initial, %d refine members)", path, len(initial), len(refine))
+    logger.info("exported %s (%d initial, %d refine, %d unanchored members)", path, len(initial), len(refine),
+                len(unanchored))
     return path

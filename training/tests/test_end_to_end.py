@@ -222,6 +222,25 @@ def test_export_keeps_a_packages_initial_model_and_replaces_its_refine_model(pac
     assert new.card["training"]["refine"][0]["run"] == str(refine_run)
 
 
+def test_export_adds_an_unanchored_stage_from_a_packages_refine_members(package, refine_run, tmp_path):
+    """``export --unanchored PACKAGE``: that package's refine member serves the card's unanchored
+    stage (negative clicks before any positive one at an automatic ROI), bit for bit, with its
+    training record; a package re-exported without the option has no such stage."""
+    out = tmp_path / "with_unanchored"
+    assert main(["-q", "export", "--initial", str(package), "--refine", str(refine_run),
+                 "--unanchored", str(package), "--out", str(out)]) == 0
+    old, new = load_model_package(package), load_model_package(out)
+    assert new.spec.member_stages == ("initial", "refine", "unanchored")
+    for name, value in old.networks["refine"][0].state_dict().items():
+        assert torch.equal(new.networks["unanchored"][0].state_dict()[name], value), name
+    assert new.card["training"]["unanchored"] == old.card["training"]["refine"]
+    assert [m["value"] for m in new.card["metrics"]["validation"]["unanchored"]] == [
+        m["value"] for m in old.card["metrics"]["validation"]["refine"]]
+    again = tmp_path / "again"
+    assert main(["-q", "export", "--initial", str(out), "--refine", str(out), "--out", str(again)]) == 0
+    assert load_model_package(again).spec.member_stages == ("initial", "refine")
+
+
 def test_select_model_applies_the_selection_rule_to_evaluations(package, tmp_path):
     """``training/scripts/select_model.py``: a candidate passes only if, on every selection set, its
     mean Dice at 0 clicks is above the baseline's and after the given clicks not below it; sets

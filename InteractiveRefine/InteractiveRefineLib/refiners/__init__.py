@@ -24,12 +24,23 @@ import numpy as np
 class Clicks:
     """The clicks after the new one: working-grid indices and signs, newest last, and the newest
     :class:`~..clicks.Click` itself (its kind and options), when there is one. ``labels``: per
-    click, its class index 0..C-1 (empty: every click is class 0; :mod:`..classes`)."""
+    click, its class index 0..C-1 (empty: every click is class 0; :mod:`..classes`). ``stage``:
+    the card stage whose networks refine them (:func:`refine_stage`)."""
 
     indices: tuple
     positives: tuple
     latest: object = None
     labels: tuple = ()
+    stage: str = "refine"
+
+
+def refine_stage(card, positives, roi_placement) -> str:
+    """The card stage that refines after the clicks whose signs are ``positives`` (newest last):
+    ``"unanchored"`` when the card has that stage, no click so far is positive, and the ROI was
+    placed automatically (``roi_placement``: an :class:`..auto_roi.AutoRoi` the user did not
+    give): nobody has yet said which hot region is the tumour. Otherwise ``"refine"``."""
+    unanchored = not any(positives) and roi_placement is not None and not roi_placement.given
+    return "unanchored" if unanchored and "unanchored" in card.stages else "refine"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The paper's refinement: the refine network on the whole ROI."""
+"""The paper's refinement: the refine network (or the stage the clicks name) on the whole ROI."""
 from __future__ import annotations
 
 import time
@@ -41,7 +41,7 @@ class FullRefiner:
         x = self.whole_input(state.probability, clicks)
         self.backend.synchronize()
         t1 = time.perf_counter()
-        probability = self.backend.predict("refine", x, exact=exact)
+        probability = self.backend.predict(clicks.stage, x, exact=exact)
         t2 = time.perf_counter()
         # compiled networks are float32 but not bit-equal to the eager ones: confirm() redoes them
         precise = exact or not (self.backend.plan.reduced_precision or self.backend.last_compiled)
