@@ -142,7 +142,8 @@ class ModelCard:
 
     ``raw``: a copy of the JSON as read, for the fields no engine code interprets (training,
     metrics, members). ``network``: the package-wide network section. ``stages``: the inputs
-    of each of :data:`STAGES`. ``spacing_mm``: working-grid spacing along (i, j, k);
+    of each of :data:`STAGES`, and of the optional stages the card has members for (the refine
+    inputs). ``spacing_mm``: working-grid spacing along (i, j, k);
     ``roi_size_vox``: the model's ROI (k, j, i). ``size_divisor``: spatial sizes every member
     network takes are multiples of it (the product of its strides). ``pet_optional``
     (``preprocessing.pet_optional``, default false): a PET/CT model trained with PET dropped may

@@ -37,7 +37,7 @@ from .threshold import DEFAULT_METHOD, METHODS
 logger = logging.getLogger("interactive-refine")
 
 #: ``--model`` of every command: a folder, or a shipped package by name (model_package.resolve_model_dir).
-MODEL_HELP = ("model package folder, or a shipped model's name: tumour_roi, pet_region, gtvp_gtvn "
+MODEL_HELP = ("model package folder, or a shipped model's name: pet_region, gtvp_gtvn "
               "(default: the shipped default model)")
 
 

@@ -230,7 +230,7 @@ def _check_out_channels(state: dict, names: list, weight_path) -> None:
 
 def shipped_models() -> list[str]:
     """The names of the packages shipped with the module (folders of :data:`SHIPPED_MODELS_DIR`
-    holding a card), e.g. ``["default", "gtvp_gtvn", "pet_region", "tumour_roi"]``."""
+    holding a card), e.g. ``["default", "gtvp_gtvn", "pet_region"]``."""
     if not SHIPPED_MODELS_DIR.is_dir():
         return []
     return sorted(p.name for p in SHIPPED_MODELS_DIR.iterdir() if (p / CARD_NAME).is_file())
@@ -238,7 +238,7 @@ def shipped_models() -> list[str]:
 
 def resolve_model_dir(path: str | os.PathLike | None) -> Path:
     """The package folder that ``path`` names: None or ``""`` the shipped default model; a bare
-    name that is no file or folder here but a shipped package's (``"tumour_roi"``) that package;
+    name that is no file or folder here but a shipped package's (``"gtvp_gtvn"``) that package;
     anything else the folder as given."""
     if path is None or str(path) == "":
         return DEFAULT_MODEL_DIR

@@ -69,9 +69,12 @@ def test_missing_card_is_refused(tmp_path):
         load_model_package(tmp_path)
 
 
+GTVP_GTVN_NAME = "interactive-refine-gtvp-gtvn"
+
+
 def test_a_shipped_model_loads_by_its_name_and_a_folder_of_that_name_wins(tiny_package_dir, tmp_path,
                                                                           monkeypatch):
-    """``--model tumour_roi`` (or the module's Model field): a shipped package by its folder name;
+    """``--model gtvp_gtvn`` (or the module's Model field): a shipped package by its folder name;
     a folder of that name in the working directory is what the user meant; an unknown name is
     refused with the shipped names; an empty path is the default model."""
     import shutil
@@ -79,15 +82,15 @@ def test_a_shipped_model_loads_by_its_name_and_a_folder_of_that_name_wins(tiny_p
     from InteractiveRefineLib.model_package import DEFAULT_MODEL_DIR, SHIPPED_MODELS_DIR, resolve_model_dir
 
     monkeypatch.chdir(tmp_path)
-    assert load_model_package("tumour_roi").spec.name == "interactive-refine-tumour-roi"
-    assert resolve_model_dir("tumour_roi") == SHIPPED_MODELS_DIR / "tumour_roi"
+    assert load_model_package("gtvp_gtvn").spec.name == GTVP_GTVN_NAME
+    assert resolve_model_dir("gtvp_gtvn") == SHIPPED_MODELS_DIR / "gtvp_gtvn"
     assert resolve_model_dir("") == resolve_model_dir(None) == DEFAULT_MODEL_DIR
-    names = "shipped models, by name: default, gtvp_gtvn, pet_region, tumour_roi"
+    names = "shipped models, by name: default, gtvp_gtvn, pet_region"
     with pytest.raises(ModelPackageError, match=names):
-        load_model_package("tumor_roi")
-    shutil.copytree(tiny_package_dir, tmp_path / "tumour_roi")  # the user's own folder of that name
-    assert load_model_package("tumour_roi").path == Path("tumour_roi")
-    assert load_model_package("./tumour_roi").spec.name != "interactive-refine-tumour-roi"
+        load_model_package("gtvp_gtv")
+    shutil.copytree(tiny_package_dir, tmp_path / "gtvp_gtvn")  # the user's own folder of that name
+    assert load_model_package("gtvp_gtvn").path == Path("gtvp_gtvn")
+    assert load_model_package("./gtvp_gtvn").spec.name != GTVP_GTVN_NAME
 
 
 def test_ensemble_package_averages_members(tmp_path):

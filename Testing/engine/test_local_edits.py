@@ -78,10 +78,10 @@ def test_a_bad_card_value_is_refused(tiny_package_dir, tmp_path, key, attribute,
     assert getattr(RefinementSession(str(tiny_package_dir), device="cpu"), attribute) is False
 
 
-def _sphere_session(package, local_edits):
+def _sphere_session(package, local_edits, local_edits_positive=False):
     ct, pet = hot_sphere_pair()
     session = RefinementSession(package, device="cpu", refine_mode="full", amp=False, local_edits=local_edits,
-                                threshold_start=False)
+                                local_edits_positive=local_edits_positive, threshold_start=False)
     session.set_image(ct, pet, allow_low_pet_coverage=True)  # a 90 mm phantom in the 144 mm ROI
     session.initial()
     return session
@@ -117,7 +117,8 @@ def test_after_a_threshold_region_a_click_changes_only_what_connects_to_it():
     local = _sphere_session(load_model_package(), local_edits=True)
     for session in (free, local):
         session.add_threshold(SPHERE_RAS)
-    _assert_the_click_edits_locally(free, local, EDGE_RAS, positive=False)
+    # a "tumour" click beside the region: the network alone also changes the region's far side
+    _assert_the_click_edits_locally(free, local, SPHERE_RAS + np.array([0.0, 12.0, 0.0]), positive=True)
     # Undo is exact, and the float32 replay of the history gives the same mask.
     after = local.mask_on_ct().copy()
     local.add_click(SPHERE_RAS + 3.0, positive=True)
@@ -200,12 +201,11 @@ def test_positive_clicks_change_only_what_connects_to_them_and_negative_clicks_a
     """``local_edits_positive``: without any threshold region, a positive click keeps only the
     changes connected to it; a negative click is the network's answer, as without the option."""
     free = _sphere_session(load_model_package(), local_edits=False)
-    local = _sphere_session(load_model_package(), local_edits=False)
-    local.local_edits_positive = True
+    local = _sphere_session(load_model_package(), local_edits=False, local_edits_positive=True)
     _assert_the_click_edits_locally(free, local, SPHERE_RAS + np.array([0.0, 0.0, -9.0]), positive=True)
     # a negative click: the network's answer, as without the option
-    free, local = (_sphere_session(load_model_package(), local_edits=False) for _ in range(2))
-    local.local_edits_positive = True
+    free = _sphere_session(load_model_package(), local_edits=False)
+    local = _sphere_session(load_model_package(), local_edits=False, local_edits_positive=True)
     for session in (free, local):
         session.add_click(EDGE_RAS, positive=False)
     assert np.array_equal(free.mask_on_ct(), local.mask_on_ct())

@@ -2,7 +2,9 @@
 positive click shows where the tumour is; a click on the tumour's own region never erases it.
 
 The rule's pure functions on small masks, then the shipped default model on the real
-head-and-neck case CHGJ015, whose initial mask also covers hot brain far from the tumour."""
+head-and-neck case CHGJ015 with the ROI where the automatic box goes, given as the user's ROI (so
+the refine members answer every click): the initial mask there also covers hot tissue far from the
+tumour, more of it than the tumour."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +13,7 @@ from InteractiveRefineLib import click_regions
 from InteractiveRefineLib.geometry import read_volume
 from InteractiveRefineLib.model_package import load_model_package
 from InteractiveRefineLib.session import RefinementSession
-from InteractiveRefineLib.simulation import label_centroid_ras, truth_on_grid
+from InteractiveRefineLib.simulation import truth_on_grid
 from scipy import ndimage
 from session_checks import assert_ct_mask_is_the_back_mapping, assert_tracked_statistics_exact
 
@@ -57,11 +59,21 @@ def chgj015():
     return ct, pet, label
 
 
-def _session(chgj015, **kwargs):
-    ct, pet, label = chgj015
-    # The network's own answer to every click: no threshold start (the shipped card asks for one).
+@pytest.fixture(scope="module")
+def box_centre(chgj015):
+    """RAS centre of the automatically placed ROI on CHGJ015."""
+    session = RefinementSession(load_model_package(), device="cpu")
+    session.set_image(chgj015[0], chgj015[1], roi_center_ras="auto")
+    assert session.roi_placement.method == "below_brain"
+    return session.roi_placement.center_ras
+
+
+def _session(chgj015, centre, **kwargs):
+    ct, pet, _ = chgj015
+    # The network's own answer to every click (no threshold start), at the user's ROI.
     session = RefinementSession(load_model_package(), device="cpu", threshold_start=False, **kwargs)
-    session.set_image(ct, pet, roi_center_ras=label_centroid_ras(label))
+    session.set_image(ct, pet, roi_center_ras=centre)
+    assert session.roi_placement.given
     session.initial()
     return session
 
@@ -84,19 +96,19 @@ def _deepest(region):
 
 
 @pytest.fixture(scope="module")
-def brain_and_tumour(chgj015):
+def brain_and_tumour(chgj015, box_centre):
     """The initial mask's largest false region (hot normal tissue, no tumour in it; larger than
     the tumour) and the tumour centre."""
-    session = _session(chgj015)
+    session = _session(chgj015, box_centre)
     truth = truth_on_grid(chgj015[2], session.grid)
     brain = next(region for region in _regions(session) if not (region & truth).any())
     assert brain.sum() > truth.sum()
     return brain, _deepest(brain), _deepest(truth)
 
 
-def test_negative_then_positive_click_removes_the_whole_false_region(chgj015, brain_and_tumour):
+def test_negative_then_positive_click_removes_the_whole_false_region(chgj015, box_centre, brain_and_tumour):
     brain, on_brain, on_tumour = brain_and_tumour
-    session = _session(chgj015)
+    session = _session(chgj015, box_centre)
     first = session.add_click(_ras(session, on_brain), positive=False)
     assert first.removed_ml == 0.0  # no positive click yet: the network alone answers
     after_negative = session.mask_on_ct().copy()
@@ -113,15 +125,15 @@ def test_negative_then_positive_click_removes_the_whole_false_region(chgj015, br
     session.undo()
     assert np.array_equal(session.mask_on_ct(), after_negative)
     # Without region removal the same clicks leave part of the false region.
-    alone = _session(chgj015, region_removal=False)
+    alone = _session(chgj015, box_centre, region_removal=False)
     alone.add_click(_ras(alone, on_brain), positive=False)
     result = alone.add_click(_ras(alone, on_tumour), positive=True)
     assert alone.mask_on_working_grid()[brain].sum() > 0 and result.removed_ml == 0.0
 
 
-def test_a_negative_click_on_the_tumours_own_region_never_erases_it(chgj015, brain_and_tumour):
+def test_a_negative_click_on_the_tumours_own_region_never_erases_it(chgj015, box_centre, brain_and_tumour):
     _, _, on_tumour = brain_and_tumour
-    session = _session(chgj015)
+    session = _session(chgj015, box_centre)
     truth = truth_on_grid(chgj015[2], session.grid)
     tumour_region = next(r for r in _regions(session) if (r & truth).any())
     # A negative click on an edge voxel of the tumour's region, then a positive click in it.
@@ -131,18 +143,18 @@ def test_a_negative_click_on_the_tumours_own_region_never_erases_it(chgj015, bra
     result = session.add_click(_ras(session, on_tumour), positive=True)
     assert result.removed_ml == 0.0
     # The rule changed nothing: the mask is the network's alone, and the tumour is still there.
-    alone = _session(chgj015, region_removal=False)
+    alone = _session(chgj015, box_centre, region_removal=False)
     alone.add_click(_ras(alone, on_edge), positive=False)
     alone.add_click(_ras(alone, on_tumour), positive=True)
     assert np.array_equal(session.mask_on_ct(), alone.mask_on_ct())
     assert (session.mask_on_working_grid().astype(bool) & truth).sum() > 0.25 * truth.sum()
 
 
-def test_the_fast_path_removes_regions_outside_its_window(chgj015, brain_and_tumour):
+def test_the_fast_path_removes_regions_outside_its_window(chgj015, box_centre, brain_and_tumour):
     """A 16^3 window around the tumour click, yet the brain region far away is removed and
     the CT mask follows it."""
     brain, on_brain, on_tumour = brain_and_tumour
-    session = _session(chgj015, refine_mode="fast", fast_window=16)
+    session = _session(chgj015, box_centre, refine_mode="fast", fast_window=16)
     session.add_click(_ras(session, on_brain), positive=False)
     result = session.add_click(_ras(session, on_tumour), positive=True)
     assert result.mode == "fast" and result.removed_ml > 0

@@ -177,12 +177,12 @@ def test_warm_up_returns_at_once_and_segment_reuses_its_package(logic, sts_nodes
 
 
 def test_the_model_field_takes_a_shipped_models_name(logic, tmp_path, monkeypatch):
-    """Typing ``tumour_roi`` in the Model field loads the shipped opt-in package, whatever the
+    """Typing ``gtvp_gtvn`` in the Model field loads the shipped opt-in package, whatever the
     working directory, and the Logic caches it like a folder."""
     monkeypatch.chdir(tmp_path)
-    package = logic.getModelPackage("tumour_roi", "cpu")
-    assert package.spec.name == "interactive-refine-tumour-roi" and package.path.name == "tumour_roi"
-    assert logic.getModelPackage("tumour_roi", "cpu") is package
+    package = logic.getModelPackage("gtvp_gtvn", "cpu")
+    assert package.spec.name == "interactive-refine-gtvp-gtvn" and package.path.name == "gtvp_gtvn"
+    assert logic.getModelPackage("gtvp_gtvn", "cpu") is package
 
 
 def test_segment_during_the_warm_up_waits_for_its_load(logic, sts_nodes, tmp_path, counted_loads):

@@ -1,7 +1,8 @@
 """In Slicer (real MRML through slicer-core), with the shipped default model on the real
-head-and-neck case CHGJ015: a "not tumour" point on the hot brain, then a "tumour" point on
-the tumour, and the whole brain region leaves the GTVp segment; the status line says so; the
-module's setting turns it off for the next clicks."""
+head-and-neck case CHGJ015 and an ROI node where the automatic box goes: a "not tumour" point on
+hot tissue away from the tumour, then a "tumour" point on the tumour, and that whole region leaves
+the GTVp segment; the status line says so; the module's setting turns it off for the next clicks.
+The threshold-start check box applies a card's threshold start, live."""
 from __future__ import annotations
 
 import numpy as np
@@ -40,19 +41,15 @@ def _chgj015(scene):
 
 def test_not_tumour_point_on_a_separate_region_removes_it_from_the_segment(scene):
     ct, pet, truth = _chgj015(scene)
-    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "ROI")
-    centre = (_ijk_to_ras(ct) @ np.append(np.argwhere(truth).mean(axis=0)[::-1], 1.0))[:3]
-    roi.SetCenter(*[float(v) for v in centre])
-    roi.SetSize(100.0, 100.0, 100.0)  # within the default model's 144 mm field
-
     logic = InteractiveRefine.InteractiveRefineLogic()
     try:
+        logic.segment(ct, pet, None, None, modelPath="", device="cpu")  # where the automatic box goes
+        roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "ROI")
+        roi.SetCenter(*[float(v) for v in logic.session.roi_placement.center_ras])
+        roi.SetSize(140.0, 140.0, 140.0)  # within the default model's 144 mm field
         assert logic.params.regionRemoval  # on by default
-        # Every point answered by the networks and region removal (what this test is about): the
-        # default card's threshold start switched off, as the module's check box does.
-        logic.setThresholdStart(False)
         logic.segment(ct, pet, None, roi, modelPath="", device="cpu")
-        assert logic.session.threshold_start is False
+        assert logic.session.roi_placement.given and logic.session.threshold_start is False
         initial = logic.segmentMask().astype(bool)
         labels, count = ndimage.label(initial, structure=np.ones((3, 3, 3)))
         regions = sorted((labels == n for n in range(1, count + 1)), key=lambda r: -int(r.sum()))
@@ -83,14 +80,28 @@ def test_not_tumour_point_on_a_separate_region_removes_it_from_the_segment(scene
         logic.clear()
 
 
-def test_the_first_tumour_point_starts_from_the_threshold_region_unless_switched_off(scene):
-    """The default model's card asks for a threshold start: the first "tumour" point adds its 40 %
-    SUVmax region; the module's check box (``setThresholdStart``) turns that off, live too."""
+def test_the_first_tumour_point_starts_from_the_threshold_region_unless_switched_off(scene, tmp_path):
+    """A model whose card asks for a threshold start (the default's networks, the card changed):
+    the first "tumour" point adds its 40 % SUVmax region; the module's check box
+    (``setThresholdStart``) turns that off, live too. The default card refines that point."""
+    import json
+    import shutil
+
+    from InteractiveRefineLib.model_package import DEFAULT_MODEL_DIR
+
+    package = shutil.copytree(DEFAULT_MODEL_DIR, tmp_path / "threshold_start")
+    card = json.loads((package / "model.json").read_text())
+    card["threshold_start"] = True  # the card is not covered by the weights' checksums
+    (package / "model.json").write_text(json.dumps(card))
     ct, pet, truth = _chgj015(scene)
     logic = InteractiveRefine.InteractiveRefineLogic()
     try:
-        assert logic.params.thresholdStart  # on by default
         logic.segment(ct, pet, None, None, modelPath="", device="cpu")
+        logic.getClickNodes()[0].AddControlPointWorld(*_deepest_ras(ct, truth))
+        assert [click.kind for click in logic.session.clicks] == ["point"]  # the default card: refined
+        logic.clear()
+        assert logic.params.thresholdStart  # on by default: as the card says
+        logic.segment(ct, pet, None, None, modelPath=str(package), device="cpu")
         positive_node = logic.getClickNodes()[0]
         positive_node.AddControlPointWorld(*_deepest_ras(ct, truth))
         assert [click.kind for click in logic.session.clicks] == ["threshold"]

@@ -256,7 +256,8 @@ def test_a_multi_class_refine_run_refuses_a_single_class_initial_run():
 @needs_engine
 def test_a_single_class_network_starts_every_class_of_a_multi_class_run():
     """``--init-weights`` from a single-class run or package (e.g. the shipped GTVp model): each
-    class's output starts as an exact copy of the one output."""
+    class's output starts as a copy of the one output (up to the rounding of the wider convolutions,
+    which the CPU may compute with other kernels)."""
     from interactive_refine_training.checkpoint import load_run, load_stage_weights
     from InteractiveRefineLib.networks import build_network
 
@@ -271,7 +272,8 @@ def test_a_single_class_network_starts_every_class_of_a_multi_class_run():
     with torch.no_grad():
         one, two = single(x), multi(x)
     assert two.shape == (1, 2, 48, 48, 48)
-    assert torch.equal(two[:, :1], one) and torch.equal(two[:, 1:], one)
+    torch.testing.assert_close(two[:, :1], one, rtol=0, atol=1e-5)
+    torch.testing.assert_close(two[:, 1:], one, rtol=0, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------- end to end
