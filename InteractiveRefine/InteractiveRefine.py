@@ -187,6 +187,7 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
         ui.regionRemovalCheckBox.connect("toggled(bool)", lambda on: self.logic.setRegionRemoval(on))
         ui.thresholdStartCheckBox.connect("toggled(bool)", lambda on: self.logic.setThresholdStart(on))
+        self._thresholdStartTip = ui.thresholdStartCheckBox.toolTip  # the .ui's, for a model that asks
         ui.exactFollowUpCheckBox.connect("toggled(bool)", self.onExactFollowUpToggled)
         ui.roiSelector.connect("nodeAddedByUser(vtkMRMLNode*)", self.onRoiAdded)
         for button, handler in (
@@ -276,6 +277,11 @@ class InteractiveRefineWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             "Place a light-blue point in a hot lymph node: its PET region (the percentage of the local "
             "SUVmax) replaces the GTVn segment; the GTVp stays" if nodal else
             "Lymph-node (GTVn) PET regions need a model with a GTVn output; this one segments " + segments)
+        available = self.logic.thresholdStartAvailable  # the model's card asks for a threshold start
+        self.ui.thresholdStartCheckBox.enabled = available
+        self.ui.thresholdStartCheckBox.toolTip = self._thresholdStartTip if available else (
+            "This model refines your first \"tumour\" point (its card asks for no threshold start); place a "
+            "PET region point (Shift+T) to start from the 40 % SUVmax region")
         self.ui.acceptSuggestionButton.enabled = hasSession and self.logic.suggestion() is not None
         self.ui.refineButton.enabled = hasSession and not params.autoRefine
         self.ui.replayButton.enabled = params.segmentation is not None and not busy

@@ -189,6 +189,11 @@ def run_simulation(
         click = {"ras": [float(v) for v in step.ras], "positive": step.click.positive}
         if step.click.label is not None:
             click["label"] = session.classes[step.click.label]
+        result = step.result[0]
+        if result.removed_ml > 0:  # region removal took regions marked "not tumour" away
+            click["removed_ml"] = round(float(result.removed_ml), 3)
+        if "stage" in result.details:  # a card stage other than refine answered (e.g. unanchored)
+            click["stage"] = result.details["stage"]
         out["clicks"].append(click)
         score()
     if hasattr(user, "summary"):

@@ -120,6 +120,13 @@ class RefineLogic(ReportingMixin, MarkupsObserverMixin, ExactPassMixin, Clinical
         if self.session is not None:
             self.session.threshold_start = bool(enabled) and self.session.card.threshold_start
 
+    @property
+    def thresholdStartAvailable(self) -> bool:
+        """Whether the threshold-start setting matters: before a session, or with a model whose card
+        asks for a threshold start (the default model 0.5.0 refines every point; a *PET region*
+        point gives the threshold region on demand)."""
+        return self.session is None or bool(self.session.card.threshold_start)
+
     def setExactFollowUp(self, enabled: bool) -> None:
         """On: the current preview is confirmed now; off: a running background pass is cancelled."""
         self.params.exactFollowUp = bool(enabled)

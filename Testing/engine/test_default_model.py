@@ -99,7 +99,8 @@ def test_at_the_automatic_roi_the_first_not_tumour_clicks_reject_hot_regions(car
     result = _simulate_chgj015(tmp_path, clicks=5, roi="auto")
     dice = result["dice"]
     assert result["roi"]["method"] == "below_brain"
-    assert result["clicks"][0]["positive"] is False
+    assert result["clicks"][0]["positive"] is False and result["clicks"][0]["stage"] == "unanchored"
+    assert all("stage" not in click for click in result["clicks"][1:])  # after the first "tumour" click
     recorded = card["metrics"]["real_auto"]["per_case"]["CHGJ015"]["dice_per_click_by_seed"]["0"]
     assert dice == pytest.approx(recorded[:6], abs=0.01)
     assert dice[0] < 0.3 and dice[1] > dice[0] + 0.3  # one "not tumour" click removes most false regions

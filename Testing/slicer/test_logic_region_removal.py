@@ -96,12 +96,15 @@ def test_the_first_tumour_point_starts_from_the_threshold_region_unless_switched
     ct, pet, truth = _chgj015(scene)
     logic = InteractiveRefine.InteractiveRefineLogic()
     try:
+        assert logic.thresholdStartAvailable  # no session yet: the check box is live
         logic.segment(ct, pet, None, None, modelPath="", device="cpu")
+        assert not logic.thresholdStartAvailable  # the default card refines the first point: greyed out
         logic.getClickNodes()[0].AddControlPointWorld(*_deepest_ras(ct, truth))
-        assert [click.kind for click in logic.session.clicks] == ["point"]  # the default card: refined
+        assert [click.kind for click in logic.session.clicks] == ["point"]
         logic.clear()
         assert logic.params.thresholdStart  # on by default: as the card says
         logic.segment(ct, pet, None, None, modelPath=str(package), device="cpu")
+        assert logic.thresholdStartAvailable
         positive_node = logic.getClickNodes()[0]
         positive_node.AddControlPointWorld(*_deepest_ras(ct, truth))
         assert [click.kind for click in logic.session.clicks] == ["threshold"]
