@@ -135,7 +135,7 @@ def _input(session):
     positives = tuple(c.positive for c in state.clicks)
     labels = classes.click_classes(state.clicks, session.card.classes)
     ctx = InputContext(image, previous.probability, state.click_indices, positives, None, labels)
-    stage = session.card.stages["refine"]
+    stage = session.card.stages[state.details.get("stage", "refine")]  # e.g. the unanchored stage's
     return stage, assemble(stage, ctx, tuple(slice(0, n) for n in session.grid.shape))
 
 

@@ -97,3 +97,16 @@ def test_a_fast_session_refines_an_unanchored_click_over_the_whole_roi(package_d
     assert result.voxels == 0
     again = session.add_click(_ras(session, (20, 20, 20)), positive=True)
     assert again.window is not None  # the refine members run in their window again
+
+
+def test_the_uncertainty_of_an_unanchored_step_comes_from_its_stage(package_dir, image):
+    """The augmented passes re-run what produced the current mask: after an unanchored click the
+    unanchored members (nothing is tumour), after a "tumour" click the refine members (everything)."""
+    from InteractiveRefineLib.uncertainty import estimate
+
+    session = _session(package_dir, image)
+    session.add_click(_ras(session, (30, 30, 30)), positive=False)
+    assert estimate(session, passes=2).mean.max() < 0.01
+    session.add_click(_ras(session, (20, 20, 20)), positive=True)
+    centre = (slice(12, 36),) * 3  # a rotated pass leaves the ROI's corners empty
+    assert estimate(session, passes=2).mean[centre].min() > 0.99
