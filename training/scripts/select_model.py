@@ -2,6 +2,7 @@
 
     python training/scripts/select_model.py --baseline EVAL_DIR --candidate NAME=EVAL_DIR [...]
         [--select phantoms,real,real_auto] [--at 5,10] [--metric SET=COLUMN ...] [--max-drop 0.01]
+        [--same-initial]
 
 EVAL_DIR: an ``OUT_DIR`` of ``scripts/evaluate_default_model.sh`` (one ``evaluate`` folder per
 set: ``phantoms``, ``real``, ``real_auto``, ``real_hn``, ``real_hn_auto``, ``heldout_sarcoma``), or
@@ -16,7 +17,10 @@ stay held out. ``--metric real=dice_gtvp`` scores a set by another ``per_case.cs
 GTVp of a multi-class model, on cases labelled with the GTVp only); ``dice`` (all classes together)
 otherwise. ``--max-drop D`` adds issue 20's per-click rule: on every selection set, no single
 click may lower the candidate's mean Dice by more than ``D`` unless the baseline's worst click
-lowers it as much (a candidate whose first click erases good initial masks fails it). Prints a
+lowers it as much (a candidate whose first click erases good initial masks fails it).
+``--same-initial`` is for candidates that keep the baseline's initial model (only the refinement
+or a card setting changes): their first mask is the baseline's, so at 0 clicks "not below" replaces
+"higher". Prints a
 Markdown table (with the worst step of the mean over one click) and one verdict line per candidate;
 exits 0 when at least one candidate passes, 1 when none does, 2 on unusable input.
 """
@@ -46,14 +50,19 @@ def curves(folder: Path, columns: dict | None = None) -> dict:
     return found
 
 
-def verdict(baseline: list, candidate: list, at: tuple, max_drop: float | None = None) -> list[str]:
-    """The rule's failures on one set (empty: passed)."""
+def verdict(baseline: list, candidate: list, at: tuple, max_drop: float | None = None,
+            same_initial: bool = False) -> list[str]:
+    """The rule's failures on one set (empty: passed). ``same_initial``: the candidate keeps the
+    baseline's initial model, so its first mask may equal the baseline's (at 0 clicks not below,
+    instead of above)."""
     failures = []
     if max_drop is not None and len(candidate) > 1 and len(baseline) > 1:
         worst, allowed = worst_step(candidate), min(-max_drop, worst_step(baseline))
         if worst < allowed:
             failures.append(f"one click lowers Dice by {-worst:.3f} (allowed {-allowed:.3f})")
-    if not candidate[0] > baseline[0]:
+    if same_initial and candidate[0] < baseline[0]:
+        failures.append(f"0 clicks {candidate[0]:.3f} below {baseline[0]:.3f}")
+    elif not same_initial and not candidate[0] > baseline[0]:
         failures.append(f"0 clicks {candidate[0]:.3f} not above {baseline[0]:.3f}")
     for clicks in at:
         if clicks >= min(len(baseline), len(candidate)):
@@ -75,6 +84,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-drop", type=float, default=None, metavar="D",
                         help="no click may lower the mean Dice by more than D (or than the baseline's "
                              "worst click does)")
+    parser.add_argument("--same-initial", action="store_true",
+                        help="candidates keep the baseline's initial model (a new refinement network or "
+                             "card setting): at 0 clicks not below the baseline, instead of above it")
     args = parser.parse_args(argv)
     if args.max_drop is not None and args.max_drop < 0:
         parser.error(f"--max-drop takes a non-negative Dice, got {args.max_drop}")
@@ -129,7 +141,7 @@ def main(argv=None) -> int:
             steps = f"{worst_step(c):+.3f} ({worst_step(b):+.3f})" if min(len(b), len(c)) > 1 else "-"
             print(f"| {name} | {shown_set} | {use} | {cells} | {steps} |")
             if set_name in select:
-                failures += [f"{set_name}: {f}" for f in verdict(b, c, at, args.max_drop)]
+                failures += [f"{set_name}: {f}" for f in verdict(b, c, at, args.max_drop, args.same_initial)]
         verdicts.append(f"{name}: " + ("PASS" if not failures else "FAIL (" + "; ".join(failures) + ")"))
         if not failures:
             passed.append(name)

@@ -327,3 +327,9 @@ def test_select_model_max_drop_fails_a_candidate_whose_click_erases_the_mask():
         "one click lowers Dice by 0.290 (allowed 0.010)"]
     shaky = [0.45, 0.40, 0.55, 0.60, 0.62, 0.66, 0.66, 0.67, 0.67, 0.68, 0.68]  # the baseline's own -0.05
     assert select_model.verdict(shaky, [v + 0.01 for v in shaky], (5, 10), 0.01) == []
+    # --same-initial: a new refinement network behind the same first mask may tie at 0 clicks, not lose
+    refined = [baseline[0]] + [v + 0.02 for v in baseline[1:]]
+    assert select_model.verdict(baseline, refined, (5, 10)) == ["0 clicks 0.450 not above 0.450"]
+    assert select_model.verdict(baseline, refined, (5, 10), same_initial=True) == []
+    assert select_model.verdict(baseline, [0.44] + refined[1:], (5, 10), same_initial=True) == [
+        "0 clicks 0.440 below 0.450"]
