@@ -315,7 +315,7 @@ class RefinementSession(SessionResults):
         timings["total_s"] = time.perf_counter() - t0
         window = None if proposal.window is None else tuple((s.start, s.stop) for s in proposal.window)
         details = dict(proposal.details)
-        if stage != "refine" and click.kind != "threshold":
+        if stage != "refine":  # a threshold click is positive: always the refine stage
             details["stage"] = stage
         return State(
             state.clicks + (click,), clicks.indices, probability, ct_mask, timings, proposal.mode,
