@@ -13,7 +13,9 @@ session therefore applies one rule on top of the network, on the working grid:
    region, and the region does not touch any region of the refined mask that holds a positive
    click. Until then the network alone answers the click.
 3. The rule is applied after every refinement, so the network cannot bring a removed region back
-   on a later click; a later positive click in or next to a rejected region revokes it.
+   on a later click; a later positive click in or next to a rejected region revokes it: "next to"
+   is within the click's reach (:data:`CLICK_REACH_VOX` voxels per axis, the reach of a click's
+   local edit), whether or not the refined mask grew to the click.
 
 Waiting for a positive click is what keeps the rule safe: a negative click on a leak that is
 attached to the tumour rejects the tumour's region too, but the tumour's positive click (or the
@@ -95,12 +97,26 @@ def _label_at(labels, box, index) -> int:
     return int(labels[local])
 
 
+#: How near (voxels, per axis) to a click a region must come to be the click's: a changed region
+#: within it is the click's local edit; a rejected region within it of a positive click is revoked.
+CLICK_REACH_VOX = 2
+
+
+def near(index, shape, reach: int = CLICK_REACH_VOX) -> tuple:
+    """The box of voxels within ``reach`` voxels per axis of ``index``, clipped to ``shape`` (empty
+    where ``index`` lies farther than ``reach`` outside it)."""
+    return tuple(slice(min(max(int(c) - reach, 0), n), max(min(int(c) + reach + 1, n), 0))
+                 for c, n in zip(index, shape))
+
+
 def suppressed(rejections, foreground, positive_indices):
     """Union of the ``rejections`` to remove from the refined ``foreground``, or None (in
     ``foreground``'s array module).
 
-    A rejection is removed only when there are positive clicks, none lies in it, and it does not
-    touch a region of ``foreground`` that holds one.
+    A rejection is removed only when there are positive clicks, none lies in it or within
+    :data:`CLICK_REACH_VOX` of it (a "tumour" click on the background just outside a rejected
+    region says the tumour is there, even when the refined mask did not grow to the click), and
+    it does not touch a region of ``foreground`` that holds one.
     """
     positive_indices = [tuple(int(v) for v in p) for p in positive_indices]
     if not rejections or not positive_indices:
@@ -118,7 +134,7 @@ def suppressed(rejections, foreground, positive_indices):
     out = None
     for region in rejections:
         region = like(region, foreground)
-        if any(bool(region[p]) for p in positive_indices):
+        if any(bool(region[near(p, region.shape)].any()) for p in positive_indices):
             continue
         if tumour is not None and bool((region & tumour).any()):
             continue

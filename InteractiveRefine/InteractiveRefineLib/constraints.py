@@ -2,7 +2,8 @@
 
 Region removal (:mod:`.click_regions`): a negative click on a separate region of the mask rejects
 that whole region; once a positive click marks the tumour elsewhere, every rejected region that
-neither holds nor touches a positive click is removed, on this and every later click.
+neither holds a positive click, nor lies within one's reach, nor touches a region of the mask
+holding one is removed, on this and every later click.
 
 With several output classes the mask is the union of the classes: a negative click rejects the
 region of that union it lands on, any positive click (of any class) counts, and a removed region
@@ -67,19 +68,18 @@ LOCAL_EDITS_HELP = ("once the mask is a PET threshold region, a model click keep
 #: The command-line help of ``--[no-]local-edits-positive``.
 LOCAL_EDITS_POSITIVE_HELP = ("every positive model click keeps only the changes connected to it "
                              "(default: as the model card says, local_edits_positive_clicks)")
-#: How near (voxels, per axis) to a click a changed region must come to be kept as its edit.
-EDIT_REACH_VOX = 2
 
 
 def keep_connected_changes(probability: np.ndarray, previous: np.ndarray, index, threshold: float,
                            changed=None):
     """Reset, in place, the changes of ``probability`` from ``previous`` that do not connect to
     the click at working-grid ``index``: the mask's changed voxels (any class's foreground gained
-    or lost) form connected regions (26-connectivity); those that come within
-    :data:`EDIT_REACH_VOX` of the click are the click's edit, the others go back to ``previous``
-    (every class). So a click on one error of a good mask (a PET threshold region) cannot undo a
-    correct part of it elsewhere. ``changed``: the box the proposal may differ in (a window; None:
-    anywhere), the only part compared. Returns the bounding box of the reset voxels, or None."""
+    or lost) form connected regions (26-connectivity); those that come within the click's reach
+    (:data:`.click_regions.CLICK_REACH_VOX`) are the click's edit, the others go back to
+    ``previous`` (every class). So a click on one error of a good mask (a PET threshold region)
+    cannot undo a correct part of it elsewhere. ``changed``: the box the proposal may differ in
+    (a window; None: anywhere), the only part compared. Returns the bounding box of the reset
+    voxels, or None."""
     region = tuple(slice(0, n) for n in probability.shape[-3:]) if changed is None else tuple(changed)
     inside = (Ellipsis,) + region
     change = (classes.foreground(probability[inside], threshold)
@@ -90,8 +90,7 @@ def keep_connected_changes(probability: np.ndarray, previous: np.ndarray, index,
     box = tuple(slice(r.start + f.start, r.start + f.stop) for r, f in zip(region, found))
     change = change[found]
     labels, _ = ndimage.label(change, structure=np.ones((3, 3, 3), dtype=bool))
-    near = tuple(slice(max(c - s.start - EDIT_REACH_VOX, 0), max(c - s.start + EDIT_REACH_VOX + 1, 0))
-                 for c, s in zip(index, box))
+    near = click_regions.near([c - s.start for c, s in zip(index, box)], labels.shape)
     kept = np.unique(labels[near])
     reset = (labels > 0) & ~np.isin(labels, kept[kept > 0])
     reset_box = geometry.mask_box(reset)
@@ -104,3 +103,4 @@ def keep_connected_changes(probability: np.ndarray, previous: np.ndarray, index,
     else:  # several classes: the region goes back in every class
         probability[(slice(None),) + whole][:, where] = previous[(slice(None),) + whole][:, where]
     return whole
+

@@ -50,6 +50,21 @@ def test_a_rejected_region_goes_only_when_a_positive_click_is_elsewhere():
     assert click_regions.suppressed([gland], grown, [(3, 3, 3)]) is None
 
 
+def test_a_positive_click_just_outside_a_rejected_region_revokes_it():
+    """A negative click on a leak attached to the tumour rejects the tumour's region too. The next
+    "tumour" click lands on the background just outside that region (the tumour is larger than the
+    mask showed) and the refined mask has not grown to it: the tumour's region must stay."""
+    mask = _two_blobs()
+    tumour = click_regions.rejected_region(mask, (3, 3, 3))  # the leak's click: the whole region
+    reach = click_regions.CLICK_REACH_VOX
+    beside = (5 + reach, 3, 3)  # background, ``reach`` voxels past the region's last row (5)
+    assert not mask[beside]
+    assert click_regions.suppressed([tumour], mask, [beside]) is None
+    # One voxel farther the click is a tumour elsewhere, and the rejected region goes.
+    farther = (5 + reach + 1, 3, 3)
+    assert np.array_equal(click_regions.suppressed([tumour], mask, [farther]), tumour)
+
+
 @pytest.fixture(scope="module")
 def chgj015():
     folder = data_path(*CHGJ)
