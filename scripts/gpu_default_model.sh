@@ -6,7 +6,7 @@
 #      with training/configs/gpu_default.json on phantoms plus the real sarcoma cases (less HOLDOUT);
 #   3. the model package, the training summaries and every figure copied to $OUT.
 # Usage on the device machine, in the repository root (the device tool's `run`, carrying .whl and
-# .gpu_data, both git-ignored):
+# .gpu_data, both git-ignored, which `bash scripts/gpu_carry.sh` prepares here first):
 #   OUT=$OUT BUDGET_S=540 bash scripts/gpu_default_model.sh
 # TRAINED_144 (default runs/mm1/package, carried too when present): a trained 144^3 model at 1 mm, timed
 # with its clicks replayed against float32 whole-ROI (benchmarks/README.md, "The models measured").
