@@ -23,8 +23,8 @@ def _carry(tmp_path, limit_mb: int) -> tuple[set, str]:
 
 
 def test_training_cases_fit_the_limit_and_the_held_out_ones_stay_home(tmp_path):
-    tracked = sum(os.path.getsize(ROOT / f) for f in subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\0") if f)
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True)
+    tracked = sum(os.path.getsize(ROOT / f) for f in listed.stdout.split("\0") if f)
     limit_mb = tracked // 2**20 + 12  # room for a few cases only
     carried, said = _carry(tmp_path, limit_mb)
     available = {p.name for p in data_path("sts_ibsi").iterdir() if p.is_dir()} - set(HOLDOUT)
