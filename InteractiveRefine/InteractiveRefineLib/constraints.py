@@ -103,4 +103,3 @@ def keep_connected_changes(probability: np.ndarray, previous: np.ndarray, index,
     else:  # several classes: the region goes back in every class
         probability[(slice(None),) + whole][:, where] = previous[(slice(None),) + whole][:, where]
     return whole
-
