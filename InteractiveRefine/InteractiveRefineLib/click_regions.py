@@ -109,6 +109,18 @@ def near(index, shape, reach: int = CLICK_REACH_VOX) -> tuple:
                  for c, n in zip(index, shape))
 
 
+def within_reach(region, index) -> bool:
+    """Whether ``region`` (bool, numpy or CuPy) has a voxel within :data:`CLICK_REACH_VOX` of
+    ``index``: a positive click there revokes the rejection."""
+    return bool(region[near(index, region.shape)].any())
+
+
+def revoked_by(rejections, index) -> int:
+    """How many ``rejections`` a positive click at ``index`` keeps (lies in or beside): what the
+    user is told, since the region they marked "not tumour" stays."""
+    return sum(within_reach(region, index) for region in rejections)
+
+
 def suppressed(rejections, foreground, positive_indices):
     """Union of the ``rejections`` to remove from the refined ``foreground``, or None (in
     ``foreground``'s array module).
@@ -134,7 +146,7 @@ def suppressed(rejections, foreground, positive_indices):
     out = None
     for region in rejections:
         region = like(region, foreground)
-        if any(bool(region[near(p, region.shape)].any()) for p in positive_indices):
+        if any(within_reach(region, p) for p in positive_indices):
             continue
         if tumour is not None and bool((region & tumour).any()):
             continue

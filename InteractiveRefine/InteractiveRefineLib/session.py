@@ -317,6 +317,9 @@ class RefinementSession(SessionResults):
         details = dict(proposal.details)
         if stage != "refine":  # a threshold click is positive: always the refine stage
             details["stage"] = stage
+        kept = click_regions.revoked_by(rejections, index) if click.positive else 0
+        if kept:  # a region the user marked "not tumour" stays: this tumour point is in or beside it
+            details["kept_rejected"] = kept
         return State(
             state.clicks + (click,), clicks.indices, probability, ct_mask, timings, proposal.mode,
             window, rejections, removed * float(np.prod(self.grid.spacing)) / 1000.0,

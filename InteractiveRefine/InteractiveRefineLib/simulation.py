@@ -194,6 +194,8 @@ def run_simulation(
             click["removed_ml"] = round(float(result.removed_ml), 3)
         if "stage" in result.details:  # a card stage other than refine answered (e.g. unanchored)
             click["stage"] = result.details["stage"]
+        if "kept_rejected" in result.details:  # a region marked "not tumour" stays: this click is beside it
+            click["kept_rejected"] = result.details["kept_rejected"]
         out["clicks"].append(click)
         score()
     if hasattr(user, "summary"):

@@ -37,6 +37,8 @@ def describe(result, action: str, seconds: float, pending: int = 0, precision: s
         status += ", preview" + (": exact mask follows" if exactFollows else "")
     if result.removed_ml > 0:
         status += f", removed {result.removed_ml:.1f} mL marked not tumour"
+    if (result.details or {}).get("kept_rejected"):
+        status += ", kept a region marked not tumour (this tumour point is on or beside it)"
     if pending > 0:
         status += f", {pending} pending click(s)"
     if requestedDevice == "cuda" and not str(result.device).startswith("cuda"):

@@ -133,6 +133,7 @@ def test_negative_then_positive_click_removes_the_whole_false_region(chgj015, bo
     mask = session.mask_on_working_grid().astype(bool)
     assert not mask[brain].any()  # the whole region is gone ...
     assert second.removed_ml > 0  # ... and the status line can say how much
+    assert "kept_rejected" not in second.details  # the tumour point is far from the rejected region
     truth = truth_on_grid(chgj015[2], session.grid)
     assert (mask & truth).sum() > 0.5 * truth.sum()  # the tumour stays
     assert_ct_mask_is_the_back_mapping(session)  # removed region included
@@ -157,6 +158,7 @@ def test_a_negative_click_on_the_tumours_own_region_never_erases_it(chgj015, box
     assert session.add_click(_ras(session, on_edge), positive=False).removed_ml == 0.0
     result = session.add_click(_ras(session, on_tumour), positive=True)
     assert result.removed_ml == 0.0
+    assert result.details["kept_rejected"] == 1  # what the user is told: the marked region stays
     # The rule changed nothing: the mask is the network's alone, and the tumour is still there.
     alone = _session(chgj015, box_centre, region_removal=False)
     alone.add_click(_ras(alone, on_edge), positive=False)

@@ -64,7 +64,17 @@ def test_not_tumour_point_on_a_separate_region_removes_it_from_the_segment(scene
         assert mask[brain].sum() < 0.01 * brain.sum()
         assert (mask & truth).sum() > 0.5 * truth.sum()
         assert "removed" in logic.lastStatus and "mL marked not tumour" in logic.lastStatus
+        assert "kept a region" not in logic.lastStatus
         np.testing.assert_array_equal(logic.segmentMask(), logic.session.mask_on_ct())
+        # A "not tumour" point on the tumour, then a "tumour" point there: the region stays, and
+        # the status line says why the "not tumour" mark did not take it away.
+        negative_node.AddControlPointWorld(*_deepest_ras(ct, truth))
+        positive_node.AddControlPointWorld(*_deepest_ras(ct, truth))
+        assert "kept a region marked not tumour (this tumour point is on or beside it)" in logic.lastStatus
+        assert (logic.segmentMask().astype(bool) & truth).sum() > 0.5 * truth.sum()
+        logic.undo()
+        logic.undo()
+        np.testing.assert_array_equal(logic.segmentMask().astype(bool), mask)
 
         # Switched off, the same two points leave part of the brain in the segment.
         logic.setRegionRemoval(False)
