@@ -32,6 +32,7 @@ import numpy as np
 from . import classes
 from .errors import SessionStateError
 from .inputs import InputContext, assemble
+from .refiners import refine_stage
 
 #: Passes per estimate (HN-UISeg's N; each costs one network pass).
 DEFAULT_PASSES = 8
@@ -135,7 +136,7 @@ def _input(session):
     positives = tuple(c.positive for c in state.clicks)
     labels = classes.click_classes(state.clicks, session.card.classes)
     ctx = InputContext(image, previous.probability, state.click_indices, positives, None, labels)
-    stage = session.card.stages[state.details.get("stage", "refine")]  # e.g. the unanchored stage's
+    stage = session.card.stages[refine_stage(session.card, positives, session.image.roi_placement)]
     return stage, assemble(stage, ctx, tuple(slice(0, n) for n in session.grid.shape))
 
 
